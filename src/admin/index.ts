@@ -1,0 +1,1 @@
+export { type AdminDeps, createAdminServer } from './server.js';

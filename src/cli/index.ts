@@ -1,0 +1,2 @@
+export type { CliIO, Command } from './io.js';
+export { runCli } from './main.js';

@@ -1,0 +1,56 @@
+import { ConfigError } from '../config/index.js';
+import { audit } from './commands/audit.js';
+import { init } from './commands/init.js';
+import { jwt } from './commands/jwt.js';
+import { up } from './commands/up.js';
+import { user } from './commands/user.js';
+import { type CliIO, type Command, UsageError } from './io.js';
+
+const COMMANDS: Readonly<Record<string, Command>> = { up, init, user, audit, jwt };
+
+const HELP = `portcullis — zero-trust access gateway
+
+usage: portcullis <command> [options]
+
+commands:
+  up            start the gateway, identity, admin listener (and the demo upstream)
+  init          write a starter portcullis.yaml and generate signing keys
+  user          add | list users
+  audit         verify the hash-chained audit log
+  jwt           verify a token against a JWKS
+
+options common to most commands: --config FILE (default: $PORTCULLIS_CONFIG or ./portcullis.yaml)
+`;
+
+/**
+ * Runs one CLI command and returns its exit code: 0 ok, 1 failed, 2 usage error.
+ *
+ * @example
+ * const code = await runCli(['audit', 'verify', '--config', 'portcullis.yaml'], { stdout: process.stdout, stderr: process.stderr });
+ */
+export async function runCli(argv: readonly string[], io: CliIO): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === 'help' || name === '--help' || name === '-h') {
+    io.stdout.write(HELP);
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    io.stderr.write(`unknown command "${name}"\n\n${HELP}`);
+    return 2;
+  }
+  try {
+    return await command(rest, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr.write(`${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof ConfigError) {
+      io.stderr.write(`${err.message}\n`);
+      return 1;
+    }
+    io.stderr.write(`portcullis ${name}: ${(err as Error).message}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,12 @@
+export { parseDuration } from './duration.js';
+export { ConfigError, type ConfigIssue } from './errors.js';
+export { defineConfig, type LoadedConfig, loadConfigFile, parseConfigText } from './load.js';
+export {
+  type Config,
+  type ConfigInput,
+  configSchema,
+  type HttpMethod,
+  type PolicyRuleConfig,
+  type RouteConfig,
+  type UpstreamConfig,
+} from './schema.js';

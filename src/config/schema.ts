@@ -1,0 +1,163 @@
+import { z } from 'zod';
+import { duration } from './duration.js';
+
+const host = z.string().min(1);
+const port = z.number().int().min(0).max(65535);
+const listen = z.strictObject({ host: host.default('127.0.0.1'), port });
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+export const httpMethod = z.enum(HTTP_METHODS);
+export type HttpMethod = z.infer<typeof httpMethod>;
+
+const id = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'expected an id of lowercase letters, digits, - and _');
+
+/**
+ * A route path pattern: literal segments, `:name` parameters, and an optional final `*` that matches
+ * the rest of the path (zero or more segments). Examples: `/api/orders`, `/api/orders/:id`, `/api/admin/*`.
+ */
+export const pathPattern = z
+  .string()
+  .regex(
+    /^\/(?:(?:[A-Za-z0-9._~!$&'()+,;=@-]+|:[A-Za-z_][A-Za-z0-9_]*)(?:\/(?:[A-Za-z0-9._~!$&'()+,;=@-]+|:[A-Za-z_][A-Za-z0-9_]*))*)?(?:\/?\*)?$/,
+    'expected a path pattern such as /api/orders, /api/orders/:id or /api/admin/*',
+  )
+  .refine((p) => !/(^|\/)\.{1,2}(\/|$)/.test(p), 'a path pattern must not contain . or .. segments');
+
+const upstream = z.strictObject({
+  /** Base URL of the upstream (http or https); its path is ignored. */
+  url: z.url({ protocol: /^https?$/ }),
+  /** `aud` of the identity assertion sent to this upstream; defaults to the upstream's name. */
+  audience: z.string().min(1).optional(),
+  /** Forward the client's Authorization header to this upstream (off: the assertion replaces it). */
+  passAuthorization: z.boolean().default(false),
+  timeout: duration.default(30_000),
+  connections: z.number().int().min(1).max(1024).default(64),
+});
+
+const route = z.strictObject({
+  id,
+  /** Host to match (case-insensitive, port ignored); omitted = any host. */
+  host: z.string().min(1).optional(),
+  path: pathPattern,
+  methods: z.array(httpMethod).min(1).default(['GET', 'HEAD']),
+  upstream: id,
+});
+
+const policyRule = z.strictObject({
+  id,
+  effect: z.literal('allow').default('allow'),
+  /** Route ids this rule applies to. */
+  routes: z.array(id).min(1),
+  /** Methods this rule allows; omitted = every method of the route. */
+  methods: z.array(httpMethod).min(1).optional(),
+  /** Roles allowed (any of). */
+  roles: z.array(z.string().min(1)).min(1),
+});
+
+const argon2Params = z.strictObject({
+  /** KiB of memory; OWASP minimum for argon2id is 19456 (19 MiB) with t=2. */
+  memoryCost: z.number().int().min(1024).max(4_194_304).default(19_456),
+  timeCost: z.number().int().min(1).max(20).default(2),
+  parallelism: z.number().int().min(1).max(16).default(1),
+});
+
+export const configSchema = z
+  .strictObject({
+    /** Folder for the SQLite database and key files; relative to the config file. */
+    dataDir: z.string().min(1).default('./.portcullis'),
+    log: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .prefault({}),
+    gateway: z
+      .strictObject({
+        listen: listen.prefault({ port: 8080 }),
+        /** Largest request body accepted by the gateway's own endpoints (login, refresh). */
+        maxAuthBodyBytes: z.number().int().min(256).max(1_048_576).default(16_384),
+      })
+      .prefault({}),
+    admin: z.strictObject({ listen: listen.prefault({ port: 9090 }) }).prefault({}),
+    identity: z
+      .strictObject({
+        /** `iss` of every token we mint; usually the gateway's public URL. */
+        issuer: z.url(),
+        /** `aud` of access tokens. */
+        audience: z.string().min(1).default('portcullis'),
+        accessTokenTtl: duration.default(600_000),
+        /** Absolute lifetime of a session (and so of its refresh tokens). */
+        sessionTtl: duration.default(43_200_000),
+        passwordHash: argon2Params.prefault({}),
+      })
+      .refine((v) => v.accessTokenTtl <= 3_600_000, {
+        message: 'accessTokenTtl must be at most 1h',
+        path: ['accessTokenTtl'],
+      }),
+    assertion: z
+      .strictObject({
+        /** Lifetime of the identity assertion forwarded to upstreams (at most 60s). */
+        ttl: duration.default(30_000).refine((ms) => ms <= 60_000, 'the assertion ttl must be at most 60s'),
+      })
+      .prefault({}),
+    upstreams: z.record(id, upstream),
+    routes: z.array(route).min(1),
+    policy: z.strictObject({ rules: z.array(policyRule).default([]) }).prefault({}),
+    audit: z
+      .strictObject({
+        /** `batched`: decisions are group-committed within `flushInterval`; `durable`: written before the response. */
+        decisions: z.enum(['batched', 'durable']).default('batched'),
+        flushInterval: duration.default(50).refine((ms) => ms <= 5_000, 'flushInterval must be at most 5s'),
+      })
+      .prefault({}),
+    demo: z
+      .strictObject({
+        /** Start the bundled demo upstream on this address (used by `portcullis up`). */
+        upstream: listen.optional(),
+        /** Create a demo admin and viewer with generated passwords when there are no users. */
+        seedUsers: z.boolean().default(false),
+      })
+      .prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const seen = new Set<string>();
+    cfg.routes.forEach((r, i) => {
+      if (seen.has(r.id))
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'id'], message: `duplicate route id "${r.id}"` });
+      seen.add(r.id);
+      if (!Object.hasOwn(cfg.upstreams, r.upstream)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'upstream'],
+          message: `unknown upstream "${r.upstream}"`,
+        });
+      }
+    });
+    const ruleIds = new Set<string>();
+    cfg.policy.rules.forEach((rule, i) => {
+      if (ruleIds.has(rule.id))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['policy', 'rules', i, 'id'],
+          message: `duplicate rule id "${rule.id}"`,
+        });
+      ruleIds.add(rule.id);
+      rule.routes.forEach((rid, j) => {
+        if (!seen.has(rid))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['policy', 'rules', i, 'routes', j],
+            message: `unknown route "${rid}"`,
+          });
+      });
+    });
+  });
+
+/** The validated, defaulted configuration. Durations are in milliseconds. */
+export type Config = z.output<typeof configSchema>;
+/** What a user writes (YAML or a plain object): durations as strings, defaults optional. */
+export type ConfigInput = z.input<typeof configSchema>;
+export type RouteConfig = Config['routes'][number];
+export type UpstreamConfig = Config['upstreams'][string];
+export type PolicyRuleConfig = Config['policy']['rules'][number];

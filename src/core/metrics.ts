@@ -1,0 +1,54 @@
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+
+/**
+ * Every Prometheus metric Portcullis exports, on one registry per running instance (so several
+ * instances in one process, as in tests, do not collide). Served at `/metrics` on the admin listener only.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly requests = new Counter({
+    name: 'portcullis_gateway_requests_total',
+    help: 'Requests answered by the gateway, by route, outcome and status class.',
+    labelNames: ['route', 'outcome', 'status'] as const,
+    registers: [this.registry],
+  });
+
+  readonly requestDuration = new Histogram({
+    name: 'portcullis_gateway_request_duration_seconds',
+    help: 'Time from request to response headers (gateway + upstream).',
+    labelNames: ['outcome'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+
+  readonly logins = new Counter({
+    name: 'portcullis_identity_logins_total',
+    help: 'Login attempts by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly auditAppended = new Counter({
+    name: 'portcullis_audit_records_total',
+    help: 'Audit records committed to the hash chain.',
+    registers: [this.registry],
+  });
+
+  readonly auditFailures = new Counter({
+    name: 'portcullis_audit_failures_total',
+    help: 'Audit batches that could not be committed.',
+    registers: [this.registry],
+  });
+
+  readonly storeErrors = new Counter({
+    name: 'portcullis_store_unavailable_total',
+    help: 'Requests denied because a store was unavailable (fail closed).',
+    registers: [this.registry],
+  });
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true)
+      collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
+  }
+}

@@ -1,0 +1,1 @@
+export { createDemoUpstream, type DemoUpstreamOptions } from './upstream.js';

@@ -1,0 +1,41 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AuditWriter } from '../audit/index.js';
+import type { Config } from '../config/index.js';
+import type { Clock, Logger, Metrics, Principal, RequestId } from '../core/index.js';
+import type { IdentityService, KeyRing, TokenService } from '../identity/index.js';
+import type { Decision, PolicyEngine } from '../policy/index.js';
+import type { CanonicalTarget } from './canonical-target.js';
+import type { CompiledRoute, RouteTable } from './route-table.js';
+import type { Upstream } from './upstream.js';
+
+/** Everything a request needs that was built at load: shared, never mutated per request. */
+export interface Gateway {
+  readonly config: Config;
+  readonly routes: RouteTable<Upstream>;
+  readonly tokens: TokenService;
+  readonly identity: IdentityService;
+  readonly keys: KeyRing;
+  readonly policy: PolicyEngine;
+  readonly audit: AuditWriter;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly clock: Clock;
+  readonly assertionTtlSec: number;
+}
+
+/** What the pipeline learns about one request, step by step. */
+export interface RequestContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly requestId: RequestId;
+  readonly startedAt: number;
+  readonly ip: string;
+  host: string;
+  target: CanonicalTarget | undefined;
+  route: CompiledRoute<Upstream> | undefined;
+  params: Readonly<Record<string, string>>;
+  principal: Principal | undefined;
+  decision: Decision | undefined;
+  /** Served by one of the gateway's own endpoints (which audit their own events). */
+  internal: boolean;
+}

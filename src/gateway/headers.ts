@@ -1,0 +1,100 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy-specific ones that must never be forwarded. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+]);
+
+/** Headers the gateway sets itself towards upstreams; a client's copy is dropped. */
+const SET_BY_GATEWAY = new Set([
+  'host',
+  'x-request-id',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'forwarded',
+  'x-real-ip',
+]);
+
+/** Our identity headers, in any spelling a server might read back (`x-portcullis-*`, `x_portcullis_*`). */
+const isIdentityHeader = (name: string) => name.startsWith('x-portcullis') || name.startsWith('x_portcullis');
+
+/**
+ * Headers to send upstream: the client's headers minus hop-by-hop headers (and any the client lists
+ * in `Connection`), minus anything the gateway sets itself, minus spoofable identity headers, minus
+ * `Authorization` unless the upstream asked for it.
+ */
+export function upstreamRequestHeaders(
+  inbound: IncomingHttpHeaders,
+  passAuthorization: boolean,
+): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const listed = connectionListed(inbound.connection);
+  for (const name in inbound) {
+    const value = inbound[name];
+    if (value === undefined) continue;
+    if (HOP_BY_HOP.has(name) || SET_BY_GATEWAY.has(name) || isIdentityHeader(name)) continue;
+    if (listed?.has(name)) continue;
+    if (name === 'authorization' && !passAuthorization) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+/** Upstream response headers to pass to the client: hop-by-hop and server fingerprints removed. */
+export function clientResponseHeaders(
+  upstream: Record<string, string | string[] | undefined>,
+): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const connection = upstream.connection;
+  const listed = connectionListed(Array.isArray(connection) ? connection.join(',') : connection);
+  for (const name in upstream) {
+    const value = upstream[name];
+    if (value === undefined) continue;
+    if (HOP_BY_HOP.has(name) || name === 'server' || name === 'x-powered-by' || listed?.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+function connectionListed(value: string | undefined): Set<string> | undefined {
+  if (!value) return undefined;
+  const set = new Set<string>();
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t !== '') set.add(t);
+  }
+  return set;
+}
+
+/**
+ * Security headers on every response (helmet's defaults for an API), computed once. An upstream's own
+ * value for one of these headers is kept: it knows its content best.
+ */
+export const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = Object.freeze([
+  ['x-content-type-options', 'nosniff'],
+  ['strict-transport-security', 'max-age=31536000; includeSubDomains'],
+  ['x-frame-options', 'DENY'],
+  ['content-security-policy', "default-src 'none'; frame-ancestors 'none'"],
+  ['referrer-policy', 'no-referrer'],
+  ['cross-origin-opener-policy', 'same-origin'],
+  ['cross-origin-resource-policy', 'same-origin'],
+  ['x-dns-prefetch-control', 'off'],
+] as const);
+
+/** Adds the security headers that `headers` does not already carry. */
+export function withSecurityHeaders(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  for (const [name, value] of SECURITY_HEADERS) {
+    if (headers[name] === undefined) headers[name] = value;
+  }
+  return headers;
+}

@@ -1,0 +1,7 @@
+export { ASSERTION_HEADER, ASSERTION_TYP, type AssertionClaims, signAssertion } from './assertion.js';
+export { type CanonicalTarget, canonicalizeTarget } from './canonical-target.js';
+export type { Gateway, RequestContext } from './context.js';
+export { SECURITY_HEADERS } from './headers.js';
+export { type CompiledRoute, canonicalHost, type RouteMatch, RouteTable } from './route-table.js';
+export { createGatewayServer } from './server.js';
+export { closeUpstreams, createUpstreams, type Upstream } from './upstream.js';

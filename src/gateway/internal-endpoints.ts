@@ -1,0 +1,94 @@
+import { z } from 'zod';
+import { PortcullisError } from '../core/index.js';
+import { readJsonBody } from './body.js';
+import type { Gateway, RequestContext } from './context.js';
+import { sendJson } from './respond.js';
+import { bearerToken } from './steps/authenticate.js';
+
+type Endpoint = { method: 'GET' | 'POST'; handle: (gw: Gateway, ctx: RequestContext) => Promise<void> };
+
+const loginBody = z.strictObject({
+  username: z.string().min(1).max(254),
+  password: z.string().min(1).max(1024),
+});
+const refreshBody = z.strictObject({ refresh_token: z.string().min(1).max(512) });
+
+const NO_STORE = { pragma: 'no-cache' } as const;
+
+/**
+ * The gateway's own endpoints (identity and key discovery), served before the route table. They share
+ * the pipeline's canonicalization and error handling; each writes its own audit events.
+ */
+export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string, Endpoint>([
+  [
+    '/auth/login',
+    {
+      method: 'POST',
+      handle: async (gw, ctx) => {
+        const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, loginBody);
+        try {
+          const tokens = await gw.identity.login(body.username, body.password, {
+            ip: ctx.ip,
+            requestId: ctx.requestId,
+          });
+          gw.metrics.logins.inc({ result: 'success' });
+          sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
+        } catch (err) {
+          gw.metrics.logins.inc({ result: 'failure' });
+          throw err;
+        }
+      },
+    },
+  ],
+  [
+    '/auth/refresh',
+    {
+      method: 'POST',
+      handle: async (gw, ctx) => {
+        const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, refreshBody);
+        const tokens = await gw.identity.refresh(body.refresh_token, {
+          ip: ctx.ip,
+          requestId: ctx.requestId,
+        });
+        sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
+      },
+    },
+  ],
+  [
+    '/auth/logout',
+    {
+      method: 'POST',
+      handle: async (gw, ctx) => {
+        const token = bearerToken(ctx.req.headers.authorization);
+        const principal = await gw.tokens.verifyAccessToken(token);
+        await gw.identity.logout(principal.sessionId, { ip: ctx.ip, requestId: ctx.requestId });
+        ctx.res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': ctx.requestId });
+        ctx.res.end();
+      },
+    },
+  ],
+  [
+    '/.well-known/jwks.json',
+    {
+      method: 'GET',
+      handle: async (gw, ctx) => {
+        sendJson(ctx, 200, JSON.stringify(gw.keys.jwks()), { 'cache-control': 'public, max-age=300' });
+      },
+    },
+  ],
+]);
+
+/** Serves an internal endpoint if the path is one; returns whether it did. */
+export async function serveInternal(gw: Gateway, ctx: RequestContext, path: string): Promise<boolean> {
+  const endpoint = INTERNAL_ENDPOINTS.get(path);
+  if (!endpoint) return false;
+  ctx.internal = true;
+  const method = ctx.req.method === 'HEAD' && endpoint.method === 'GET' ? 'GET' : ctx.req.method;
+  if (method !== endpoint.method) {
+    throw new PortcullisError('method_not_allowed', {
+      headers: { allow: endpoint.method === 'GET' ? 'GET, HEAD' : endpoint.method },
+    });
+  }
+  await endpoint.handle(gw, ctx);
+  return true;
+}

@@ -1,0 +1,108 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { newRequestId, PortcullisError } from '../core/index.js';
+import type { Gateway, RequestContext } from './context.js';
+import { decisionRecord } from './decision-record.js';
+import { serveInternal } from './internal-endpoints.js';
+import { asPortcullisError, sendError } from './respond.js';
+import { authenticate } from './steps/authenticate.js';
+import { authorize } from './steps/authorize.js';
+import { canonicalize } from './steps/canonicalize.js';
+import { forward } from './steps/forward.js';
+import { route } from './steps/route.js';
+
+/**
+ * The request path, in order. Each step is one small module with one job; a step that answers the
+ * request itself returns `true` and ends the pipeline; a step that refuses throws a PortcullisError.
+ *
+ *   1. canonicalize   one canonical host + target; ambiguous encodings → 400
+ *   2. internal       the gateway's own endpoints (/auth/*, JWKS)
+ *   3. route          compiled route table → route, params (404 / 405)
+ *   4. authenticate   bearer JWT verified + session still active → principal (401)
+ *   5. authorize      policy decision, deny by default (403); decision audited
+ *   6. forward        identity assertion + canonical target → upstream (502 / 504)
+ */
+type Step = (gw: Gateway, ctx: RequestContext) => unknown;
+
+const STEPS: readonly Step[] = [
+  (_gw, ctx) => canonicalize(ctx),
+  (gw, ctx) => serveInternal(gw, ctx, ctx.target?.path ?? ''),
+  route,
+  authenticate,
+  authorize,
+  auditDecision,
+  forward,
+];
+
+/** Records an allow decision before forwarding (awaited when decisions are durable). */
+async function auditDecision(gw: Gateway, ctx: RequestContext): Promise<void> {
+  const write = gw.audit.write(
+    { type: 'gateway.decision', data: decisionRecord(ctx, undefined) },
+    gw.config.audit.decisions,
+  );
+  if (gw.config.audit.decisions === 'durable') await write;
+}
+
+/** The node:http request handler running {@link STEPS}. */
+export function createHandler(gw: Gateway): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const ctx: RequestContext = {
+      req,
+      res,
+      requestId: newRequestId(),
+      startedAt: performance.now(),
+      ip: req.socket.remoteAddress ?? '',
+      host: '',
+      target: undefined,
+      route: undefined,
+      params: {},
+      principal: undefined,
+      decision: undefined,
+      internal: false,
+    };
+    void run(gw, ctx);
+  };
+}
+
+async function run(gw: Gateway, ctx: RequestContext): Promise<void> {
+  let outcome = 'allow';
+  try {
+    for (const step of STEPS) {
+      let done = step(gw, ctx);
+      if (done instanceof Promise) done = await done;
+      if (done === true) {
+        outcome = 'internal';
+        break;
+      }
+    }
+  } catch (err) {
+    const error = asPortcullisError(err);
+    outcome = ctx.decision?.outcome === 'allow' ? 'error' : 'deny';
+    if (error.code === 'store_unavailable') gw.metrics.storeErrors.inc();
+    let answer = error;
+    if (outcome === 'deny' && !ctx.internal) {
+      try {
+        await recordDenial(gw, ctx, error);
+      } catch (auditErr) {
+        answer = asPortcullisError(auditErr);
+      }
+    }
+    sendError(gw, ctx, answer);
+  } finally {
+    const status = String(ctx.res.statusCode)[0] ?? '0';
+    gw.metrics.requests.inc({ route: ctx.route?.id ?? '', outcome, status: `${status}xx` });
+    gw.metrics.requestDuration.observe({ outcome }, (performance.now() - ctx.startedAt) / 1000);
+  }
+}
+
+/** Every refusal is a decision too. A failed durable write turns the answer into a 503 (fail closed). */
+async function recordDenial(gw: Gateway, ctx: RequestContext, error: PortcullisError): Promise<void> {
+  try {
+    const write = gw.audit.write(
+      { type: 'gateway.decision', data: decisionRecord(ctx, error) },
+      gw.config.audit.decisions,
+    );
+    if (gw.config.audit.decisions === 'durable') await write;
+  } catch (err) {
+    throw new PortcullisError('store_unavailable', { detail: 'audit write failed', cause: err });
+  }
+}

@@ -1,0 +1,139 @@
+import type { RouteConfig } from '../config/index.js';
+
+type Segment = { kind: 'literal'; value: string } | { kind: 'param'; name: string };
+
+export interface CompiledRoute<U> {
+  readonly id: string;
+  readonly host: string | undefined;
+  readonly segments: readonly Segment[];
+  /** Pattern ends in `*`: matches any remaining segments. */
+  readonly rest: boolean;
+  readonly methods: ReadonlySet<string>;
+  /** The `Allow` header value for 405 answers. */
+  readonly allow: string;
+  readonly upstream: U;
+}
+
+export type RouteMatch<U> =
+  | { kind: 'match'; route: CompiledRoute<U>; params: Record<string, string> }
+  | { kind: 'method_not_allowed'; allow: string }
+  | { kind: 'none' };
+
+const NONE = Object.freeze({ kind: 'none' }) as RouteMatch<never>;
+const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
+function compilePattern(pattern: string): { segments: Segment[]; rest: boolean } {
+  let p = pattern;
+  let rest = false;
+  if (p.endsWith('*')) {
+    rest = true;
+    p = p.slice(0, -1);
+  }
+  const segments = p
+    .split('/')
+    .filter((s) => s !== '')
+    .map(
+      (s): Segment =>
+        s.startsWith(':') ? { kind: 'param', name: s.slice(1) } : { kind: 'literal', value: s },
+    );
+  return { segments, rest };
+}
+
+/** Lower case, no port, no trailing dot: the form hosts are compared in. */
+export function canonicalHost(host: string | undefined): string {
+  if (!host) return '';
+  let h = host.toLowerCase();
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    return end === -1 ? h : h.slice(0, end + 1);
+  }
+  const colon = h.indexOf(':');
+  if (colon !== -1) h = h.slice(0, colon);
+  return h.endsWith('.') ? h.slice(0, -1) : h;
+}
+
+/**
+ * The route table, compiled at load: routes are indexed by their first path segment so a lookup only
+ * tries the routes that can match. Routes are tried in config order; the first whose host, path and
+ * method match wins. A path that matches but with another method answers 405 with `Allow`.
+ *
+ * @example
+ * const table = new RouteTable(config.routes, (r) => upstreams.get(r.upstream));
+ * table.match('example.com', 'GET', '/api/orders/42'); // { kind: 'match', route, params: { id: '42' } }
+ */
+export class RouteTable<U> {
+  readonly #byFirst = new Map<string, CompiledRoute<U>[]>();
+  readonly #dynamicFirst: CompiledRoute<U>[] = [];
+
+  constructor(routes: readonly RouteConfig[], upstreamOf: (route: RouteConfig) => U) {
+    const compiled = routes.map((r): CompiledRoute<U> => {
+      const { segments, rest } = compilePattern(r.path);
+      const methods = new Set<string>(r.methods);
+      if (methods.has('GET')) methods.add('HEAD');
+      return {
+        id: r.id,
+        host: r.host === undefined ? undefined : canonicalHost(r.host),
+        segments,
+        rest,
+        methods,
+        allow: [...methods].join(', '),
+        upstream: upstreamOf(r),
+      };
+    });
+    // Each first-segment bucket keeps config order, including routes whose first segment is dynamic.
+    for (const r of compiled) {
+      const first = r.segments[0];
+      if (first === undefined || first.kind === 'param') this.#dynamicFirst.push(r);
+    }
+    const literals = new Set(
+      compiled.flatMap((r) => (r.segments[0]?.kind === 'literal' ? [r.segments[0].value] : [])),
+    );
+    for (const lit of literals) {
+      this.#byFirst.set(
+        lit,
+        compiled.filter((r) => {
+          const first = r.segments[0];
+          return first === undefined || first.kind === 'param' || first.value === lit;
+        }),
+      );
+    }
+  }
+
+  match(host: string, method: string, path: string): RouteMatch<U> {
+    const parts = path.split('/');
+    // parts[0] is '' (path starts with '/'); a trailing '' (path ends with '/') is not a segment.
+    const end = parts[parts.length - 1] === '' ? parts.length - 1 : parts.length;
+    const candidates = this.#byFirst.get(parts[1] ?? '') ?? this.#dynamicFirst;
+    let allow: string | undefined;
+    for (const route of candidates) {
+      if (route.host !== undefined && route.host !== host) continue;
+      const params = matchSegments(route, parts, end);
+      if (params === undefined) continue;
+      if (route.methods.has(method)) return { kind: 'match', route, params };
+      allow ??= route.allow;
+    }
+    return allow === undefined ? NONE : { kind: 'method_not_allowed', allow };
+  }
+}
+
+function matchSegments<U>(
+  route: CompiledRoute<U>,
+  parts: readonly string[],
+  end: number,
+): Record<string, string> | undefined {
+  const n = end - 1;
+  const segs = route.segments;
+  if (route.rest ? n < segs.length : n !== segs.length) return undefined;
+  let params: Record<string, string> | undefined;
+  for (let i = 0; i < segs.length; i++) {
+    const seg = segs[i] as Segment;
+    const part = parts[i + 1] as string;
+    if (seg.kind === 'literal') {
+      if (seg.value !== part) return undefined;
+    } else {
+      params ??= {};
+      params[seg.name] = part;
+    }
+  }
+  return params ?? EMPTY;
+}

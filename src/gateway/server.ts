@@ -1,0 +1,33 @@
+import { createServer, type Server } from 'node:http';
+import { errorBody, newRequestId } from '../core/index.js';
+import type { Gateway } from './context.js';
+import { createHandler } from './pipeline.js';
+
+/**
+ * The gateway's node:http server. Malformed HTTP (the parser refuses it before any handler runs) gets a
+ * JSON 400 and the connection is closed.
+ */
+export function createGatewayServer(gw: Gateway): Server {
+  const server = createServer(
+    {
+      headersTimeout: 10_000,
+      requestTimeout: 60_000,
+      keepAliveTimeout: 5_000,
+      maxHeaderSize: 16_384,
+      // Duplicate Host, CL+TE and the like are refused by llhttp in strict mode.
+      insecureHTTPParser: false,
+    },
+    createHandler(gw),
+  );
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || err.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    const body = errorBody('bad_request', 'The request is malformed.', newRequestId());
+    socket.end(
+      `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\nx-content-type-options: nosniff\r\n\r\n${body}`,
+    );
+  });
+  return server;
+}

@@ -1,0 +1,25 @@
+export { type KeyPurpose, KeyRing, type SigningKey } from './keys.js';
+export { type Argon2Params, PasswordHasher } from './passwords.js';
+export {
+  IdentityService,
+  type IdentityServiceOptions,
+  type NewUser,
+  normalizeUsername,
+  type RequestMeta,
+  type TokenResponse,
+} from './service.js';
+export {
+  ACCESS_TOKEN_TYP,
+  type AccessTokenSubject,
+  TokenService,
+  type TokenServiceOptions,
+} from './tokens.js';
+export {
+  type AllowedAlg,
+  type KeySource,
+  keyResolver,
+  type TokenFailure,
+  TokenVerificationError,
+  type VerifyTokenOptions,
+  verifyToken,
+} from './verify-token.js';

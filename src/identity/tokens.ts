@@ -1,0 +1,96 @@
+import { randomUUID } from 'node:crypto';
+import { type JWTVerifyGetKey, SignJWT } from 'jose';
+import { type Clock, PortcullisError, type Principal, type SessionId, type UserId } from '../core/index.js';
+import type { KeyRing } from './keys.js';
+import { keyResolver, TokenVerificationError, verifyToken } from './verify-token.js';
+
+export const ACCESS_TOKEN_TYP = 'at+jwt';
+
+export interface TokenServiceOptions {
+  keys: KeyRing;
+  issuer: string;
+  audience: string;
+  accessTokenTtlMs: number;
+  clock: Clock;
+}
+
+export interface AccessTokenSubject {
+  userId: UserId;
+  sessionId: SessionId;
+  roles: readonly string[];
+  amr: readonly string[];
+}
+
+/**
+ * Mints and verifies access tokens: ES256 JWTs (RFC 9068 `typ: at+jwt`) carrying iss, aud, sub, exp,
+ * iat, nbf, jti, sid, roles and amr. Verification accepts only the access-token key, so an identity
+ * assertion (signed by the other key) can never be used as an access token.
+ */
+export class TokenService {
+  readonly #opts: TokenServiceOptions;
+  readonly #resolver: JWTVerifyGetKey;
+
+  constructor(opts: TokenServiceOptions) {
+    this.#opts = opts;
+    this.#resolver = keyResolver({ keys: [opts.keys.accessToken.publicJwk] });
+  }
+
+  get accessTokenTtlSec(): number {
+    return Math.floor(this.#opts.accessTokenTtlMs / 1000);
+  }
+
+  async issueAccessToken(subject: AccessTokenSubject): Promise<string> {
+    const key = this.#opts.keys.accessToken;
+    const now = Math.floor(this.#opts.clock.now() / 1000);
+    return new SignJWT({ sid: subject.sessionId, roles: [...subject.roles], amr: [...subject.amr] })
+      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
+      .setIssuer(this.#opts.issuer)
+      .setAudience(this.#opts.audience)
+      .setSubject(subject.userId)
+      .setIssuedAt(now)
+      .setNotBefore(now)
+      .setExpirationTime(now + this.accessTokenTtlSec)
+      .setJti(randomUUID())
+      .sign(key.privateKey);
+  }
+
+  /** Verifies an access token and returns the principal it carries; throws `invalid_token`. */
+  async verifyAccessToken(token: string): Promise<Principal> {
+    let claims: Awaited<ReturnType<typeof verifyToken>>;
+    try {
+      claims = await verifyToken(token, this.#resolver, {
+        issuer: this.#opts.issuer,
+        audience: this.#opts.audience,
+        algorithms: ['ES256'],
+        typ: ACCESS_TOKEN_TYP,
+        requiredClaims: ['sub', 'jti', 'iat', 'sid'],
+        currentDate: new Date(this.#opts.clock.now()),
+      });
+    } catch (err) {
+      const reason = err instanceof TokenVerificationError ? err.message : 'token is invalid';
+      throw new PortcullisError('invalid_token', {
+        detail: reason,
+        cause: err,
+        headers: { 'www-authenticate': `Bearer realm="portcullis", error="invalid_token"` },
+      });
+    }
+    const { sub, sid, roles, amr, jti } = claims;
+    if (
+      typeof sub !== 'string' ||
+      typeof sid !== 'string' ||
+      typeof jti !== 'string' ||
+      !isStringArray(roles) ||
+      !isStringArray(amr)
+    ) {
+      throw new PortcullisError('invalid_token', {
+        detail: 'claims have the wrong types',
+        headers: { 'www-authenticate': `Bearer realm="portcullis", error="invalid_token"` },
+      });
+    }
+    return { kind: 'user', id: sub as UserId, sessionId: sid as SessionId, roles, amr, tokenId: jti };
+  }
+}
+
+function isStringArray(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string');
+}

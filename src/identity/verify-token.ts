@@ -1,0 +1,125 @@
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  type JSONWebKeySet,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  jwtVerify,
+} from 'jose';
+
+/** Algorithms we accept. Never `none`, never HMAC with a public key: the list is explicit. */
+export type AllowedAlg = 'ES256' | 'EdDSA';
+
+export interface VerifyTokenOptions {
+  /** Required `iss`; `null` = deliberately not checked (diagnostic tools only). */
+  issuer: string | null;
+  /** Required `aud`; `null` = deliberately not checked (diagnostic tools only). */
+  audience: string | null;
+  /** Pinned algorithms; default `['ES256']`. */
+  algorithms?: readonly AllowedAlg[];
+  /** Required `typ` header (e.g. `at+jwt`); omitted = not checked. */
+  typ?: string;
+  /** Claims that must be present besides iss/aud/exp. */
+  requiredClaims?: readonly string[];
+  /** Seconds of clock skew tolerated on exp/nbf/iat; default 5. */
+  clockToleranceSec?: number;
+  /** Time to verify at (tests, `--at`). */
+  currentDate?: Date;
+}
+
+export type TokenFailure =
+  | 'malformed'
+  | 'algorithm_not_allowed'
+  | 'unknown_key'
+  | 'bad_signature'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'claim_invalid'
+  | 'keys_unavailable';
+
+/** Why a token was refused: a stable `failure` plus a human-readable `reason` (safe to show to its holder). */
+export class TokenVerificationError extends Error {
+  readonly failure: TokenFailure;
+  constructor(failure: TokenFailure, reason: string, options?: { cause?: unknown }) {
+    super(reason, options);
+    this.name = 'TokenVerificationError';
+    this.failure = failure;
+  }
+}
+
+/** A key source: a JWKS document, a JWKS URL, or a jose key resolver. */
+export type KeySource = JSONWebKeySet | URL | JWTVerifyGetKey;
+
+/** Turns a key source into a resolver once, so it can be reused (and its keys cached) across calls. */
+export function keyResolver(source: KeySource): JWTVerifyGetKey {
+  if (typeof source === 'function') return source;
+  if (source instanceof URL)
+    return createRemoteJWKSet(source, { timeoutDuration: 5000, cooldownDuration: 30_000 });
+  return createLocalJWKSet(source);
+}
+
+/**
+ * Verifies a signed JWT with `jose`: signature with the pinned algorithms, `iss`, `aud`, `exp`/`nbf`,
+ * optional `typ`, required claims. Every failure is a {@link TokenVerificationError} with a reason.
+ *
+ * @example
+ * const claims = await verifyToken(token, keyResolver(jwks), { issuer: 'http://127.0.0.1:8080', audience: 'portcullis' });
+ */
+export async function verifyToken(
+  token: string,
+  keys: JWTVerifyGetKey,
+  options: VerifyTokenOptions,
+): Promise<JWTPayload> {
+  try {
+    const { payload } = await jwtVerify(token, keys, {
+      ...(options.issuer === null ? {} : { issuer: options.issuer }),
+      ...(options.audience === null ? {} : { audience: options.audience }),
+      algorithms: [...(options.algorithms ?? ['ES256'])],
+      requiredClaims: ['exp', ...(options.requiredClaims ?? [])],
+      clockTolerance: options.clockToleranceSec ?? 5,
+      ...(options.typ === undefined ? {} : { typ: options.typ }),
+      ...(options.currentDate === undefined ? {} : { currentDate: options.currentDate }),
+    });
+    return payload;
+  } catch (err) {
+    throw toVerificationError(err);
+  }
+}
+
+function toVerificationError(err: unknown): TokenVerificationError {
+  const e = err as { code?: string; claim?: string; reason?: string; message?: string };
+  switch (e.code) {
+    case 'ERR_JWT_EXPIRED':
+      return new TokenVerificationError('expired', 'token has expired', { cause: err });
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      if (e.claim === 'nbf' || e.claim === 'iat') {
+        return new TokenVerificationError('not_yet_valid', `token is not yet valid (${e.claim})`, {
+          cause: err,
+        });
+      }
+      return new TokenVerificationError('claim_invalid', `claim "${e.claim}" is invalid (${e.reason})`, {
+        cause: err,
+      });
+    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
+      return new TokenVerificationError('bad_signature', 'signature verification failed', { cause: err });
+    case 'ERR_JOSE_ALG_NOT_ALLOWED':
+      return new TokenVerificationError('algorithm_not_allowed', 'token algorithm is not allowed', {
+        cause: err,
+      });
+    case 'ERR_JWKS_NO_MATCHING_KEY':
+    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
+      return new TokenVerificationError('unknown_key', 'no trusted key matches the token', { cause: err });
+    case 'ERR_JWKS_TIMEOUT':
+    case 'ERR_JWKS_INVALID':
+      return new TokenVerificationError('keys_unavailable', 'the key set could not be fetched', {
+        cause: err,
+      });
+    default:
+      if (e.message?.includes('fetch')) {
+        return new TokenVerificationError('keys_unavailable', 'the key set could not be fetched', {
+          cause: err,
+        });
+      }
+      return new TokenVerificationError('malformed', 'token is malformed', { cause: err });
+  }
+}

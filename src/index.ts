@@ -1,0 +1,49 @@
+/**
+ * Portcullis as a library. The public API is deliberately small:
+ *
+ * - {@link startPortcullis} — run the gateway, identity endpoints and admin listener from a config.
+ * - {@link loadConfigFile}, {@link defineConfig}, {@link parseConfigText} — load and validate a config.
+ * - {@link verifyToken} + {@link keyResolver} — verify a JWT against a JWKS (object or URL) with pinned algorithms.
+ * - {@link verifyAssertion} — for apps behind the gateway: verify the per-request identity assertion.
+ * - {@link verifyChain} — verify an audit hash chain.
+ * - {@link runCli} — the `portcullis` command, callable in-process.
+ *
+ * @example
+ * import { loadConfigFile, startPortcullis } from 'portcullis';
+ * const pc = await startPortcullis(loadConfigFile('portcullis.yaml'));
+ */
+export { type ChainVerification, verifyChain } from './audit/index.js';
+export { runCli } from './cli/index.js';
+export {
+  type Config,
+  ConfigError,
+  type ConfigInput,
+  type ConfigIssue,
+  defineConfig,
+  type LoadedConfig,
+  loadConfigFile,
+  parseConfigText,
+} from './config/index.js';
+export {
+  ERROR_CODES,
+  type ErrorCode,
+  isPortcullisError,
+  PortcullisError,
+  type Principal,
+} from './core/index.js';
+export {
+  type KeySource,
+  keyResolver,
+  type TokenFailure,
+  TokenVerificationError,
+  type VerifyTokenOptions,
+  verifyToken,
+} from './identity/index.js';
+export {
+  openCore,
+  type PortcullisCore,
+  type RunningPortcullis,
+  type StartOptions,
+  startPortcullis,
+} from './portcullis.js';
+export { type VerifiedAssertion, type VerifyAssertionOptions, verifyAssertion } from './sdk/index.js';

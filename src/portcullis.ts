@@ -1,0 +1,222 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { createAdminServer } from './admin/index.js';
+import { AuditWriter } from './audit/index.js';
+import type { LoadedConfig } from './config/index.js';
+import { type Clock, createLogger, type Logger, Metrics, randomToken, systemClock } from './core/index.js';
+import { createDemoUpstream } from './demo/index.js';
+import { closeUpstreams, createGatewayServer, type Gateway, RouteTable } from './gateway/index.js';
+import { createUpstreams } from './gateway/upstream.js';
+import { IdentityService, KeyRing, keyResolver, PasswordHasher, TokenService } from './identity/index.js';
+import { compileRoleRules } from './policy/index.js';
+import { openSqliteStore, type Store } from './store/index.js';
+
+export interface CoreOptions {
+  log?: Logger;
+  clock?: Clock;
+}
+
+/** The parts of Portcullis that do not listen: store, keys, audit, identity. CLI commands use these. */
+export interface PortcullisCore {
+  readonly loaded: LoadedConfig;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly metrics: Metrics;
+  readonly store: Store;
+  readonly keys: KeyRing;
+  readonly audit: AuditWriter;
+  readonly passwords: PasswordHasher;
+  readonly tokens: TokenService;
+  readonly identity: IdentityService;
+  close(): Promise<void>;
+}
+
+/** Where the embedded database lives inside the data directory. */
+export const databasePath = (dataDir: string) => join(dataDir, 'portcullis.db');
+
+export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}): Promise<PortcullisCore> {
+  const { config, dataDir } = loaded;
+  const log = options.log ?? createLogger({ level: config.log.level });
+  const clock = options.clock ?? systemClock;
+  const metrics = new Metrics();
+  const store = openSqliteStore(databasePath(dataDir));
+  try {
+    const keys = await KeyRing.loadOrCreate(join(dataDir, 'keys'), log);
+    const audit = new AuditWriter({
+      store: store.audit,
+      clock,
+      log,
+      flushIntervalMs: config.audit.flushInterval,
+      onCommit: (n) => metrics.auditAppended.inc(n),
+      onFailure: () => metrics.auditFailures.inc(),
+    });
+    const passwords = await PasswordHasher.create(config.identity.passwordHash);
+    const tokens = new TokenService({
+      keys,
+      issuer: config.identity.issuer,
+      audience: config.identity.audience,
+      accessTokenTtlMs: config.identity.accessTokenTtl,
+      clock,
+    });
+    const identity = new IdentityService({
+      store,
+      tokens,
+      passwords,
+      audit,
+      clock,
+      log,
+      sessionTtlMs: config.identity.sessionTtl,
+    });
+    return {
+      loaded,
+      log,
+      clock,
+      metrics,
+      store,
+      keys,
+      audit,
+      passwords,
+      tokens,
+      identity,
+      close: async () => {
+        await audit.close();
+        await store.close();
+      },
+    };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
+export interface StartOptions extends CoreOptions {
+  /** Start the bundled demo upstream if the config has `demo.upstream` (default true). */
+  demo?: boolean;
+}
+
+/** A running Portcullis: the gateway, the admin listener and (optionally) the demo upstream. */
+export interface RunningPortcullis {
+  readonly core: PortcullisCore;
+  /** e.g. `http://127.0.0.1:8080` */
+  readonly gatewayUrl: string;
+  readonly adminUrl: string;
+  readonly demoUrl: string | undefined;
+  /** Demo users created on this start (passwords shown once), if `demo.seedUsers` and the store was empty. */
+  readonly seededUsers: ReadonlyArray<{ username: string; password: string; roles: readonly string[] }>;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts Portcullis from a validated config: gateway (with the identity endpoints), admin listener
+ * (health, metrics) and, when configured, the demo upstream.
+ *
+ * @example
+ * const pc = await startPortcullis(loadConfigFile('portcullis.yaml'));
+ * console.log(pc.gatewayUrl);
+ * await pc.close();
+ */
+export async function startPortcullis(
+  loaded: LoadedConfig,
+  options: StartOptions = {},
+): Promise<RunningPortcullis> {
+  const core = await openCore(loaded, options);
+  const { config } = loaded;
+  const servers: Server[] = [];
+  const upstreams = createUpstreams(config.upstreams);
+  try {
+    const seededUsers = config.demo.seedUsers ? await seedDemoUsers(core) : [];
+
+    let demoUrl: string | undefined;
+    if ((options.demo ?? true) && config.demo.upstream) {
+      const demo = createDemoUpstream({
+        keys: keyResolver(core.keys.jwks()),
+        issuer: config.identity.issuer,
+        audience: 'demo',
+      });
+      demoUrl = await listen(demo, config.demo.upstream.host, config.demo.upstream.port);
+      servers.push(demo);
+    }
+
+    const gateway: Gateway = {
+      config,
+      routes: new RouteTable(config.routes, (r) => {
+        const u = upstreams.get(r.upstream);
+        if (!u) throw new Error(`route ${r.id}: unknown upstream ${r.upstream}`);
+        return u;
+      }),
+      tokens: core.tokens,
+      identity: core.identity,
+      keys: core.keys,
+      policy: compileRoleRules(config.policy.rules),
+      audit: core.audit,
+      log: core.log,
+      metrics: core.metrics,
+      clock: core.clock,
+      assertionTtlSec: Math.max(1, Math.floor(config.assertion.ttl / 1000)),
+    };
+    const gw = createGatewayServer(gateway);
+    const gatewayUrl = await listen(gw, config.gateway.listen.host, config.gateway.listen.port);
+    servers.push(gw);
+
+    const admin = createAdminServer({ metrics: core.metrics, ready: () => core.store.ping() });
+    const adminUrl = await listen(admin, config.admin.listen.host, config.admin.listen.port);
+    servers.push(admin);
+
+    core.log.info({ gatewayUrl, adminUrl, demoUrl }, 'portcullis started');
+    let closing: Promise<void> | undefined;
+    return {
+      core,
+      gatewayUrl,
+      adminUrl,
+      demoUrl,
+      seededUsers,
+      close: () => {
+        closing ??= (async () => {
+          await Promise.all(servers.map(closeServer));
+          await closeUpstreams(upstreams);
+          await core.close();
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    await Promise.all(servers.map(closeServer));
+    await closeUpstreams(upstreams);
+    await core.close();
+    throw err;
+  }
+}
+
+async function seedDemoUsers(
+  core: PortcullisCore,
+): Promise<Array<{ username: string; password: string; roles: string[] }>> {
+  if ((await core.store.users.count()) > 0) return [];
+  const users = [
+    { username: 'admin', password: randomToken(12), roles: ['admin'] },
+    { username: 'viewer', password: randomToken(12), roles: ['viewer'] },
+  ];
+  for (const u of users) await core.identity.createUser(u);
+  return users;
+}
+
+function listen(server: Server, host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const addr = server.address() as AddressInfo;
+      const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+      resolve(`http://${h}:${addr.port}`);
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    server.closeIdleConnections();
+    setTimeout(() => server.closeAllConnections(), 2_000).unref();
+  });
+}

@@ -1,0 +1,6 @@
+export {
+  ASSERTION_TYP,
+  type VerifiedAssertion,
+  type VerifyAssertionOptions,
+  verifyAssertion,
+} from './verify-assertion.js';

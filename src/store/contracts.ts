@@ -1,0 +1,105 @@
+import type { SessionId, UserId } from '../core/index.js';
+
+/**
+ * Storage contracts. Every adapter (SQLite now; PostgreSQL and Redis later) implements these and passes
+ * the same conformance suite. They are async so a networked adapter fits; an unreachable store throws,
+ * and callers turn that into a deny (fail closed).
+ */
+
+export type UserStatus = 'active' | 'disabled';
+
+export interface UserRecord {
+  id: UserId;
+  /** Normalized (NFKC, lower case) login name; unique. */
+  username: string;
+  passwordHash: string;
+  roles: string[];
+  status: UserStatus;
+  createdAt: number;
+}
+
+export interface UserStore {
+  /** Fails with `{ code: 'conflict' }` (a StoreError) when the username exists. */
+  create(user: UserRecord): Promise<void>;
+  get(id: UserId): Promise<UserRecord | undefined>;
+  findByUsername(username: string): Promise<UserRecord | undefined>;
+  list(): Promise<UserRecord[]>;
+  count(): Promise<number>;
+}
+
+export interface SessionRecord {
+  id: SessionId;
+  userId: UserId;
+  /** Authentication methods used to start the session (RFC 8176 values, e.g. `pwd`). */
+  amr: string[];
+  createdAt: number;
+  /** Absolute end of the session, ms since epoch. */
+  expiresAt: number;
+  revokedAt: number | null;
+}
+
+export type RefreshRotation =
+  | { kind: 'rotated'; session: SessionRecord }
+  /** The presented token had already been used: the session (its whole family) is now revoked. */
+  | { kind: 'reused'; session: SessionRecord }
+  /** The session is revoked or past its lifetime. */
+  | { kind: 'inactive'; session: SessionRecord }
+  | { kind: 'unknown' };
+
+export interface SessionStore {
+  /** Creates a session with its first refresh token (stored as the given hash). */
+  create(session: SessionRecord, refreshHash: string): Promise<void>;
+  get(id: SessionId): Promise<SessionRecord | undefined>;
+  /** Marks the session revoked; returns false if it did not exist or was already revoked. */
+  revoke(id: SessionId, at: number): Promise<boolean>;
+  /**
+   * Atomically spends the refresh token `oldHash` and stores its successor `newHash`. A token that was
+   * already spent revokes the session (reuse detection).
+   */
+  rotateRefresh(oldHash: string, newHash: string, at: number): Promise<RefreshRotation>;
+}
+
+/** An audit record as stored: one link of the hash chain. */
+export interface AuditRecord {
+  seq: number;
+  ts: number;
+  type: string;
+  /** Canonical JSON (RFC 8785) of the event's data. */
+  data: string;
+  prevHash: string;
+  hash: string;
+}
+
+export type AuditDraft = Pick<AuditRecord, 'ts' | 'type' | 'data'>;
+
+/** Computes a record's hash from its predecessor's hash and its own content. */
+export type ChainHasher = (prevHash: string, record: Omit<AuditRecord, 'hash' | 'prevHash'>) => string;
+
+export interface AuditStore {
+  /**
+   * Appends drafts in order, in one transaction, each linked to the current head of the chain
+   * (read inside the transaction, so several writers on one database keep one valid chain).
+   */
+  append(drafts: readonly AuditDraft[], hasher: ChainHasher, genesis: string): Promise<AuditRecord[]>;
+  /** All records in `seq` order. */
+  scan(): AsyncIterable<AuditRecord>;
+  count(): Promise<number>;
+}
+
+export interface Store {
+  readonly users: UserStore;
+  readonly sessions: SessionStore;
+  readonly audit: AuditStore;
+  /** Throws when the store is unreachable. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class StoreError extends Error {
+  readonly code: 'conflict' | 'unavailable';
+  constructor(code: 'conflict' | 'unavailable', message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreError';
+    this.code = code;
+  }
+}

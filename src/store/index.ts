@@ -1,0 +1,15 @@
+export type {
+  AuditDraft,
+  AuditRecord,
+  AuditStore,
+  ChainHasher,
+  RefreshRotation,
+  SessionRecord,
+  SessionStore,
+  Store,
+  UserRecord,
+  UserStatus,
+  UserStore,
+} from './contracts.js';
+export { StoreError } from './contracts.js';
+export { openSqliteStore, type SqliteStoreOptions } from './sqlite.js';

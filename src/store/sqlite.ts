@@ -1,0 +1,295 @@
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { SessionId, UserId } from '../core/index.js';
+import {
+  type AuditDraft,
+  type AuditRecord,
+  type ChainHasher,
+  type RefreshRotation,
+  type SessionRecord,
+  type Store,
+  StoreError,
+  type UserRecord,
+} from './contracts.js';
+
+/** Ordered schema migrations; a migration is never edited once released, only appended. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE users (
+     id TEXT PRIMARY KEY,
+     username TEXT NOT NULL UNIQUE,
+     password_hash TEXT NOT NULL,
+     roles TEXT NOT NULL,
+     status TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE sessions (
+     id TEXT PRIMARY KEY,
+     user_id TEXT NOT NULL REFERENCES users(id),
+     amr TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     revoked_at INTEGER
+   ) STRICT;
+   CREATE INDEX sessions_user ON sessions(user_id);
+   CREATE TABLE refresh_tokens (
+     hash TEXT PRIMARY KEY,
+     session_id TEXT NOT NULL REFERENCES sessions(id),
+     created_at INTEGER NOT NULL,
+     used_at INTEGER
+   ) STRICT;
+   CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);
+   CREATE TABLE audit_log (
+     seq INTEGER PRIMARY KEY,
+     ts INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     data TEXT NOT NULL,
+     prev_hash TEXT NOT NULL,
+     hash TEXT NOT NULL
+   ) STRICT;`,
+];
+
+interface UserRow {
+  id: string;
+  username: string;
+  password_hash: string;
+  roles: string;
+  status: string;
+  created_at: number;
+}
+interface SessionRow {
+  id: string;
+  user_id: string;
+  amr: string;
+  created_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+}
+interface AuditRow {
+  seq: number;
+  ts: number;
+  type: string;
+  data: string;
+  prev_hash: string;
+  hash: string;
+}
+
+const toUser = (r: UserRow): UserRecord => ({
+  id: r.id as UserId,
+  username: r.username,
+  passwordHash: r.password_hash,
+  roles: JSON.parse(r.roles) as string[],
+  status: r.status === 'active' ? 'active' : 'disabled',
+  createdAt: r.created_at,
+});
+const toSession = (r: SessionRow): SessionRecord => ({
+  id: r.id as SessionId,
+  userId: r.user_id as UserId,
+  amr: JSON.parse(r.amr) as string[],
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  revokedAt: r.revoked_at,
+});
+const toAudit = (r: AuditRow): AuditRecord => ({
+  seq: r.seq,
+  ts: r.ts,
+  type: r.type,
+  data: r.data,
+  prevHash: r.prev_hash,
+  hash: r.hash,
+});
+
+export interface SqliteStoreOptions {
+  readonly?: boolean;
+}
+
+/**
+ * The embedded default store: one SQLite file (WAL, synchronous=FULL so a committed write survives a
+ * crash), created with mode 0600 in a 0700 folder.
+ *
+ * @example
+ * const store = openSqliteStore('.portcullis/portcullis.db');
+ */
+export function openSqliteStore(file: string, options: SqliteStoreOptions = {}): Store {
+  const readonly = options.readonly ?? false;
+  if (!readonly) {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  } else if (!existsSync(file)) {
+    throw new StoreError('unavailable', `no database at ${file}`);
+  }
+  const isNew = !existsSync(file);
+  const db = new Database(file, { readonly, fileMustExist: readonly });
+  if (isNew) chmodSync(file, 0o600);
+  db.pragma('busy_timeout = 5000');
+  if (!readonly) {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+    migrate(db);
+  }
+
+  const q = {
+    userInsert: readonly
+      ? undefined
+      : db.prepare(
+          'INSERT INTO users (id, username, password_hash, roles, status, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+        ),
+    userById: db.prepare<[string], UserRow>('SELECT * FROM users WHERE id = ?'),
+    userByName: db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?'),
+    userList: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, username'),
+    userCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM users'),
+    sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
+    auditScan: db.prepare<[], AuditRow>('SELECT * FROM audit_log ORDER BY seq'),
+    auditCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM audit_log'),
+  };
+  const w = readonly
+    ? undefined
+    : {
+        sessionInsert: db.prepare(
+          'INSERT INTO sessions (id, user_id, amr, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)',
+        ),
+        sessionRevoke: db.prepare('UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+        refreshInsert: db.prepare(
+          'INSERT INTO refresh_tokens (hash, session_id, created_at, used_at) VALUES (?, ?, ?, NULL)',
+        ),
+        refreshByHash: db.prepare<[string], { session_id: string; used_at: number | null }>(
+          'SELECT session_id, used_at FROM refresh_tokens WHERE hash = ?',
+        ),
+        refreshSpend: db.prepare('UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL'),
+        auditHead: db.prepare<[], { seq: number; hash: string }>(
+          'SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1',
+        ),
+        auditInsert: db.prepare(
+          'INSERT INTO audit_log (seq, ts, type, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)',
+        ),
+      };
+  const writable = () => {
+    if (!w || !q.userInsert) throw new StoreError('unavailable', 'store opened read-only');
+    return { ...w, userInsert: q.userInsert };
+  };
+
+  const createSession = db.transaction((s: SessionRecord, refreshHash: string) => {
+    const ww = writable();
+    ww.sessionInsert.run(s.id, s.userId, JSON.stringify(s.amr), s.createdAt, s.expiresAt);
+    ww.refreshInsert.run(refreshHash, s.id, s.createdAt);
+  });
+
+  const rotate = db.transaction((oldHash: string, newHash: string, at: number): RefreshRotation => {
+    const ww = writable();
+    const tok = ww.refreshByHash.get(oldHash);
+    if (!tok) return { kind: 'unknown' };
+    const row = q.sessionById.get(tok.session_id);
+    if (!row) return { kind: 'unknown' };
+    const session = toSession(row);
+    if (tok.used_at !== null) {
+      if (session.revokedAt === null) {
+        ww.sessionRevoke.run(at, session.id);
+        session.revokedAt = at;
+      }
+      return { kind: 'reused', session };
+    }
+    if (session.revokedAt !== null || session.expiresAt <= at) return { kind: 'inactive', session };
+    ww.refreshSpend.run(at, oldHash);
+    ww.refreshInsert.run(newHash, session.id, at);
+    return { kind: 'rotated', session };
+  });
+
+  const appendAudit = db.transaction(
+    (drafts: readonly AuditDraft[], hasher: ChainHasher, genesis: string) => {
+      const ww = writable();
+      const head = ww.auditHead.get();
+      let seq = head ? head.seq : 0;
+      let prev = head ? head.hash : genesis;
+      const out: AuditRecord[] = [];
+      for (const d of drafts) {
+        seq += 1;
+        const hash = hasher(prev, { seq, ts: d.ts, type: d.type, data: d.data });
+        ww.auditInsert.run(seq, d.ts, d.type, d.data, prev, hash);
+        out.push({ seq, ts: d.ts, type: d.type, data: d.data, prevHash: prev, hash });
+        prev = hash;
+      }
+      return out;
+    },
+  );
+
+  // better-sqlite3 is synchronous; the contracts are async so networked adapters fit the same shape.
+  // Any driver error is reported as `unavailable` so callers fail closed.
+  const guard = async <T>(fn: () => T): Promise<T> => {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof StoreError) throw err;
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+        throw new StoreError('conflict', 'already exists', { cause: err });
+      }
+      throw new StoreError('unavailable', `sqlite: ${(err as Error).message}`, { cause: err });
+    }
+  };
+
+  return {
+    users: {
+      create: (u) =>
+        guard(() => {
+          writable().userInsert.run(
+            u.id,
+            u.username,
+            u.passwordHash,
+            JSON.stringify(u.roles),
+            u.status,
+            u.createdAt,
+          );
+        }),
+      get: (id) =>
+        guard(() => {
+          const r = q.userById.get(id);
+          return r ? toUser(r) : undefined;
+        }),
+      findByUsername: (name) =>
+        guard(() => {
+          const r = q.userByName.get(name);
+          return r ? toUser(r) : undefined;
+        }),
+      list: () => guard(() => q.userList.all().map(toUser)),
+      count: () => guard(() => q.userCount.get()?.n ?? 0),
+    },
+    sessions: {
+      create: (s, refreshHash) => guard(() => createSession.immediate(s, refreshHash)),
+      get: (id) =>
+        guard(() => {
+          const r = q.sessionById.get(id);
+          return r ? toSession(r) : undefined;
+        }),
+      revoke: (id, at) => guard(() => writable().sessionRevoke.run(at, id).changes > 0),
+      rotateRefresh: (oldHash, newHash, at) => guard(() => rotate.immediate(oldHash, newHash, at)),
+    },
+    audit: {
+      append: (drafts, hasher, genesis) => guard(() => appendAudit.immediate(drafts, hasher, genesis)),
+      async *scan() {
+        for (const row of q.auditScan.iterate()) yield toAudit(row);
+      },
+      count: () => guard(() => q.auditCount.get()?.n ?? 0),
+    },
+    ping: () =>
+      guard(() => {
+        db.prepare('SELECT 1').get();
+      }),
+    close: async () => {
+      if (db.open) db.close();
+    },
+  };
+}
+
+function migrate(db: Database.Database): void {
+  db.exec(
+    'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)',
+  );
+  const row = db.prepare<[], { v: number | null }>('SELECT max(version) AS v FROM schema_migrations').get();
+  const current = row?.v ?? 0;
+  const apply = db.transaction((version: number, sql: string) => {
+    db.exec(sql);
+    db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(version, Date.now());
+  });
+  MIGRATIONS.forEach((sql, i) => {
+    if (i + 1 > current) apply.immediate(i + 1, sql);
+  });
+}
