@@ -116,7 +116,7 @@ export function parseConfigText(
       const node = nearestNode(doc.contents, path);
       return [{ file, ...at(node?.range?.[0]), path: formatPath(path), message: issue.message }];
     });
-    throw new ConfigError(issues);
+    throw new ConfigError(issues.sort((a, b) => a.line - b.line || a.column - b.column));
   }
   return { config: result.data, file, dataDir: resolve(baseDir, result.data.dataDir) };
 }

@@ -1,0 +1,176 @@
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { canonicalJson, chainHash, GENESIS_HASH, verifyChain } from '../src/audit/index.js';
+import { runCli } from '../src/cli/index.js';
+import { loadConfigFile } from '../src/config/index.js';
+import { createLogger } from '../src/core/index.js';
+import { startPortcullis } from '../src/portcullis.js';
+import type { AuditRecord } from '../src/store/index.js';
+import { captureIO, startRecordingUpstream, tempDir, writeConfigFile } from './helpers.js';
+
+describe('canonical JSON (RFC 8785)', () => {
+  it('sorts members by UTF-16 code units and serializes numbers the ECMAScript way', () => {
+    // RFC 8785 §3.2.3 sorting example (keys only) and number forms from §3.2.2.3.
+    const sorted = canonicalJson({
+      '\u20ac': 'Euro Sign',
+      '\r': 'Carriage Return',
+      '\ufb33': 'Hebrew Letter Dalet With Dagesh',
+      '1': 'One',
+      '\ud83d\ude00': 'Emoji: Grinning Face',
+      '\u0080': 'Control',
+      '\u00f6': 'Latin Small Letter O With Diaeresis',
+    });
+    const keyOrder = [...sorted.matchAll(/"((?:[^"\\]|\\.)*)":/g)].map((m) => JSON.parse(`"${m[1]}"`));
+    expect(keyOrder).toEqual(['\r', '1', '\u0080', '\u00f6', '\u20ac', '\ud83d\ude00', '\ufb33']);
+    expect(
+      canonicalJson({
+        numbers: [Number('333333333.33333329'), 1e30, 4.5, 2e-3, 0.000000000000000000000000001, -0],
+      }),
+    ).toBe('{"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27,0]}');
+    expect(canonicalJson({ b: [1, { d: null, c: 'x' }], a: true, u: undefined })).toBe(
+      '{"a":true,"b":[1,{"c":"x","d":null}]}',
+    );
+    expect(() => canonicalJson({ x: Number.NaN })).toThrow();
+  });
+});
+
+describe('hash chain', () => {
+  const build = (n: number): AuditRecord[] => {
+    const out: AuditRecord[] = [];
+    let prev = GENESIS_HASH;
+    for (let seq = 1; seq <= n; seq++) {
+      const r = { seq, ts: 1_700_000_000_000 + seq, type: 't', data: canonicalJson({ seq }) };
+      const hash = chainHash(prev, r);
+      out.push({ ...r, prevHash: prev, hash });
+      prev = hash;
+    }
+    return out;
+  };
+
+  it('verifies an intact chain and an empty one', async () => {
+    expect(await verifyChain(build(5))).toMatchObject({ ok: true, count: 5 });
+    expect(await verifyChain([])).toEqual({ ok: true, count: 0, head: GENESIS_HASH });
+  });
+
+  it('names an edited, removed, re-ordered or re-linked record', async () => {
+    const edited = build(5);
+    edited[2] = { ...(edited[2] as AuditRecord), data: '{"seq":99}' };
+    expect(await verifyChain(edited)).toMatchObject({
+      ok: false,
+      badSeq: 3,
+      reason: expect.stringContaining('altered'),
+    });
+
+    const removed = build(5).filter((r) => r.seq !== 2);
+    expect(await verifyChain(removed)).toMatchObject({
+      ok: false,
+      badSeq: 2,
+      reason: expect.stringContaining('missing'),
+    });
+
+    const swapped = build(5);
+    [swapped[1], swapped[2]] = [swapped[2] as AuditRecord, swapped[1] as AuditRecord];
+    expect(await verifyChain(swapped)).toMatchObject({ ok: false, badSeq: 2 });
+
+    // Removing a record and renumbering the rest still breaks the link.
+    const renumbered = build(5)
+      .filter((r) => r.seq !== 3)
+      .map((r) => (r.seq > 3 ? { ...r, seq: r.seq - 1 } : r));
+    expect(await verifyChain(renumbered)).toMatchObject({
+      ok: false,
+      badSeq: 3,
+      reason: expect.stringContaining('does not link'),
+    });
+  });
+});
+
+describe('portcullis audit verify (CLI, real SQLite file)', () => {
+  let t: ReturnType<typeof tempDir>;
+  let configFile: string;
+  let dbFile: string;
+
+  beforeEach(async () => {
+    t = tempDir();
+    const upstream = await startRecordingUpstream();
+    configFile = await writeConfigFile(t.dir, upstream.url);
+    const loaded = loadConfigFile(configFile);
+    dbFile = join(loaded.dataDir, 'portcullis.db');
+    const pc = await startPortcullis(loaded, { log: createLogger({ level: 'silent' }) });
+    await pc.core.identity.createUser({ username: 'vera', password: 'vera-password-1', roles: ['viewer'] });
+    const login = await fetch(`${pc.gatewayUrl}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'vera', password: 'vera-password-1' }),
+    });
+    const { access_token } = await login.json();
+    for (const path of ['/api/orders', '/api/admin/x', '/api/orders/1', '/nope']) {
+      await fetch(`${pc.gatewayUrl}${path}`, { headers: { authorization: `Bearer ${access_token}` } });
+    }
+    await pc.close();
+    await upstream.close();
+  });
+  afterEach(() => t.cleanup());
+
+  const verify = async () => {
+    const c = captureIO();
+    const code = await runCli(['audit', 'verify', '--config', configFile], c.io);
+    return { code, out: c.out() };
+  };
+
+  it('passes on a fresh log holding every decision and identity event', async () => {
+    const { code, out } = await verify();
+    expect(code).toBe(0);
+    expect(out).toMatch(/^audit chain intact: 6 records, head [0-9a-f]{64}\n$/);
+    const db = new Database(dbFile, { readonly: true });
+    const types = db.prepare('SELECT type, data FROM audit_log ORDER BY seq').all() as Array<{
+      type: string;
+      data: string;
+    }>;
+    db.close();
+    expect(types.map((r) => r.type)).toEqual([
+      'identity.user.created',
+      'auth.login.succeeded',
+      'gateway.decision',
+      'gateway.decision',
+      'gateway.decision',
+      'gateway.decision',
+    ]);
+    const decisions = types.filter((r) => r.type === 'gateway.decision').map((r) => JSON.parse(r.data));
+    expect(decisions.map((d) => [d.path, d.outcome, d.status ?? 200])).toEqual([
+      ['/api/orders', 'allow', 200],
+      ['/api/admin/x', 'deny', 403],
+      ['/api/orders/1', 'allow', 200],
+      ['/nope', 'deny', 404],
+    ]);
+    expect(types.some((r) => r.data.includes('vera-password-1'))).toBe(false);
+  });
+
+  it('fails and names the record after a row is edited in the database file', async () => {
+    const db = new Database(dbFile);
+    db.prepare(`UPDATE audit_log SET data = replace(data, '"deny"', '"allow"') WHERE seq = 4`).run();
+    db.close();
+    const { code, out } = await verify();
+    expect(code).toBe(1);
+    expect(out).toContain('audit chain BROKEN at record 4: record 4 was altered');
+  });
+
+  it('fails and names the record after a row is deleted', async () => {
+    const db = new Database(dbFile);
+    db.prepare('DELETE FROM audit_log WHERE seq = 3').run();
+    db.close();
+    const { code, out } = await verify();
+    expect(code).toBe(1);
+    expect(out).toContain('audit chain BROKEN at record 3: record 3 is missing');
+  });
+
+  it('fails when a row is deleted and the rest renumbered to hide the gap', async () => {
+    const db = new Database(dbFile);
+    db.prepare('DELETE FROM audit_log WHERE seq = 2').run();
+    db.prepare('UPDATE audit_log SET seq = seq - 1 WHERE seq > 2').run();
+    db.close();
+    const { code, out } = await verify();
+    expect(code).toBe(1);
+    expect(out).toContain('BROKEN at record 2');
+  });
+});
