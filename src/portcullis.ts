@@ -129,12 +129,18 @@ export async function startPortcullis(
 
     let demoUrl: string | undefined;
     if ((options.demo ?? true) && config.demo.upstream) {
+      const demoAddress = config.demo.upstream;
+      // The demo API expects the audience of whichever upstream entry points at it.
+      const entry = Object.entries(config.upstreams).find(([, u]) => {
+        const url = new URL(u.url);
+        return Number(url.port) === demoAddress.port && url.hostname === demoAddress.host;
+      });
       const demo = createDemoUpstream({
         keys: keyResolver(core.keys.jwks()),
         issuer: config.identity.issuer,
-        audience: 'demo',
+        audience: entry ? (entry[1].audience ?? entry[0]) : 'demo',
       });
-      demoUrl = await listen(demo, config.demo.upstream.host, config.demo.upstream.port);
+      demoUrl = await listen(demo, demoAddress.host, demoAddress.port);
       servers.push(demo);
     }
 

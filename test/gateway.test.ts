@@ -271,6 +271,23 @@ describe('gateway: login → request → upstream', () => {
     });
   });
 
+  it('malformed HTTP (duplicate Content-Length, CL with TE) is refused with a JSON 400 before routing', async () => {
+    const before = s.upstream.received.length;
+    for (const extra of [
+      'Content-Length: 1\r\nContent-Length: 2',
+      'Content-Length: 3\r\nTransfer-Encoding: chunked',
+    ]) {
+      const res = await rawRequest(
+        s.pc.gatewayUrl,
+        `POST /api/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${adminToken}\r\n${extra}\r\n\r\n0\r\n\r\n`,
+      );
+      expect(res.status).toBe(400);
+      expect(JSON.parse(res.body).error.code).toBe('bad_request');
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+    }
+    expect(s.upstream.received.length).toBe(before);
+  });
+
   it('serves the JWKS with both public keys and no private material', async () => {
     const res = await fetch(`${s.pc.gatewayUrl}/.well-known/jwks.json`);
     const jwks = (await res.json()) as { keys: Array<Record<string, unknown>> };

@@ -113,6 +113,7 @@ describe('identity endpoints', () => {
       headers: { authorization: `Bearer ${access}` },
     });
     expect(out.status).toBe(204);
+    expect(out.headers.get('x-frame-options')).toBe('DENY');
     const after = await orders(access);
     expect(after.status).toBe(401);
     expect((await after.json()).error.code).toBe('session_revoked');

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { PortcullisError } from '../core/index.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
+import { withSecurityHeaders } from './headers.js';
 import { sendJson } from './respond.js';
 import { bearerToken } from './steps/authenticate.js';
 
@@ -62,7 +63,10 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
         const token = bearerToken(ctx.req.headers.authorization);
         const principal = await gw.tokens.verifyAccessToken(token);
         await gw.identity.logout(principal.sessionId, { ip: ctx.ip, requestId: ctx.requestId });
-        ctx.res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': ctx.requestId });
+        ctx.res.writeHead(
+          204,
+          withSecurityHeaders({ 'cache-control': 'no-store', 'x-request-id': ctx.requestId }),
+        );
         ctx.res.end();
       },
     },

@@ -1,7 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import { errorBody, newRequestId } from '../core/index.js';
 import type { Gateway } from './context.js';
+import { SECURITY_HEADERS } from './headers.js';
 import { createHandler } from './pipeline.js';
+
+/** The security headers as raw header lines, for answers written straight to the socket. */
+const RAW_SECURITY_HEADERS = SECURITY_HEADERS.map(([k, v]) => `${k}: ${v}\r\n`).join('');
 
 /**
  * The gateway's node:http server. Malformed HTTP (the parser refuses it before any handler runs) gets a
@@ -26,7 +30,7 @@ export function createGatewayServer(gw: Gateway): Server {
     }
     const body = errorBody('bad_request', 'The request is malformed.', newRequestId());
     socket.end(
-      `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\nx-content-type-options: nosniff\r\n\r\n${body}`,
+      `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${RAW_SECURITY_HEADERS}\r\n${body}`,
     );
   });
   return server;
