@@ -1,14 +1,26 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createAdminServer } from './admin/index.js';
 import { AuditWriter } from './audit/index.js';
 import type { LoadedConfig } from './config/index.js';
 import { type Clock, createLogger, type Logger, Metrics, randomToken, systemClock } from './core/index.js';
 import { createDemoUpstream } from './demo/index.js';
-import { closeUpstreams, createGatewayServer, type Gateway, RouteTable } from './gateway/index.js';
-import { createUpstreams } from './gateway/upstream.js';
-import { IdentityService, KeyRing, keyResolver, PasswordHasher, TokenService } from './identity/index.js';
+import {
+  closeUpstreams,
+  createGatewayServer,
+  createUpstreams,
+  type Gateway,
+  RouteTable,
+} from './gateway/index.js';
+import {
+  BearerAuthenticator,
+  IdentityService,
+  KeyRing,
+  keyResolver,
+  PasswordHasher,
+  TokenService,
+} from './identity/index.js';
 import { compileRoleRules } from './policy/index.js';
 import { openSqliteStore, type Store } from './store/index.js';
 
@@ -123,7 +135,11 @@ export async function startPortcullis(
   const core = await openCore(loaded, options);
   const { config } = loaded;
   const servers: Server[] = [];
-  const upstreams = createUpstreams(config.upstreams);
+  const upstreams = createUpstreams(config.upstreams, {
+    issuer: config.identity.issuer,
+    ttlSec: Math.max(1, Math.floor(config.assertion.ttl / 1000)),
+    key: core.keys.assertion,
+  });
   try {
     const seededUsers = config.demo.seedUsers ? await seedDemoUsers(core) : [];
 
@@ -152,6 +168,15 @@ export async function startPortcullis(
         return u;
       }),
       tokens: core.tokens,
+      bearer: await BearerAuthenticator.create({
+        own: core.tokens,
+        ownIssuer: config.identity.issuer,
+        issuers: config.issuers,
+        baseDir: loaded.file ? dirname(loaded.file) : process.cwd(),
+        clock: core.clock,
+        cacheSize: config.gateway.tokenCacheSize,
+        onLookup: countLookup(core.metrics),
+      }),
       identity: core.identity,
       keys: core.keys,
       policy: compileRoleRules(config.policy.rules),
@@ -159,7 +184,6 @@ export async function startPortcullis(
       log: core.log,
       metrics: core.metrics,
       clock: core.clock,
-      assertionTtlSec: Math.max(1, Math.floor(config.assertion.ttl / 1000)),
     };
     const gw = createGatewayServer(gateway);
     const gatewayUrl = await listen(gw, config.gateway.listen.host, config.gateway.listen.port);
@@ -192,6 +216,13 @@ export async function startPortcullis(
     await core.close();
     throw err;
   }
+}
+
+/** Cache lookup counter with its two label sets bound once (no label hashing per request). */
+function countLookup(metrics: Metrics): (hit: boolean) => void {
+  const hits = metrics.tokenCache.labels({ result: 'hit' });
+  const misses = metrics.tokenCache.labels({ result: 'miss' });
+  return (hit) => (hit ? hits : misses).inc();
 }
 
 async function seedDemoUsers(

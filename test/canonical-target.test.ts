@@ -64,11 +64,18 @@ describe('canonicalizeTarget', () => {
 describe('RouteTable', () => {
   const table = new RouteTable(
     [
-      { id: 'list', path: '/api/orders', methods: ['GET', 'POST'], upstream: 'a' },
-      { id: 'one', path: '/api/orders/:id', methods: ['GET'], upstream: 'a' },
-      { id: 'admin', path: '/api/admin/*', methods: ['GET'], upstream: 'a' },
-      { id: 'tenant', host: 'Tenant.Example.', path: '/:any/*', methods: ['GET'], upstream: 'b' },
-      { id: 'root', path: '/', methods: ['GET'], upstream: 'a' },
+      { id: 'list', path: '/api/orders', methods: ['GET', 'POST'], upstream: 'a', issuers: ['portcullis'] },
+      { id: 'one', path: '/api/orders/:id', methods: ['GET'], upstream: 'a', issuers: ['portcullis'] },
+      { id: 'admin', path: '/api/admin/*', methods: ['GET'], upstream: 'a', issuers: ['portcullis'] },
+      {
+        id: 'tenant',
+        host: 'Tenant.Example.',
+        path: '/:any/*',
+        methods: ['GET'],
+        upstream: 'b',
+        issuers: ['portcullis'],
+      },
+      { id: 'root', path: '/', methods: ['GET'], upstream: 'a', issuers: ['portcullis'] },
     ],
     (r) => r.upstream,
   );

@@ -25,6 +25,20 @@ export const pathPattern = z
   )
   .refine((p) => !/(^|\/)\.{1,2}(\/|$)/.test(p), 'a path pattern must not contain . or .. segments');
 
+/** How the identity assertion to an upstream is signed. */
+const assertionSigning = z.discriminatedUnion('alg', [
+  /** ES256 with the gateway's assertion key: upstreams verify it through the public JWKS. */
+  z.strictObject({ alg: z.literal('ES256') }),
+  /**
+   * HMAC-SHA256 with a key only the gateway and this upstream hold (cheaper per request; a leaked key
+   * reaches no other upstream). At least 32 bytes; use `${file:...}` or `${env:...}`.
+   */
+  z.strictObject({
+    alg: z.literal('HS256'),
+    key: z.string().min(32, 'an HS256 assertion key must be at least 32 bytes'),
+  }),
+]);
+
 const upstream = z.strictObject({
   /** Base URL of the upstream (http or https); its path is ignored. */
   url: z.url({ protocol: /^https?$/ }),
@@ -34,7 +48,33 @@ const upstream = z.strictObject({
   passAuthorization: z.boolean().default(false),
   timeout: duration.default(30_000),
   connections: z.number().int().min(1).max(1024).default(64),
+  assertion: assertionSigning.default({ alg: 'ES256' }),
 });
+
+/** The reserved issuer id of Portcullis's own access tokens (session-checked on every request). */
+export const OWN_ISSUER_ID = 'portcullis';
+
+/** An external token issuer whose bearer JWTs routes may accept. Exactly one key source. */
+const externalIssuer = z
+  .strictObject({
+    issuer: z.string().min(1),
+    audience: z.string().min(1),
+    /** PEM (SPKI) public key file. */
+    publicKeyFile: z.string().min(1).optional(),
+    /** Local JWKS file. */
+    jwksFile: z.string().min(1).optional(),
+    /** JWKS URL (cached; refetched on unknown kid at most every 30 s). */
+    jwksUrl: z.url({ protocol: /^https?$/ }).optional(),
+    algorithms: z
+      .array(z.enum(['ES256', 'EdDSA']))
+      .min(1)
+      .default(['ES256']),
+    /** Claim holding the subject's roles (array of strings, or a space-separated string). */
+    rolesClaim: z.string().min(1).default('roles'),
+  })
+  .refine((v) => [v.publicKeyFile, v.jwksFile, v.jwksUrl].filter((x) => x !== undefined).length === 1, {
+    message: 'give exactly one of publicKeyFile, jwksFile, jwksUrl',
+  });
 
 const route = z.strictObject({
   id,
@@ -43,6 +83,8 @@ const route = z.strictObject({
   path: pathPattern,
   methods: z.array(httpMethod).min(1).default(['GET', 'HEAD']),
   upstream: id,
+  /** Issuers whose bearer tokens this route accepts: `portcullis` (our own) and/or ids from `issuers`. */
+  issuers: z.array(id).min(1).default([OWN_ISSUER_ID]),
 });
 
 const policyRule = z.strictObject({
@@ -77,6 +119,11 @@ export const configSchema = z
         listen: listen.prefault({ port: 8080 }),
         /** Largest request body accepted by the gateway's own endpoints (login, refresh). */
         maxAuthBodyBytes: z.number().int().min(256).max(1_048_576).default(16_384),
+        /**
+         * Verified-token cache: a token's signature is checked once; its expiry (and, for our own
+         * tokens, its session) on every request. 0 disables it.
+         */
+        tokenCacheSize: z.number().int().min(0).max(1_000_000).default(10_000),
       })
       .prefault({}),
     admin: z.strictObject({ listen: listen.prefault({ port: 9090 }) }).prefault({}),
@@ -101,6 +148,8 @@ export const configSchema = z
         ttl: duration.default(30_000).refine((ms) => ms <= 60_000, 'the assertion ttl must be at most 60s'),
       })
       .prefault({}),
+    /** External issuers whose tokens routes may accept (`routes[].issuers`). */
+    issuers: z.record(id, externalIssuer).default({}),
     upstreams: z.record(id, upstream),
     routes: z.array(route).min(1),
     policy: z.strictObject({ rules: z.array(policyRule).default([]) }).prefault({}),
@@ -161,3 +210,4 @@ export type ConfigInput = z.input<typeof configSchema>;
 export type RouteConfig = Config['routes'][number];
 export type UpstreamConfig = Config['upstreams'][string];
 export type PolicyRuleConfig = Config['policy']['rules'][number];
+export type ExternalIssuerConfig = Config['issuers'][string];

@@ -22,6 +22,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly tokenCache = new Counter({
+    name: 'portcullis_token_cache_lookups_total',
+    help: 'Verified-token cache lookups: a miss costs a signature verification.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   readonly logins = new Counter({
     name: 'portcullis_identity_logins_total',
     help: 'Login attempts by result.',

@@ -4,7 +4,10 @@ import type { SessionId, UserId } from './ids.js';
 export interface Principal {
   readonly kind: 'user';
   readonly id: UserId;
-  readonly sessionId: SessionId;
+  /** Id of the issuer that vouched for it: `portcullis` (our own tokens) or an external issuer's id. */
+  readonly issuer: string;
+  /** Our session behind the token (our own tokens only); checked on every request. */
+  readonly sessionId: SessionId | undefined;
   readonly roles: readonly string[];
   /** Authentication methods (RFC 8176), e.g. `['pwd']`. */
   readonly amr: readonly string[];

@@ -1,17 +1,15 @@
-import { SignJWT } from 'jose';
+import { createHmac, createSecretKey, type KeyObject, sign } from 'node:crypto';
+import type { UpstreamConfig } from '../config/index.js';
 import { sha256b64url } from '../core/index.js';
 import type { SigningKey } from '../identity/index.js';
-
-export const ASSERTION_HEADER = 'x-portcullis-assertion';
-
 import { ASSERTION_TYP } from '../sdk/index.js';
 
 export { ASSERTION_TYP };
+export const ASSERTION_HEADER = 'x-portcullis-assertion';
 
 export interface AssertionClaims {
-  audience: string;
   subject: string;
-  sessionId: string;
+  sessionId: string | undefined;
   roles: readonly string[];
   amr: readonly string[];
   method: string;
@@ -24,34 +22,68 @@ export interface AssertionClaims {
   ruleIds: readonly string[];
 }
 
+/** Signs the identity assertion for one upstream. Built at load; `sign` is synchronous. */
+export interface AssertionSigner {
+  readonly alg: 'ES256' | 'HS256';
+  sign(claims: AssertionClaims, nowSec: number): string;
+}
+
+const b64 = (s: string) => Buffer.from(s).toString('base64url');
+
 /**
- * Signs the identity assertion forwarded to an upstream: a short-lived ES256 JWT (typ
- * `portcullis-assertion+jwt`) bound to this request — audience = the upstream, `htm` = method, `host`,
- * and `tgt` = SHA-256 of the forwarded target — so it cannot be replayed on another route or upstream.
+ * The identity assertion forwarded to an upstream: a short-lived JWT (typ `portcullis-assertion+jwt`)
+ * bound to this request — audience = the upstream, `htm` = method, `host`, and `tgt` = SHA-256 of the
+ * forwarded target — so it cannot be replayed on another route or upstream.
+ *
+ * Signing is on the hot path, so the header and the constant part of the payload are encoded once at
+ * load, and the signature is made with `node:crypto` (ES256 in IEEE P1363 form, as JWS requires, with a
+ * cached key object; or HMAC-SHA256 with the upstream's own key). Verification stays with `jose`
+ * (see `verifyAssertion`); the tests verify every kind of assertion with it.
  */
-export function signAssertion(
-  key: SigningKey,
+export function createAssertionSigner(
+  upstreamName: string,
+  upstream: UpstreamConfig,
   issuer: string,
   ttlSec: number,
-  nowSec: number,
-  c: AssertionClaims,
-): Promise<string> {
-  return new SignJWT({
-    sid: c.sessionId,
-    roles: [...c.roles],
-    amr: [...c.amr],
-    htm: c.method,
-    host: c.host,
-    tgt: sha256b64url(c.target),
-    route: c.routeId,
-    rules: [...c.ruleIds],
-  })
-    .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ASSERTION_TYP })
-    .setIssuer(issuer)
-    .setAudience(c.audience)
-    .setSubject(c.subject)
-    .setIssuedAt(nowSec)
-    .setExpirationTime(nowSec + ttlSec)
-    .setJti(c.requestId)
-    .sign(key.privateKey);
+  es256Key: SigningKey,
+): AssertionSigner {
+  const audience = upstream.audience ?? upstreamName;
+  const prefix = `{"iss":${JSON.stringify(issuer)},"aud":${JSON.stringify(audience)},`;
+  const payload = (c: AssertionClaims, now: number) =>
+    prefix +
+    JSON.stringify({
+      sub: c.subject,
+      iat: now,
+      exp: now + ttlSec,
+      jti: c.requestId,
+      sid: c.sessionId,
+      roles: c.roles,
+      amr: c.amr,
+      htm: c.method,
+      host: c.host,
+      tgt: sha256b64url(c.target),
+      route: c.routeId,
+      rules: c.ruleIds,
+    }).slice(1);
+
+  if (upstream.assertion.alg === 'HS256') {
+    const secret: KeyObject = createSecretKey(Buffer.from(upstream.assertion.key, 'utf8'));
+    const header = b64(JSON.stringify({ alg: 'HS256', typ: ASSERTION_TYP }));
+    return {
+      alg: 'HS256',
+      sign: (c, now) => {
+        const input = `${header}.${b64(payload(c, now))}`;
+        return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
+      },
+    };
+  }
+  const header = b64(JSON.stringify({ alg: 'ES256', kid: es256Key.kid, typ: ASSERTION_TYP }));
+  const key = { key: es256Key.privateKey, dsaEncoding: 'ieee-p1363' as const };
+  return {
+    alg: 'ES256',
+    sign: (c, now) => {
+      const input = `${header}.${b64(payload(c, now))}`;
+      return `${input}.${sign('sha256', Buffer.from(input), key).toString('base64url')}`;
+    },
+  };
 }

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditWriter } from '../audit/index.js';
 import type { Config } from '../config/index.js';
 import type { Clock, Logger, Metrics, Principal, RequestId } from '../core/index.js';
-import type { IdentityService, KeyRing, TokenService } from '../identity/index.js';
+import type { BearerAuthenticator, IdentityService, KeyRing, TokenService } from '../identity/index.js';
 import type { Decision, PolicyEngine } from '../policy/index.js';
 import type { CanonicalTarget } from './canonical-target.js';
 import type { CompiledRoute, RouteTable } from './route-table.js';
@@ -13,6 +13,7 @@ export interface Gateway {
   readonly config: Config;
   readonly routes: RouteTable<Upstream>;
   readonly tokens: TokenService;
+  readonly bearer: BearerAuthenticator;
   readonly identity: IdentityService;
   readonly keys: KeyRing;
   readonly policy: PolicyEngine;
@@ -20,7 +21,6 @@ export interface Gateway {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly clock: Clock;
-  readonly assertionTtlSec: number;
 }
 
 /** What the pipeline learns about one request, step by step. */

@@ -1,7 +1,13 @@
-export { ASSERTION_HEADER, ASSERTION_TYP, type AssertionClaims, signAssertion } from './assertion.js';
+export {
+  ASSERTION_HEADER,
+  ASSERTION_TYP,
+  type AssertionClaims,
+  type AssertionSigner,
+  createAssertionSigner,
+} from './assertion.js';
 export { type CanonicalTarget, canonicalizeTarget } from './canonical-target.js';
 export type { Gateway, RequestContext } from './context.js';
 export { SECURITY_HEADERS } from './headers.js';
 export { type CompiledRoute, canonicalHost, type RouteMatch, RouteTable } from './route-table.js';
 export { createGatewayServer } from './server.js';
-export { closeUpstreams, createUpstreams, type Upstream } from './upstream.js';
+export { type AssertionSettings, closeUpstreams, createUpstreams, type Upstream } from './upstream.js';

@@ -62,6 +62,8 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       handle: async (gw, ctx) => {
         const token = bearerToken(ctx.req.headers.authorization);
         const principal = await gw.tokens.verifyAccessToken(token);
+        if (principal.sessionId === undefined)
+          throw new PortcullisError('invalid_token', { detail: 'token has no session' });
         await gw.identity.logout(principal.sessionId, { ip: ctx.ip, requestId: ctx.requestId });
         ctx.res.writeHead(
           204,

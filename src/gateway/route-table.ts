@@ -11,6 +11,8 @@ export interface CompiledRoute<U> {
   readonly methods: ReadonlySet<string>;
   /** The `Allow` header value for 405 answers. */
   readonly allow: string;
+  /** Issuers whose bearer tokens the route accepts. */
+  readonly issuers: ReadonlySet<string>;
   readonly upstream: U;
 }
 
@@ -77,6 +79,7 @@ export class RouteTable<U> {
         rest,
         methods,
         allow: [...methods].join(', '),
+        issuers: new Set(r.issuers),
         upstream: upstreamOf(r),
       };
     });

@@ -1,3 +1,4 @@
+export { BearerAuthenticator, type BearerAuthenticatorOptions } from './bearer.js';
 export { type KeyPurpose, KeyRing, type SigningKey } from './keys.js';
 export { type Argon2Params, PasswordHasher } from './passwords.js';
 export {
@@ -11,8 +12,10 @@ export {
 export {
   ACCESS_TOKEN_TYP,
   type AccessTokenSubject,
+  INVALID_TOKEN_CHALLENGE,
   TokenService,
   type TokenServiceOptions,
+  type VerifiedBearer,
 } from './tokens.js';
 export {
   type AllowedAlg,
@@ -20,6 +23,7 @@ export {
   keyResolver,
   type TokenFailure,
   TokenVerificationError,
+  type VerificationKey,
   type VerifyTokenOptions,
   verifyToken,
 } from './verify-token.js';

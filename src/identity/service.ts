@@ -13,7 +13,7 @@ import {
 } from '../core/index.js';
 import { type SessionRecord, type Store, StoreError, type UserRecord } from '../store/index.js';
 import type { PasswordHasher } from './passwords.js';
-import type { TokenService } from './tokens.js';
+import { INVALID_TOKEN_CHALLENGE, type TokenService } from './tokens.js';
 
 /** Where a request came from, for the audit log. */
 export interface RequestMeta {
@@ -204,9 +204,10 @@ export class IdentityService {
    * within its lifetime. A store error denies (fail closed).
    */
   async checkSession(principal: Principal): Promise<void> {
+    const sessionId = principal.sessionId;
     let session: SessionRecord | undefined;
     try {
-      session = await this.#o.store.sessions.get(principal.sessionId);
+      session = sessionId === undefined ? undefined : await this.#o.store.sessions.get(sessionId);
     } catch (err) {
       throw storeDown(err);
     }
@@ -216,9 +217,7 @@ export class IdentityService {
       session.expiresAt <= this.#o.clock.now() ||
       session.userId !== principal.id
     ) {
-      throw new PortcullisError('session_revoked', {
-        headers: { 'www-authenticate': `Bearer realm="portcullis", error="invalid_token"` },
-      });
+      throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
     }
   }
 

@@ -1,10 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { type JWTVerifyGetKey, SignJWT } from 'jose';
+import { OWN_ISSUER_ID } from '../config/index.js';
 import { type Clock, PortcullisError, type Principal, type SessionId, type UserId } from '../core/index.js';
 import type { KeyRing } from './keys.js';
 import { keyResolver, TokenVerificationError, verifyToken } from './verify-token.js';
 
 export const ACCESS_TOKEN_TYP = 'at+jwt';
+
+/** A verified bearer token: who it vouches for, and its validity window (seconds since epoch). */
+export interface VerifiedBearer {
+  principal: Principal;
+  expiresAt: number;
+  notBefore: number;
+}
+
+/** The `WWW-Authenticate` challenge of an invalid bearer token (RFC 6750 §3.1). */
+export const INVALID_TOKEN_CHALLENGE = {
+  'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"',
+} as const;
 
 export interface TokenServiceOptions {
   keys: KeyRing;
@@ -56,6 +69,11 @@ export class TokenService {
 
   /** Verifies an access token and returns the principal it carries; throws `invalid_token`. */
   async verifyAccessToken(token: string): Promise<Principal> {
+    return (await this.verifyAccessTokenClaims(token)).principal;
+  }
+
+  /** Like {@link verifyAccessToken}, with the token's validity window (seconds) for caches. */
+  async verifyAccessTokenClaims(token: string): Promise<VerifiedBearer> {
     let claims: Awaited<ReturnType<typeof verifyToken>>;
     try {
       claims = await verifyToken(token, this.#resolver, {
@@ -71,10 +89,10 @@ export class TokenService {
       throw new PortcullisError('invalid_token', {
         detail: reason,
         cause: err,
-        headers: { 'www-authenticate': `Bearer realm="portcullis", error="invalid_token"` },
+        headers: INVALID_TOKEN_CHALLENGE,
       });
     }
-    const { sub, sid, roles, amr, jti } = claims;
+    const { sub, sid, roles, amr, jti, exp, nbf } = claims;
     if (
       typeof sub !== 'string' ||
       typeof sid !== 'string' ||
@@ -84,10 +102,22 @@ export class TokenService {
     ) {
       throw new PortcullisError('invalid_token', {
         detail: 'claims have the wrong types',
-        headers: { 'www-authenticate': `Bearer realm="portcullis", error="invalid_token"` },
+        headers: INVALID_TOKEN_CHALLENGE,
       });
     }
-    return { kind: 'user', id: sub as UserId, sessionId: sid as SessionId, roles, amr, tokenId: jti };
+    return {
+      principal: {
+        kind: 'user',
+        id: sub as UserId,
+        issuer: OWN_ISSUER_ID,
+        sessionId: sid as SessionId,
+        roles,
+        amr,
+        tokenId: jti,
+      },
+      expiresAt: exp ?? 0,
+      notBefore: nbf ?? 0,
+    };
   }
 }
 

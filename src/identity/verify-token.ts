@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
@@ -7,8 +8,11 @@ import {
   jwtVerify,
 } from 'jose';
 
-/** Algorithms we accept. Never `none`, never HMAC with a public key: the list is explicit. */
-export type AllowedAlg = 'ES256' | 'EdDSA';
+/**
+ * Algorithms we accept. Never `none`; HS256 only where the caller holds a shared secret (per-upstream
+ * identity assertions), never for tokens verified with a public key: the list is explicit per call.
+ */
+export type AllowedAlg = 'ES256' | 'EdDSA' | 'HS256';
 
 export interface VerifyTokenOptions {
   /** Required `iss`; `null` = deliberately not checked (diagnostic tools only). */
@@ -47,6 +51,9 @@ export class TokenVerificationError extends Error {
   }
 }
 
+/** A verification key: a key resolver (JWKS), a public key object, or a shared secret (HS256 only). */
+export type VerificationKey = JWTVerifyGetKey | KeyObject | Uint8Array;
+
 /** A key source: a JWKS document, a JWKS URL, or a jose key resolver. */
 export type KeySource = JSONWebKeySet | URL | JWTVerifyGetKey;
 
@@ -67,11 +74,11 @@ export function keyResolver(source: KeySource): JWTVerifyGetKey {
  */
 export async function verifyToken(
   token: string,
-  keys: JWTVerifyGetKey,
+  keys: VerificationKey,
   options: VerifyTokenOptions,
 ): Promise<JWTPayload> {
   try {
-    const { payload } = await jwtVerify(token, keys, {
+    const opts = {
       ...(options.issuer === null ? {} : { issuer: options.issuer }),
       ...(options.audience === null ? {} : { audience: options.audience }),
       algorithms: [...(options.algorithms ?? ['ES256'])],
@@ -79,7 +86,9 @@ export async function verifyToken(
       clockTolerance: options.clockToleranceSec ?? 5,
       ...(options.typ === undefined ? {} : { typ: options.typ }),
       ...(options.currentDate === undefined ? {} : { currentDate: options.currentDate }),
-    });
+    };
+    const { payload } =
+      typeof keys === 'function' ? await jwtVerify(token, keys, opts) : await jwtVerify(token, keys, opts);
     return payload;
   } catch (err) {
     throw toVerificationError(err);

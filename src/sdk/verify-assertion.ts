@@ -29,9 +29,10 @@ export interface VerifiedAssertion extends JWTPayload {
 }
 
 /**
- * For apps behind the gateway: verifies the `x-portcullis-assertion` header — ES256 signature against
- * the gateway's JWKS, `typ`, `iss`, `aud`, `exp`, a lifetime of at most 60 s, and (when `request` is
- * given) that it was issued for this exact method and target.
+ * For apps behind the gateway: verifies the `x-portcullis-assertion` header — the ES256 signature
+ * against the gateway's JWKS (or, for an upstream configured with `assertion: {alg: HS256}`, the HMAC
+ * with the key it shares with the gateway, passed as bytes), `typ`, `iss`, `aud`, `exp`, a lifetime of
+ * at most 60 s, and (when `request` is given) that it was issued for this exact method and target.
  *
  * @example
  * const keys = keyResolver(new URL('http://127.0.0.1:8080/.well-known/jwks.json'));
@@ -41,14 +42,15 @@ export interface VerifiedAssertion extends JWTPayload {
  */
 export async function verifyAssertion(
   token: string | undefined,
-  keys: JWTVerifyGetKey,
+  keys: JWTVerifyGetKey | Uint8Array,
   options: VerifyAssertionOptions,
 ): Promise<VerifiedAssertion> {
   if (!token) throw new TokenVerificationError('malformed', 'no identity assertion');
   const claims = await verifyToken(token, keys, {
     issuer: options.issuer,
     audience: options.audience,
-    algorithms: ['ES256'],
+    // A shared secret means this upstream's HS256 assertions; a key set means ES256. Never both.
+    algorithms: keys instanceof Uint8Array ? ['HS256'] : ['ES256'],
     typ: ASSERTION_TYP,
     requiredClaims: ['sub', 'iat', 'jti', 'htm', 'tgt'],
     ...(options.currentDate === undefined ? {} : { currentDate: options.currentDate }),

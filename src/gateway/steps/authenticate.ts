@@ -1,3 +1,4 @@
+import { OWN_ISSUER_ID } from '../../config/index.js';
 import { PortcullisError } from '../../core/index.js';
 import type { Gateway, RequestContext } from '../context.js';
 
@@ -26,11 +27,14 @@ export function bearerToken(header: string | undefined): string {
 }
 
 /**
- * Step 3: verify the bearer access token (signature, algorithm, iss, aud, exp, typ) and then the
- * session behind it, on every request — a revoked session is refused even while its token is unexpired.
+ * Step 4: verify the bearer token (signature once, then from the verified-token cache; expiry and the
+ * route's accepted issuers on every request), and for our own tokens the session behind it — a revoked
+ * session is refused on its next request even while its token is unexpired.
  */
 export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<void> {
-  const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
-  await gw.identity.checkSession(principal);
+  const route = ctx.route;
+  if (!route) throw new PortcullisError('internal_error', { detail: 'authenticate before route' });
+  const principal = await gw.bearer.authenticate(bearerToken(ctx.req.headers.authorization), route.issuers);
+  if (principal.issuer === OWN_ISSUER_ID) await gw.identity.checkSession(principal);
   ctx.principal = principal;
 }

@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { PortcullisError } from '../../core/index.js';
-import { ASSERTION_HEADER, signAssertion } from '../assertion.js';
+import { ASSERTION_HEADER } from '../assertion.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withSecurityHeaders } from '../headers.js';
 
@@ -20,13 +20,8 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   const method = req.method ?? 'GET';
   const forwardedTarget = target.path + target.query;
   const headers = upstreamRequestHeaders(req.headers, upstream.passAuthorization);
-  headers[ASSERTION_HEADER] = await signAssertion(
-    gw.keys.assertion,
-    gw.config.identity.issuer,
-    gw.assertionTtlSec,
-    Math.floor(gw.clock.now() / 1000),
+  headers[ASSERTION_HEADER] = upstream.assertion.sign(
     {
-      audience: upstream.audience,
       subject: principal.id,
       sessionId: principal.sessionId,
       roles: principal.roles,
@@ -38,6 +33,7 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
       requestId: ctx.requestId,
       ruleIds: decision.ruleIds,
     },
+    Math.floor(gw.clock.now() / 1000),
   );
   headers['x-request-id'] = ctx.requestId;
   headers['x-forwarded-for'] = ctx.ip;

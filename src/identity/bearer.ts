@@ -1,0 +1,172 @@
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { decodeJwt, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { type ExternalIssuerConfig, OWN_ISSUER_ID } from '../config/index.js';
+import { type Clock, PortcullisError, type Principal, type UserId } from '../core/index.js';
+import { INVALID_TOKEN_CHALLENGE, type TokenService, type VerifiedBearer } from './tokens.js';
+import { keyResolver, TokenVerificationError, verifyToken } from './verify-token.js';
+
+/** Seconds of clock skew tolerated on `exp`/`nbf`, the same as the verifier's. */
+const LEEWAY_SEC = 5;
+
+interface ExternalIssuer {
+  readonly id: string;
+  readonly config: ExternalIssuerConfig;
+  readonly keys: JWTVerifyGetKey | KeyObject;
+}
+
+interface CacheEntry extends VerifiedBearer {}
+
+export interface BearerAuthenticatorOptions {
+  own: TokenService;
+  ownIssuer: string;
+  issuers: Readonly<Record<string, ExternalIssuerConfig>>;
+  /** Folder that relative key file paths are resolved against (the config file's). */
+  baseDir: string;
+  clock: Clock;
+  /** Entries in the verified-token cache; 0 disables it. */
+  cacheSize: number;
+  /** Told of every cache lookup (for metrics). */
+  onLookup?: (hit: boolean) => void;
+}
+
+const invalid = (detail: string, cause?: unknown) =>
+  new PortcullisError('invalid_token', { detail, cause, headers: INVALID_TOKEN_CHALLENGE });
+
+/**
+ * Authenticates bearer tokens for the gateway: our own access tokens and those of configured external
+ * issuers, each verified by `jose` with that issuer's pinned algorithms, `iss` and `aud`.
+ *
+ * A token's signature is verified once; the verified claims are cached under the SHA-256 of the token
+ * (so the cache holds no usable bearer token). On every request — cached or not — the token's
+ * `exp`/`nbf` are checked against the clock and the route's accepted issuers are enforced; the caller
+ * then checks our own tokens' sessions. The cache is bounded (oldest entries evicted first).
+ *
+ * @example
+ * const auth = await BearerAuthenticator.create({ own: tokens, ownIssuer, issuers: config.issuers, baseDir, clock, cacheSize: 10_000 });
+ * const principal = await auth.authenticate(token, new Set(['portcullis']));
+ */
+export class BearerAuthenticator {
+  readonly #o: BearerAuthenticatorOptions;
+  readonly #byIss: ReadonlyMap<string, ExternalIssuer>;
+  readonly #cache = new Map<string, CacheEntry>();
+
+  private constructor(options: BearerAuthenticatorOptions, byIss: Map<string, ExternalIssuer>) {
+    this.#o = options;
+    this.#byIss = byIss;
+  }
+
+  static async create(options: BearerAuthenticatorOptions): Promise<BearerAuthenticator> {
+    const byIss = new Map<string, ExternalIssuer>();
+    for (const [id, config] of Object.entries(options.issuers)) {
+      const path = (p: string) => (isAbsolute(p) ? p : resolve(options.baseDir, p));
+      let keys: JWTVerifyGetKey | KeyObject;
+      if (config.publicKeyFile !== undefined) {
+        keys = createPublicKey(readFileSync(path(config.publicKeyFile), 'utf8'));
+        if (keys.type !== 'public') throw new Error(`issuers.${id}.publicKeyFile: not a public key`);
+      } else if (config.jwksFile !== undefined) {
+        keys = keyResolver(JSON.parse(readFileSync(path(config.jwksFile), 'utf8')) as JSONWebKeySet);
+      } else {
+        keys = keyResolver(new URL(config.jwksUrl as string));
+      }
+      if (config.issuer === options.ownIssuer || byIss.has(config.issuer)) {
+        throw new Error(`issuers.${id}: issuer ${config.issuer} is configured twice`);
+      }
+      byIss.set(config.issuer, { id, config, keys });
+    }
+    return new BearerAuthenticator(options, byIss);
+  }
+
+  /** Verifies `token` and returns its principal if its issuer is one of `accepted`; throws `invalid_token`. */
+  async authenticate(token: string, accepted: ReadonlySet<string>): Promise<Principal> {
+    const nowSec = this.#o.clock.now() / 1000;
+    const cacheKey = this.#o.cacheSize > 0 ? createHash('sha256').update(token).digest('base64') : '';
+    const hit = this.#o.cacheSize > 0 ? this.#cache.get(cacheKey) : undefined;
+    let verified: VerifiedBearer;
+    if (hit && nowSec < hit.expiresAt + LEEWAY_SEC && nowSec >= hit.notBefore - LEEWAY_SEC) {
+      verified = hit;
+      this.#o.onLookup?.(true);
+    } else {
+      this.#o.onLookup?.(false);
+      if (hit) this.#cache.delete(cacheKey);
+      verified = await this.#verify(token, accepted);
+      if (this.#o.cacheSize > 0) this.#remember(cacheKey, verified);
+    }
+    if (!accepted.has(verified.principal.issuer)) throw invalid('token issuer is not accepted on this route');
+    return verified.principal;
+  }
+
+  /** Drops every cached verification (e.g. after a key rotation or an issuer change). */
+  clear(): void {
+    this.#cache.clear();
+  }
+
+  get cacheEntries(): number {
+    return this.#cache.size;
+  }
+
+  async #verify(token: string, accepted: ReadonlySet<string>): Promise<VerifiedBearer> {
+    let iss: unknown;
+    try {
+      iss = decodeJwt(token).iss;
+    } catch (err) {
+      throw invalid('malformed token', err);
+    }
+    if (iss === this.#o.ownIssuer) {
+      if (!accepted.has(OWN_ISSUER_ID)) throw invalid('token issuer is not accepted on this route');
+      return this.#o.own.verifyAccessTokenClaims(token);
+    }
+    const external = typeof iss === 'string' ? this.#byIss.get(iss) : undefined;
+    if (!external) throw invalid('unknown token issuer');
+    if (!accepted.has(external.id)) throw invalid('token issuer is not accepted on this route');
+    return this.#verifyExternal(token, external);
+  }
+
+  async #verifyExternal(token: string, external: ExternalIssuer): Promise<VerifiedBearer> {
+    const { config } = external;
+    let claims: Awaited<ReturnType<typeof verifyToken>>;
+    try {
+      claims = await verifyToken(token, external.keys, {
+        issuer: config.issuer,
+        audience: config.audience,
+        algorithms: config.algorithms,
+        requiredClaims: ['sub'],
+        clockToleranceSec: LEEWAY_SEC,
+        currentDate: new Date(this.#o.clock.now()),
+      });
+    } catch (err) {
+      throw invalid(err instanceof TokenVerificationError ? err.message : 'token is invalid', err);
+    }
+    const { sub, jti, exp, nbf, amr } = claims;
+    const rawRoles = claims[config.rolesClaim];
+    const roles = typeof rawRoles === 'string' ? rawRoles.split(' ').filter((r) => r !== '') : rawRoles;
+    if (typeof sub !== 'string' || sub === '' || !isStringArray(roles))
+      throw invalid('claims have the wrong types');
+    return {
+      principal: {
+        kind: 'user',
+        id: sub as UserId,
+        issuer: external.id,
+        sessionId: undefined,
+        roles,
+        amr: isStringArray(amr) ? amr : [],
+        tokenId: typeof jti === 'string' ? jti : '',
+      },
+      expiresAt: exp ?? 0,
+      notBefore: nbf ?? 0,
+    };
+  }
+
+  #remember(key: string, entry: VerifiedBearer): void {
+    if (this.#cache.size >= this.#o.cacheSize) {
+      const oldest = this.#cache.keys().next();
+      if (!oldest.done) this.#cache.delete(oldest.value);
+    }
+    this.#cache.set(key, entry);
+  }
+}
+
+function isStringArray(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string');
+}

@@ -1,0 +1,185 @@
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defineConfig } from '../src/config/index.js';
+import { createLogger, manualClock } from '../src/core/index.js';
+import { keyResolver } from '../src/identity/index.js';
+import { type RunningPortcullis, startPortcullis } from '../src/portcullis.js';
+import { verifyAssertion } from '../src/sdk/index.js';
+import { startRecordingUpstream, tempDir, testConfig } from './helpers.js';
+
+const HMAC_KEY = `${'k'.repeat(16)}an-upstream-only-secret-0123456789`;
+const EXT_ISS = 'https://idp.example.test/';
+
+describe('external issuers, the verified-token cache and HS256 assertions', () => {
+  const t = tempDir();
+  const clock = manualClock(Date.UTC(2026, 10, 23, 12, 0, 0));
+  let pc: RunningPortcullis;
+  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
+  let idpKey: KeyObject;
+  let ownToken: string;
+
+  const extToken = (
+    sub: string,
+    opts: { roles?: unknown; exp?: number; aud?: string; key?: KeyObject } = {},
+  ) => {
+    const now = Math.floor(clock.now() / 1000);
+    return new SignJWT({ roles: opts.roles ?? ['reader'] })
+      .setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: 'idp-1' })
+      .setIssuer(EXT_ISS)
+      .setAudience(opts.aud ?? 'orders-api')
+      .setSubject(sub)
+      .setIssuedAt(now)
+      .setExpirationTime(opts.exp ?? now + 600)
+      .sign(opts.key ?? idpKey);
+  };
+  const call = (path: string, token: string) =>
+    fetch(`${pc.gatewayUrl}${path}`, { headers: { authorization: `Bearer ${token}` } });
+
+  beforeAll(async () => {
+    upstream = await startRecordingUpstream();
+    const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    idpKey = pair.privateKey;
+    writeFileSync(join(t.dir, 'idp.pem'), pair.publicKey.export({ type: 'spki', format: 'pem' }));
+    const base = testConfig(join(t.dir, 'data'), upstream.url);
+    const loaded = defineConfig(
+      {
+        ...base,
+        issuers: { idp: { issuer: EXT_ISS, audience: 'orders-api', publicKeyFile: join(t.dir, 'idp.pem') } },
+        upstreams: {
+          app: { url: upstream.url },
+          hmac: { url: upstream.url, audience: 'hmac-app', assertion: { alg: 'HS256', key: HMAC_KEY } },
+        },
+        routes: [
+          { id: 'partner', path: '/partner/*', upstream: 'app', issuers: ['idp'] },
+          { id: 'both', path: '/both/*', upstream: 'hmac', issuers: ['portcullis', 'idp'] },
+          { id: 'own', path: '/own/*', upstream: 'app' },
+        ],
+        policy: {
+          rules: [{ id: 'readers', routes: ['partner', 'both', 'own'], roles: ['reader', 'viewer'] }],
+        },
+      },
+      t.dir,
+    );
+    pc = await startPortcullis(loaded, { log: createLogger({ level: 'silent' }), clock });
+    await pc.core.identity.createUser({ username: 'vic', password: 'vic-password-123', roles: ['viewer'] });
+    const res = await fetch(`${pc.gatewayUrl}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'vic', password: 'vic-password-123' }),
+    });
+    ownToken = (await res.json()).access_token;
+  });
+  afterAll(async () => {
+    await pc.close();
+    await upstream.close();
+    t.cleanup();
+  });
+
+  it('accepts an external issuer’s token only on routes that list that issuer', async () => {
+    const token = await extToken('partner-1');
+    expect((await call('/partner/x', token)).status).toBe(200);
+    expect((await call('/both/x', token)).status).toBe(200);
+    const own = await call('/own/x', token);
+    expect(own.status).toBe(401);
+    expect((await own.json()).error.code).toBe('invalid_token');
+    // ... and our own tokens only where `portcullis` is listed.
+    expect((await call('/partner/x', ownToken)).status).toBe(401);
+    expect((await call('/both/x', ownToken)).status).toBe(200);
+    expect((await call('/own/x', ownToken)).status).toBe(200);
+  });
+
+  it('reads roles from a space-separated claim too', async () => {
+    expect((await call('/partner/x', await extToken('p2', { roles: 'auditor reader' }))).status).toBe(200);
+    expect((await call('/partner/x', await extToken('p3', { roles: 'auditor' }))).status).toBe(403);
+  });
+
+  it('refuses external tokens with the wrong key, audience, roles type or an expired lifetime', async () => {
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    const now = Math.floor(clock.now() / 1000);
+    for (const token of [
+      await extToken('p', { key: other }),
+      await extToken('p', { aud: 'someone-else' }),
+      await extToken('p', { roles: [1, 2] }),
+      await extToken('p', { exp: now - 60 }),
+    ]) {
+      expect((await call('/partner/x', token)).status).toBe(401);
+    }
+  });
+
+  it('verifies a signature once, then checks expiry on every request from the cache', async () => {
+    const token = await extToken('cache-1', { exp: Math.floor(clock.now() / 1000) + 30 });
+    const lookups = async () => {
+      const m = await pc.core.metrics.tokenCache.get();
+      const of = (r: string) => m.values.find((v) => v.labels.result === r)?.value ?? 0;
+      return { hit: of('hit'), miss: of('miss') };
+    };
+    const before = await lookups();
+    expect((await call('/partner/a', token)).status).toBe(200);
+    expect((await call('/partner/b', token)).status).toBe(200);
+    expect((await call('/partner/c', token)).status).toBe(200);
+    const after = await lookups();
+    expect(after.miss - before.miss).toBe(1);
+    expect(after.hit - before.hit).toBe(2);
+    clock.advance(40_000); // past exp (+5 s leeway)
+    const late = await call('/partner/c', token);
+    expect(late.status).toBe(401);
+    expect((await late.json()).error.code).toBe('invalid_token');
+    clock.advance(-40_000);
+  });
+
+  it('a cached own token still dies with its session', async () => {
+    expect((await call('/own/x', ownToken)).status).toBe(200); // cached now
+    const session = (await pc.core.tokens.verifyAccessToken(ownToken)).sessionId;
+    if (!session) throw new Error('own token without session');
+    await pc.core.store.sessions.revoke(session, clock.now()); // e.g. by another replica or the CLI
+    const res = await call('/own/x', ownToken);
+    expect(res.status).toBe(401);
+    expect((await res.json()).error.code).toBe('session_revoked');
+  });
+
+  it('signs HS256 assertions for an upstream with its own key, verifiable with jose and that key only', async () => {
+    const token = await extToken('hmac-user');
+    expect((await call('/both/thing?q=1', token)).status).toBe(200);
+    const seen = upstream.received.at(-1);
+    const assertion = seen?.headers['x-portcullis-assertion'] as string;
+    expect(JSON.parse(Buffer.from(assertion.split('.')[0] as string, 'base64url').toString())).toEqual({
+      alg: 'HS256',
+      typ: 'portcullis-assertion+jwt',
+    });
+    const claims = await verifyAssertion(assertion, new TextEncoder().encode(HMAC_KEY), {
+      issuer: 'http://portcullis.test',
+      audience: 'hmac-app',
+      request: { method: 'GET', target: '/both/thing?q=1' },
+      currentDate: new Date(clock.now()),
+    });
+    expect(claims).toMatchObject({ sub: 'hmac-user', roles: ['reader'], route: 'both' });
+    expect(claims.sid).toBeUndefined();
+    // Another key, or the public JWKS, does not verify it.
+    await expect(
+      verifyAssertion(assertion, new TextEncoder().encode(`${HMAC_KEY}x`), {
+        issuer: 'http://portcullis.test',
+        audience: 'hmac-app',
+        currentDate: new Date(clock.now()),
+      }),
+    ).rejects.toThrow(/signature/);
+    await expect(
+      verifyAssertion(assertion, keyResolver(pc.core.keys.jwks()), {
+        issuer: 'http://portcullis.test',
+        audience: 'hmac-app',
+        currentDate: new Date(clock.now()),
+      }),
+    ).rejects.toThrow(/algorithm/);
+  });
+
+  it('refuses an HS256 assertion key shorter than 32 bytes at load', () => {
+    expect(() =>
+      defineConfig({
+        ...testConfig(t.dir, 'http://127.0.0.1:1'),
+        upstreams: { app: { url: 'http://127.0.0.1:1', assertion: { alg: 'HS256', key: 'short' } } },
+      }),
+    ).toThrow(/upstreams\.app\.assertion\.key: an HS256 assertion key must be at least 32 bytes/);
+  });
+});
