@@ -18,15 +18,48 @@ export function canonicalJson(value: unknown): string {
       return JSON.stringify(value);
     case 'object': {
       if (value === null) return 'null';
-      if (Array.isArray(value))
-        return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(',')}]`;
+      if (Array.isArray(value)) {
+        let out = '[';
+        for (let i = 0; i < value.length; i++) {
+          if (i > 0) out += ',';
+          const v: unknown = value[i];
+          out += v === undefined ? 'null' : canonicalJson(v);
+        }
+        return `${out}]`;
+      }
       const obj = value as Record<string, unknown>;
-      const keys = Object.keys(obj)
-        .filter((k) => obj[k] !== undefined)
-        .sort();
-      return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
+      let out = '{';
+      let first = true;
+      for (const k of sortedKeys(obj)) {
+        const v = obj[k];
+        if (v === undefined) continue;
+        out += first ? '' : ',';
+        first = false;
+        out += `${JSON.stringify(k)}:${canonicalJson(v)}`;
+      }
+      return `${out}}`;
     }
     default:
       throw new TypeError(`canonicalJson: cannot serialize a ${typeof value}`);
   }
+}
+
+/**
+ * Sorted member names, memoized by the object's own key list: records of one kind (a gateway decision,
+ * a login event) share their shape, so the sort runs once per shape instead of once per record.
+ */
+const sortedByShape = new Map<string, readonly string[]>();
+const MAX_SHAPES = 1024;
+
+function sortedKeys(obj: Record<string, unknown>): readonly string[] {
+  const keys = Object.keys(obj);
+  if (keys.length < 2) return keys;
+  const shape = keys.join('\u0000');
+  let sorted = sortedByShape.get(shape);
+  if (sorted === undefined) {
+    sorted = [...keys].sort();
+    if (sortedByShape.size >= MAX_SHAPES) sortedByShape.clear();
+    sortedByShape.set(shape, sorted);
+  }
+  return sorted;
 }

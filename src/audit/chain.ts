@@ -1,20 +1,20 @@
 import { createHash } from 'node:crypto';
 import type { AuditRecord, ChainHasher } from '../store/index.js';
-import { canonicalJson } from './canonical.js';
 
 /** `prev_hash` of the first record. */
 export const GENESIS_HASH = '0'.repeat(64);
 
 /**
- * hash(n) = SHA-256( prev_hash(n) ‖ 0x0A ‖ JCS({seq, ts, type, data}) ), hex.
- * `data` is itself canonical JSON text, hashed as a string member.
+ * hash(n) = SHA-256( prev_hash(n) ‖ LF ‖ seq ‖ LF ‖ ts ‖ LF ‖ type ‖ LF ‖ data ), hex — where seq and ts
+ * are decimal integers, type is a dotted name (no LF) and data is the record's canonical JSON (RFC 8785),
+ * last, so the encoding is unambiguous without escaping data a second time.
  */
-export const chainHash: ChainHasher = (prevHash, r) =>
-  createHash('sha256')
-    .update(prevHash)
-    .update('\n')
-    .update(canonicalJson({ seq: r.seq, ts: r.ts, type: r.type, data: r.data }))
-    .digest('hex');
+export const chainHash: ChainHasher = (prevHash, r) => {
+  if (!Number.isSafeInteger(r.seq) || !Number.isSafeInteger(r.ts) || r.type.includes('\n')) {
+    throw new TypeError('chainHash: seq and ts must be integers and type must not contain a newline');
+  }
+  return createHash('sha256').update(`${prevHash}\n${r.seq}\n${r.ts}\n${r.type}\n`).update(r.data).digest('hex');
+};
 
 export type ChainVerification =
   | { ok: true; count: number; head: string }

@@ -54,6 +54,29 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly #requestChildren = new Map<string, { inc(): void }>();
+  readonly #durationChildren = new Map<string, { observe(v: number): void }>();
+
+  /**
+   * Counts one gateway request. Label children are bound once per label combination and reused, so
+   * the hot path does no label hashing.
+   */
+  countRequest(route: string, outcome: string, statusClass: string, seconds: number): void {
+    const key = `${route}\u0000${outcome}\u0000${statusClass}`;
+    let counter = this.#requestChildren.get(key);
+    if (counter === undefined) {
+      counter = this.requests.labels({ route, outcome, status: statusClass });
+      this.#requestChildren.set(key, counter);
+    }
+    counter.inc();
+    let histogram = this.#durationChildren.get(outcome);
+    if (histogram === undefined) {
+      histogram = this.requestDuration.labels({ outcome });
+      this.#durationChildren.set(outcome, histogram);
+    }
+    histogram.observe(seconds);
+  }
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true)
       collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });

@@ -42,6 +42,8 @@ async function auditDecision(gw: Gateway, ctx: RequestContext): Promise<void> {
   if (gw.config.audit.decisions === 'durable') await write;
 }
 
+const STATUS_CLASS: readonly string[] = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
+
 /** The node:http request handler running {@link STEPS}. */
 export function createHandler(gw: Gateway): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
@@ -88,9 +90,12 @@ async function run(gw: Gateway, ctx: RequestContext): Promise<void> {
     }
     sendError(gw, ctx, answer);
   } finally {
-    const status = String(ctx.res.statusCode)[0] ?? '0';
-    gw.metrics.requests.inc({ route: ctx.route?.id ?? '', outcome, status: `${status}xx` });
-    gw.metrics.requestDuration.observe({ outcome }, (performance.now() - ctx.startedAt) / 1000);
+    gw.metrics.countRequest(
+      ctx.route?.id ?? '',
+      outcome,
+      STATUS_CLASS[Math.floor(ctx.res.statusCode / 100)] ?? 'other',
+      (performance.now() - ctx.startedAt) / 1000,
+    );
   }
 }
 

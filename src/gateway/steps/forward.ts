@@ -1,4 +1,3 @@
-import { pipeline } from 'node:stream/promises';
 import { PortcullisError } from '../../core/index.js';
 import { ASSERTION_HEADER } from '../assertion.js';
 import type { Gateway, RequestContext } from '../context.js';
@@ -42,40 +41,31 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
 
   const hasBody =
     req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
-  const abort = new AbortController();
-  const onClose = () => {
-    if (!res.writableFinished) abort.abort();
-  };
-  res.once('close', onClose);
-
-  let upstreamRes: Awaited<ReturnType<typeof upstream.pool.request>>;
+  // undici's stream() writes the upstream body straight into `res` (no intermediate Readable, no
+  // stream.pipeline), and aborts the upstream request if `res` closes early (client gone).
+  let started = false;
   try {
-    upstreamRes = await upstream.pool.request({
-      method: method as 'GET',
-      path: forwardedTarget,
-      headers,
-      body: hasBody ? req : null,
-      signal: abort.signal,
-    });
+    await upstream.pool.stream(
+      { method: method as 'GET', path: forwardedTarget, headers, body: hasBody ? req : null },
+      ({ statusCode, headers: upstreamHeaders }) => {
+        const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders));
+        out['x-request-id'] = ctx.requestId;
+        res.writeHead(statusCode, out);
+        started = true;
+        return res;
+      },
+    );
   } catch (err) {
-    res.off('close', onClose);
+    if (started) {
+      // The client went away or the upstream broke mid-body: nothing more can be sent.
+      gw.log.debug({ requestId: ctx.requestId, err }, 'response stream ended early');
+      res.destroy();
+      return;
+    }
     const code = (err as { code?: string }).code ?? '';
     throw new PortcullisError(TIMEOUT_CODES.has(code) ? 'upstream_timeout' : 'upstream_unavailable', {
       detail: `${upstream.name}: ${code || (err as Error).message}`,
       cause: err,
     });
-  }
-
-  const out = withSecurityHeaders(clientResponseHeaders(upstreamRes.headers));
-  out['x-request-id'] = ctx.requestId;
-  res.writeHead(upstreamRes.statusCode, out);
-  try {
-    await pipeline(upstreamRes.body, res);
-  } catch (err) {
-    // The client went away or the upstream broke mid-body: nothing more can be sent.
-    gw.log.debug({ requestId: ctx.requestId, err }, 'response stream ended early');
-    res.destroy();
-  } finally {
-    res.off('close', onClose);
   }
 }
