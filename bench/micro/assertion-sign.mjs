@@ -5,20 +5,37 @@
 // checked once with jose's jwtVerify before timing, so the numbers are for valid tokens.
 import { createHmac, createSecretKey, generateKeyPairSync, sign } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { SignJWT, jwtVerify } from 'jose';
+import { jwtVerify, SignJWT } from 'jose';
 
 const { values } = parseArgs({ options: { ms: { type: 'string', default: '1500' } } });
 const budget = Number(values.ms);
 const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const secret = createSecretKey(Buffer.from('bench-only-shared-upstream-key-0123456789abcdef'));
 const b64 = (s) => Buffer.from(s).toString('base64url');
-const claims = () => ({ iss: 'http://127.0.0.1:8080', aud: 'items', sub: 'user-single', iat: 1795458400, exp: 1795458430, jti: 'a8b1c2d3-1111-2222-3333-444455556666', roles: ['reader'], amr: [], htm: 'GET', host: '127.0.0.1', tgt: 'uVWeqe8RR0cm7NnNUR1TGam_-vPYk5XDY7OB8w61I00', route: 'items', rules: ['readers-read-items'] });
+const claims = () => ({
+  iss: 'http://127.0.0.1:8080',
+  aud: 'items',
+  sub: 'user-single',
+  iat: 1795458400,
+  exp: 1795458430,
+  jti: 'a8b1c2d3-1111-2222-3333-444455556666',
+  roles: ['reader'],
+  amr: [],
+  htm: 'GET',
+  host: '127.0.0.1',
+  tgt: 'uVWeqe8RR0cm7NnNUR1TGam_-vPYk5XDY7OB8w61I00',
+  route: 'items',
+  rules: ['readers-read-items'],
+});
 const esHeader = b64(JSON.stringify({ alg: 'ES256', kid: 'k1', typ: 'portcullis-assertion+jwt' }));
 const hsHeader = b64(JSON.stringify({ alg: 'HS256', typ: 'portcullis-assertion+jwt' }));
 const keyOpt = { key: privateKey, dsaEncoding: 'ieee-p1363' };
 
 const methods = {
-  'jose SignJWT ES256': () => new SignJWT(claims()).setProtectedHeader({ alg: 'ES256', kid: 'k1', typ: 'portcullis-assertion+jwt' }).sign(privateKey),
+  'jose SignJWT ES256': () =>
+    new SignJWT(claims())
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1', typ: 'portcullis-assertion+jwt' })
+      .sign(privateKey),
   'node:crypto ES256 (gateway default)': () => {
     const input = `${esHeader}.${b64(JSON.stringify(claims()))}`;
     return `${input}.${sign('sha256', Buffer.from(input), keyOpt).toString('base64url')}`;

@@ -13,7 +13,10 @@ export const chainHash: ChainHasher = (prevHash, r) => {
   if (!Number.isSafeInteger(r.seq) || !Number.isSafeInteger(r.ts) || r.type.includes('\n')) {
     throw new TypeError('chainHash: seq and ts must be integers and type must not contain a newline');
   }
-  return createHash('sha256').update(`${prevHash}\n${r.seq}\n${r.ts}\n${r.type}\n`).update(r.data).digest('hex');
+  return createHash('sha256')
+    .update(`${prevHash}\n${r.seq}\n${r.ts}\n${r.type}\n`)
+    .update(r.data)
+    .digest('hex');
 };
 
 export type ChainVerification =
