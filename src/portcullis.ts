@@ -22,6 +22,7 @@ import {
   TokenService,
 } from './identity/index.js';
 import { compileRoleRules } from './policy/index.js';
+import { MemoryRateLimitStore } from './ratelimit/index.js';
 import { openSqliteStore, type Store } from './store/index.js';
 
 export interface CoreOptions {
@@ -180,6 +181,7 @@ export async function startPortcullis(
       identity: core.identity,
       keys: core.keys,
       policy: compileRoleRules(config.policy.rules),
+      rateLimits: new MemoryRateLimitStore(),
       audit: core.audit,
       log: core.log,
       metrics: core.metrics,

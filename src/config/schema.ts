@@ -76,6 +76,15 @@ const externalIssuer = z
     message: 'give exactly one of publicKeyFile, jwksFile, jwksUrl',
   });
 
+/** Per-principal quota on a route: `limit` requests per `window`, up to `burst` at once (default: `limit`). */
+const rateLimit = z
+  .strictObject({
+    limit: z.number().int().min(1).max(1_000_000_000),
+    window: duration,
+    burst: z.number().int().min(1).max(1_000_000_000).optional(),
+  })
+  .transform((r) => ({ limit: r.limit, windowMs: r.window, burst: r.burst ?? r.limit }));
+
 const route = z.strictObject({
   id,
   /** Host to match (case-insensitive, port ignored); omitted = any host. */
@@ -85,6 +94,8 @@ const route = z.strictObject({
   upstream: id,
   /** Issuers whose bearer tokens this route accepts: `portcullis` (our own) and/or ids from `issuers`. */
   issuers: z.array(id).min(1).default([OWN_ISSUER_ID]),
+  /** Per-principal rate limit on this route (GCRA); omitted = none. 429 with Retry-After when exceeded. */
+  rateLimit: rateLimit.optional(),
 });
 
 const policyRule = z.strictObject({

@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   method_not_allowed: { status: 405, message: 'This method is not allowed on this route.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },
   unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
+  rate_limited: { status: 429, message: 'Too many requests; retry after the time in Retry-After.' },
   internal_error: { status: 500, message: 'An internal error occurred.' },
   upstream_unavailable: { status: 502, message: 'The upstream service is unavailable.' },
   store_unavailable: { status: 503, message: 'A required store is unavailable; the request was denied.' },

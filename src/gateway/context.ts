@@ -4,6 +4,7 @@ import type { Config } from '../config/index.js';
 import type { Clock, Logger, Metrics, Principal, RequestId } from '../core/index.js';
 import type { BearerAuthenticator, IdentityService, KeyRing, TokenService } from '../identity/index.js';
 import type { Decision, PolicyEngine } from '../policy/index.js';
+import type { RateLimitStore } from '../ratelimit/index.js';
 import type { CanonicalTarget } from './canonical-target.js';
 import type { CompiledRoute, RouteTable } from './route-table.js';
 import type { Upstream } from './upstream.js';
@@ -17,6 +18,7 @@ export interface Gateway {
   readonly identity: IdentityService;
   readonly keys: KeyRing;
   readonly policy: PolicyEngine;
+  readonly rateLimits: RateLimitStore;
   readonly audit: AuditWriter;
   readonly log: Logger;
   readonly metrics: Metrics;
@@ -38,4 +40,6 @@ export interface RequestContext {
   decision: Decision | undefined;
   /** Served by one of the gateway's own endpoints (which audit their own events). */
   internal: boolean;
+  /** `RateLimit-Policy` / `RateLimit` values for the response, when the route is rate-limited. */
+  rateLimitHeaders: Record<string, string> | undefined;
 }

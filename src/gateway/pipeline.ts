@@ -8,6 +8,7 @@ import { authenticate } from './steps/authenticate.js';
 import { authorize } from './steps/authorize.js';
 import { canonicalize } from './steps/canonicalize.js';
 import { forward } from './steps/forward.js';
+import { limit } from './steps/limit.js';
 import { route } from './steps/route.js';
 
 /**
@@ -18,8 +19,10 @@ import { route } from './steps/route.js';
  *   2. internal       the gateway's own endpoints (/auth/*, JWKS)
  *   3. route          compiled route table → route, params (404 / 405)
  *   4. authenticate   bearer JWT verified + session still active → principal (401)
- *   5. authorize      policy decision, deny by default (403); decision audited
- *   6. forward        identity assertion + canonical target → upstream (502 / 504)
+ *   5. authorize      policy decision, deny by default (403)
+ *   6. limit          per-principal, per-route quota (GCRA) → 429 with Retry-After
+ *   7. audit          the allow decision is appended to the audit log (refusals are audited on answer)
+ *   8. forward        identity assertion + canonical target → upstream (502 / 504)
  */
 type Step = (gw: Gateway, ctx: RequestContext) => unknown;
 
@@ -29,6 +32,7 @@ const STEPS: readonly Step[] = [
   route,
   authenticate,
   authorize,
+  limit,
   auditDecision,
   forward,
 ];
@@ -60,6 +64,7 @@ export function createHandler(gw: Gateway): (req: IncomingMessage, res: ServerRe
       principal: undefined,
       decision: undefined,
       internal: false,
+      rateLimitHeaders: undefined,
     };
     void run(gw, ctx);
   };

@@ -1,4 +1,5 @@
 import type { RouteConfig } from '../config/index.js';
+import type { Quota } from '../ratelimit/index.js';
 
 type Segment = { kind: 'literal'; value: string } | { kind: 'param'; name: string };
 
@@ -13,6 +14,8 @@ export interface CompiledRoute<U> {
   readonly allow: string;
   /** Issuers whose bearer tokens the route accepts. */
   readonly issuers: ReadonlySet<string>;
+  /** Per-principal quota, with its `RateLimit-Policy` header value computed at load. */
+  readonly rateLimit: (Quota & { readonly policyHeader: string }) | undefined;
   readonly upstream: U;
 }
 
@@ -80,6 +83,10 @@ export class RouteTable<U> {
         methods,
         allow: [...methods].join(', '),
         issuers: new Set(r.issuers),
+        rateLimit: r.rateLimit && {
+          ...r.rateLimit,
+          policyHeader: `"${r.id}";q=${r.rateLimit.limit};w=${Math.max(1, Math.round(r.rateLimit.windowMs / 1000))}`,
+        },
         upstream: upstreamOf(r),
       };
     });

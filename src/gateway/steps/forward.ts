@@ -50,6 +50,7 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
       ({ statusCode, headers: upstreamHeaders }) => {
         const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders));
         out['x-request-id'] = ctx.requestId;
+        if (ctx.rateLimitHeaders) Object.assign(out, ctx.rateLimitHeaders);
         res.writeHead(statusCode, out);
         started = true;
         return res;

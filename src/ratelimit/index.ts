@@ -1,0 +1,1 @@
+export { gcra, MemoryRateLimitStore, type Quota, type RateDecision, type RateLimitStore } from './gcra.js';

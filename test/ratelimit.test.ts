@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defineConfig } from '../src/config/index.js';
+import { createLogger, manualClock } from '../src/core/index.js';
+import { type RunningPortcullis, startPortcullis } from '../src/portcullis.js';
+import { gcra, MemoryRateLimitStore } from '../src/ratelimit/index.js';
+import { startRecordingUpstream, tempDir, testConfig } from './helpers.js';
+
+describe('GCRA', () => {
+  const quota = { limit: 10, windowMs: 10_000, burst: 3 }; // one per second, three at once
+
+  it('allows a burst, then one request per emission interval, with exact retry-after', () => {
+    const store = new MemoryRateLimitStore();
+    const t0 = 1_000_000;
+    expect([0, 1, 2].map(() => store.take('k', quota, t0))).toEqual([
+      { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 1000 },
+      { allowed: true, remaining: 1, retryAfterMs: 0, resetMs: 2000 },
+      { allowed: true, remaining: 0, retryAfterMs: 0, resetMs: 3000 },
+    ]);
+    expect(store.take('k', quota, t0)).toEqual({
+      allowed: false,
+      remaining: 0,
+      retryAfterMs: 1000,
+      resetMs: 3000,
+    });
+    expect(store.take('k', quota, t0 + 999).allowed).toBe(false);
+    expect(store.take('k', quota, t0 + 1000)).toMatchObject({ allowed: true, remaining: 0 });
+    // A quiet period refills the burst, never beyond it.
+    expect(store.take('k', quota, t0 + 60_000)).toMatchObject({ allowed: true, remaining: 2 });
+    expect(store.take('other', quota, t0).remaining).toBe(2);
+  });
+
+  it('a denied request does not consume quota', () => {
+    let tat: number | undefined;
+    const q = { limit: 1, windowMs: 1000, burst: 1 };
+    tat = gcra(tat, q, 0).tat;
+    for (let i = 0; i < 5; i++) expect(gcra(tat, q, 10).tat).toBeUndefined();
+    expect(gcra(tat, q, 1000).decision.allowed).toBe(true);
+  });
+
+  it('keeps its key count bounded; eviction only ever forgives', () => {
+    const store = new MemoryRateLimitStore(100);
+    for (let i = 0; i < 1000; i++) store.take(`u${i}`, { limit: 1, windowMs: 60_000, burst: 1 }, 0);
+    expect(store.size).toBeLessThanOrEqual(100);
+  });
+});
+
+describe('rate limiting at the gateway', () => {
+  const t = tempDir();
+  const clock = manualClock(Date.UTC(2026, 10, 23, 12));
+  let pc: RunningPortcullis;
+  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
+  const tokens: Record<string, string> = {};
+
+  beforeAll(async () => {
+    upstream = await startRecordingUpstream();
+    const base = testConfig(t.dir, upstream.url);
+    const loaded = defineConfig({
+      ...base,
+      routes: [
+        {
+          id: 'orders',
+          path: '/api/orders',
+          methods: ['GET'],
+          upstream: 'app',
+          rateLimit: { limit: 3, window: '1m' },
+        },
+        { id: 'order', path: '/api/orders/:id', methods: ['GET'], upstream: 'app' },
+      ],
+      policy: { rules: [{ id: 'read', routes: ['orders', 'order'], roles: ['viewer'] }] },
+    });
+    pc = await startPortcullis(loaded, { log: createLogger({ level: 'silent' }), clock });
+    for (const name of ['ann', 'ben']) {
+      await pc.core.identity.createUser({
+        username: name,
+        password: `${name}-password-1`,
+        roles: ['viewer'],
+      });
+      const res = await fetch(`${pc.gatewayUrl}/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: name, password: `${name}-password-1` }),
+      });
+      tokens[name] = (await res.json()).access_token;
+    }
+  });
+  afterAll(async () => {
+    await pc.close();
+    await upstream.close();
+    t.cleanup();
+  });
+
+  const call = (path: string, who: string) =>
+    fetch(`${pc.gatewayUrl}${path}`, { headers: { authorization: `Bearer ${tokens[who]}` } });
+
+  it('answers 429 with Retry-After past the quota, per principal and per route, and recovers', async () => {
+    const first = await call('/api/orders', 'ann');
+    expect(first.status).toBe(200);
+    expect(first.headers.get('ratelimit-policy')).toBe('"orders";q=3;w=60');
+    expect(first.headers.get('ratelimit')).toBe('"orders";r=2;t=20');
+    expect((await call('/api/orders', 'ann')).status).toBe(200);
+    expect((await call('/api/orders', 'ann')).status).toBe(200);
+
+    const before = upstream.received.length;
+    const limited = await call('/api/orders', 'ann');
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get('retry-after')).toBe('20');
+    expect(limited.headers.get('ratelimit')).toBe('"orders";r=0;t=20');
+    expect((await limited.json()).error).toMatchObject({ code: 'rate_limited' });
+    expect(upstream.received.length).toBe(before);
+
+    // Another principal, and another route, have their own quota.
+    expect((await call('/api/orders', 'ben')).status).toBe(200);
+    expect((await call('/api/orders/1', 'ann')).status).toBe(200);
+
+    clock.advance(20_000);
+    expect((await call('/api/orders', 'ann')).status).toBe(200);
+    expect((await call('/api/orders', 'ann')).status).toBe(429);
+  });
+});
