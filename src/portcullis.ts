@@ -8,6 +8,7 @@ import { type Clock, createLogger, type Logger, Metrics, randomToken, systemCloc
 import { createDemoUpstream } from './demo/index.js';
 import {
   closeUpstreams,
+  compileTrustedProxies,
   createGatewayServer,
   createUpstreams,
   type Gateway,
@@ -182,6 +183,7 @@ export async function startPortcullis(
       keys: core.keys,
       policy: compileRoleRules(config.policy.rules),
       rateLimits: new MemoryRateLimitStore(),
+      isTrustedProxy: compileTrustedProxies(config.gateway.trustedProxies),
       audit: core.audit,
       log: core.log,
       metrics: core.metrics,

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { duration } from './duration.js';
 
@@ -38,6 +39,16 @@ const assertionSigning = z.discriminatedUnion('alg', [
     key: z.string().min(32, 'an HS256 assertion key must be at least 32 bytes'),
   }),
 ]);
+
+/** An IPv4 or IPv6 CIDR (`10.0.0.0/8`, `::1/128`) or a single address. */
+export const cidr = z.string().refine((v) => {
+  const [addr, bits, extra] = v.split('/');
+  const family = isIP(addr ?? '');
+  if (family === 0 || extra !== undefined) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return /^\d{1,3}$/.test(bits) && n <= (family === 4 ? 32 : 128);
+}, 'expected an IP address or CIDR such as 10.0.0.0/8 or ::1/128');
 
 const upstream = z.strictObject({
   /** Base URL of the upstream (http or https); its path is ignored. */
@@ -135,6 +146,23 @@ export const configSchema = z
          * tokens, its session) on every request. 0 disables it.
          */
         tokenCacheSize: z.number().int().min(0).max(1_000_000).default(10_000),
+        /**
+         * Proxies whose forwarding headers are believed (CIDRs). Default: none. Only these may call the
+         * forward-auth endpoint.
+         */
+        trustedProxies: z.array(cidr).default([]),
+        /**
+         * Forward-auth endpoint for nginx `auth_request`, Caddy `forward_auth` and Traefik `ForwardAuth`:
+         * the original request comes from X-Forwarded-Method/-Uri/-Host, sent by a trusted proxy.
+         */
+        forwardAuth: z
+          .strictObject({
+            path: z
+              .string()
+              .regex(/^\/[A-Za-z0-9._~/-]*$/)
+              .default('/.portcullis/forward-auth'),
+          })
+          .optional(),
       })
       .prefault({}),
     admin: z.strictObject({ listen: listen.prefault({ port: 9090 }) }).prefault({}),

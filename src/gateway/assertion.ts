@@ -1,8 +1,9 @@
 import { createHmac, createSecretKey, type KeyObject, sign } from 'node:crypto';
 import type { UpstreamConfig } from '../config/index.js';
-import { sha256b64url } from '../core/index.js';
+import { PortcullisError, sha256b64url } from '../core/index.js';
 import type { SigningKey } from '../identity/index.js';
 import { ASSERTION_TYP } from '../sdk/index.js';
+import type { Gateway, RequestContext } from './context.js';
 
 export { ASSERTION_TYP };
 export const ASSERTION_HEADER = 'x-portcullis-assertion';
@@ -86,4 +87,30 @@ export function createAssertionSigner(
       return `${input}.${sign('sha256', Buffer.from(input), key).toString('base64url')}`;
     },
   };
+}
+
+/**
+ * The assertion for the request in `ctx`, signed for its route's upstream: requires an allow decision.
+ * Shared by the proxy (forward step) and the forward-auth answer.
+ */
+export function signedAssertion(gw: Gateway, ctx: RequestContext): string {
+  const { principal, route, target, decision } = ctx;
+  if (!principal || !route || !target || decision?.outcome !== 'allow') {
+    throw new PortcullisError('internal_error', { detail: 'assertion without an allow decision' });
+  }
+  return route.upstream.assertion.sign(
+    {
+      subject: principal.id,
+      sessionId: principal.sessionId,
+      roles: principal.roles,
+      amr: principal.amr,
+      method: ctx.method,
+      host: ctx.host,
+      target: target.path + target.query,
+      routeId: route.id,
+      requestId: ctx.requestId,
+      ruleIds: decision.ruleIds,
+    },
+    Math.floor(gw.clock.now() / 1000),
+  );
 }

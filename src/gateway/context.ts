@@ -19,6 +19,8 @@ export interface Gateway {
   readonly keys: KeyRing;
   readonly policy: PolicyEngine;
   readonly rateLimits: RateLimitStore;
+  /** Whether a peer address is one of `gateway.trustedProxies` (compiled at load). */
+  readonly isTrustedProxy: (ip: string) => boolean;
   readonly audit: AuditWriter;
   readonly log: Logger;
   readonly metrics: Metrics;
@@ -32,6 +34,8 @@ export interface RequestContext {
   readonly requestId: RequestId;
   readonly startedAt: number;
   readonly ip: string;
+  /** The method being authorized (the client's, or the original one in forward-auth). */
+  method: string;
   host: string;
   target: CanonicalTarget | undefined;
   route: CompiledRoute<Upstream> | undefined;

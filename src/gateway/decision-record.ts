@@ -16,7 +16,7 @@ export function decisionRecord(
     ruleIds: ctx.decision?.ruleIds ?? [],
     reason: ctx.decision?.reason ?? error?.detail ?? error?.code,
     route: ctx.route?.id ?? null,
-    method: ctx.req.method,
+    method: ctx.method,
     host: ctx.host,
     path: ctx.target ? ctx.target.path : (ctx.req.url ?? '').slice(0, MAX_RAW_TARGET),
     sub: ctx.principal?.id ?? null,

@@ -8,6 +8,7 @@ import { authenticate } from './steps/authenticate.js';
 import { authorize } from './steps/authorize.js';
 import { canonicalize } from './steps/canonicalize.js';
 import { forward } from './steps/forward.js';
+import { answerForwardAuth, forwardedRequest } from './steps/forward-auth.js';
 import { limit } from './steps/limit.js';
 import { route } from './steps/route.js';
 
@@ -37,6 +38,21 @@ const STEPS: readonly Step[] = [
   forward,
 ];
 
+/**
+ * Forward-auth (nginx `auth_request`, Caddy `forward_auth`, Traefik `ForwardAuth`): the same checks,
+ * on the original request described by a trusted proxy, answered with identity headers instead of
+ * being forwarded.
+ */
+const FORWARD_AUTH_STEPS: readonly Step[] = [
+  forwardedRequest,
+  route,
+  authenticate,
+  authorize,
+  limit,
+  auditDecision,
+  answerForwardAuth,
+];
+
 /** Records an allow decision before forwarding (awaited when decisions are durable). */
 async function auditDecision(gw: Gateway, ctx: RequestContext): Promise<void> {
   const write = gw.audit.write(
@@ -50,13 +66,22 @@ const STATUS_CLASS: readonly string[] = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx
 
 /** The node:http request handler running {@link STEPS}. */
 export function createHandler(gw: Gateway): (req: IncomingMessage, res: ServerResponse) => void {
+  const forwardAuthPath = gw.config.gateway.forwardAuth?.path;
   return (req, res) => {
+    const url = req.url ?? '';
+    const steps =
+      forwardAuthPath !== undefined &&
+      url.startsWith(forwardAuthPath) &&
+      (url.length === forwardAuthPath.length || url[forwardAuthPath.length] === '?')
+        ? FORWARD_AUTH_STEPS
+        : STEPS;
     const ctx: RequestContext = {
       req,
       res,
       requestId: newRequestId(),
       startedAt: performance.now(),
       ip: req.socket.remoteAddress ?? '',
+      method: req.method ?? 'GET',
       host: '',
       target: undefined,
       route: undefined,
@@ -66,18 +91,18 @@ export function createHandler(gw: Gateway): (req: IncomingMessage, res: ServerRe
       internal: false,
       rateLimitHeaders: undefined,
     };
-    void run(gw, ctx);
+    void run(gw, ctx, steps);
   };
 }
 
-async function run(gw: Gateway, ctx: RequestContext): Promise<void> {
+async function run(gw: Gateway, ctx: RequestContext, steps: readonly Step[]): Promise<void> {
   let outcome = 'allow';
   try {
-    for (const step of STEPS) {
+    for (const step of steps) {
       let done = step(gw, ctx);
       if (done instanceof Promise) done = await done;
       if (done === true) {
-        outcome = 'internal';
+        outcome = ctx.internal ? 'internal' : 'allow';
         break;
       }
     }

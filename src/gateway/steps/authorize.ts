@@ -8,7 +8,7 @@ export function authorize(gw: Gateway, ctx: RequestContext): void {
     throw new PortcullisError('internal_error', { detail: 'authorize out of order' });
   const decision = gw.policy.decide({
     principal,
-    action: { method: ctx.req.method ?? 'GET' },
+    action: { method: ctx.method },
     resource: { routeId: route.id, path: target.path, params: ctx.params },
     context: { ip: ctx.ip, time: gw.clock.now() },
   });

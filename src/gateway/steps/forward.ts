@@ -1,5 +1,5 @@
 import { PortcullisError } from '../../core/index.js';
-import { ASSERTION_HEADER } from '../assertion.js';
+import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withSecurityHeaders } from '../headers.js';
 
@@ -11,29 +11,12 @@ const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'
  * through the upstream's keep-alive pool; stream the answer back with the security headers.
  */
 export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
-  const { principal, route, target, decision, req, res } = ctx;
-  if (!principal || !route || !target || decision?.outcome !== 'allow') {
-    throw new PortcullisError('internal_error', { detail: 'forward without an allow decision' });
-  }
+  const { route, target, req, res } = ctx;
+  if (!route || !target) throw new PortcullisError('internal_error', { detail: 'forward without a route' });
   const upstream = route.upstream;
-  const method = req.method ?? 'GET';
   const forwardedTarget = target.path + target.query;
   const headers = upstreamRequestHeaders(req.headers, upstream.passAuthorization);
-  headers[ASSERTION_HEADER] = upstream.assertion.sign(
-    {
-      subject: principal.id,
-      sessionId: principal.sessionId,
-      roles: principal.roles,
-      amr: principal.amr,
-      method,
-      host: ctx.host,
-      target: forwardedTarget,
-      routeId: route.id,
-      requestId: ctx.requestId,
-      ruleIds: decision.ruleIds,
-    },
-    Math.floor(gw.clock.now() / 1000),
-  );
+  headers[ASSERTION_HEADER] = signedAssertion(gw, ctx);
   headers['x-request-id'] = ctx.requestId;
   headers['x-forwarded-for'] = ctx.ip;
   headers['x-forwarded-proto'] = 'http';
@@ -46,7 +29,7 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   let started = false;
   try {
     await upstream.pool.stream(
-      { method: method as 'GET', path: forwardedTarget, headers, body: hasBody ? req : null },
+      { method: ctx.method as 'GET', path: forwardedTarget, headers, body: hasBody ? req : null },
       ({ statusCode, headers: upstreamHeaders }) => {
         const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders));
         out['x-request-id'] = ctx.requestId;

@@ -5,7 +5,7 @@ import type { Gateway, RequestContext } from '../context.js';
 export function route(gw: Gateway, ctx: RequestContext): void {
   const target = ctx.target;
   if (!target) throw new PortcullisError('internal_error', { detail: 'route before canonicalize' });
-  const m = gw.routes.match(ctx.host, ctx.req.method ?? 'GET', target.path);
+  const m = gw.routes.match(ctx.host, ctx.method, target.path);
   if (m.kind === 'none') throw new PortcullisError('route_not_found');
   if (m.kind === 'method_not_allowed')
     throw new PortcullisError('method_not_allowed', { headers: { allow: m.allow } });

@@ -1,0 +1,64 @@
+import { PortcullisError } from '../../core/index.js';
+import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
+import { canonicalizeTarget } from '../canonical-target.js';
+import type { Gateway, RequestContext } from '../context.js';
+import { withSecurityHeaders } from '../headers.js';
+import { canonicalHost } from '../route-table.js';
+
+const METHOD = /^[A-Z]{1,16}$/;
+
+function single(value: string | string[] | undefined, name: string): string {
+  if (typeof value !== 'string' || value === '') {
+    throw new PortcullisError('bad_request', { message: `The forward-auth request lacks ${name}.` });
+  }
+  return value;
+}
+
+/**
+ * Forward-auth step 1 (instead of canonicalize): the original request is taken from
+ * X-Forwarded-Method/-Uri/-Host — only when the caller is a trusted proxy — and must already be in
+ * canonical form, because here the proxy, not Portcullis, sends the bytes upstream: what is authorized
+ * must be exactly what the upstream gets.
+ */
+export function forwardedRequest(gw: Gateway, ctx: RequestContext): void {
+  if (!gw.isTrustedProxy(ctx.ip)) {
+    throw new PortcullisError('forbidden', {
+      detail: `forward-auth caller ${ctx.ip} is not a trusted proxy`,
+    });
+  }
+  const h = ctx.req.headers;
+  const method = single(h['x-forwarded-method'], 'X-Forwarded-Method');
+  if (!METHOD.test(method))
+    throw new PortcullisError('bad_request', { message: 'X-Forwarded-Method is invalid.' });
+  const uri = single(h['x-forwarded-uri'], 'X-Forwarded-Uri');
+  ctx.method = method;
+  ctx.host = canonicalHost(single(h['x-forwarded-host'], 'X-Forwarded-Host'));
+  ctx.target = canonicalizeTarget(uri);
+  if (ctx.target.path + ctx.target.query !== uri) {
+    throw new PortcullisError('invalid_path', {
+      detail: 'forward-auth requires the target in canonical form',
+    });
+  }
+}
+
+/**
+ * Forward-auth last step (instead of forward): 200 with the identity for the proxy to copy to the
+ * upstream — the request-bound assertion, subject and roles — and the rate-limit headers.
+ */
+export function answerForwardAuth(gw: Gateway, ctx: RequestContext): true {
+  const principal = ctx.principal;
+  if (!principal)
+    throw new PortcullisError('internal_error', { detail: 'forward-auth answer without a principal' });
+  const headers = withSecurityHeaders({
+    'cache-control': 'no-store',
+    'content-length': 0,
+    'x-request-id': ctx.requestId,
+    [ASSERTION_HEADER]: signedAssertion(gw, ctx),
+    'x-portcullis-subject': principal.id,
+    'x-portcullis-roles': principal.roles.join(','),
+    ...ctx.rateLimitHeaders,
+  });
+  ctx.res.writeHead(200, headers);
+  ctx.res.end();
+  return true;
+}

@@ -1,0 +1,244 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compileTrustedProxies } from '../src/gateway/index.js';
+import { keyResolver } from '../src/identity/index.js';
+import { verifyAssertion } from '../src/sdk/index.js';
+import { rawGet, rawRequest, type Stack, startStack, unusedPort } from './helpers.js';
+
+const FA = '/.portcullis/forward-auth';
+
+describe('trusted proxies', () => {
+  it('matches IPv4 and IPv6 CIDRs and single addresses; trusts nobody by default', () => {
+    const trusted = compileTrustedProxies(['10.0.0.0/8', '192.168.1.7', '::1/128', 'fd00::/8']);
+    expect(['10.1.2.3', '::ffff:10.9.9.9', '192.168.1.7', '::1', 'fd12::1'].map(trusted)).toEqual([
+      true,
+      true,
+      true,
+      true,
+      true,
+    ]);
+    expect(['11.0.0.1', '192.168.1.8', '::2', 'fe80::1', '127.0.0.1'].map(trusted)).toEqual([
+      false,
+      false,
+      false,
+      false,
+      false,
+    ]);
+    expect(compileTrustedProxies([])('127.0.0.1')).toBe(false);
+  });
+});
+
+describe('forward-auth endpoint', () => {
+  let s: Stack;
+  let viewer: string;
+  beforeAll(async () => {
+    s = await startStack({
+      gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['127.0.0.1/32'], forwardAuth: {} },
+    });
+    viewer = (await s.login(s.users.viewer.username, s.users.viewer.password)).body.access_token as string;
+  });
+  afterAll(() => s.close());
+
+  const ask = (method: string, uri: string, token?: string, host = 'app.example') =>
+    fetch(`${s.pc.gatewayUrl}${FA}`, {
+      headers: {
+        'x-forwarded-method': method,
+        'x-forwarded-uri': uri,
+        'x-forwarded-host': host,
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+      },
+    });
+
+  it('answers 200 with a request-bound assertion for an allowed request, and never proxies', async () => {
+    const before = s.upstream.received.length;
+    const res = await ask('GET', '/api/orders?page=2', viewer);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-portcullis-roles')).toBe('viewer');
+    const claims = await verifyAssertion(
+      res.headers.get('x-portcullis-assertion') ?? '',
+      keyResolver(s.pc.core.keys.jwks()),
+      {
+        issuer: 'http://portcullis.test',
+        audience: 'app',
+        request: { method: 'GET', target: '/api/orders?page=2' },
+      },
+    );
+    expect(claims).toMatchObject({ route: 'orders', host: 'app.example', htm: 'GET' });
+    expect(s.upstream.received.length).toBe(before);
+  });
+
+  it('refuses with the same codes as the proxy: 401, 403, 404, and 400 for a non-canonical target', async () => {
+    expect((await ask('GET', '/api/orders')).status).toBe(401);
+    expect((await ask('GET', '/api/admin/reports', viewer)).status).toBe(403);
+    expect((await ask('POST', '/api/orders', viewer)).status).toBe(403);
+    expect((await ask('GET', '/nowhere', viewer)).status).toBe(404);
+    const trick = await ask('GET', '/api/orders/%2e%2e/admin/reports', viewer);
+    expect(trick.status).toBe(400);
+    expect((await trick.json()).error.code).toBe('invalid_path');
+    expect((await ask('GET', '/api//orders', viewer)).status).toBe(400);
+    const missing = await fetch(`${s.pc.gatewayUrl}${FA}`, {
+      headers: { authorization: `Bearer ${viewer}` },
+    });
+    expect(missing.status).toBe(400);
+  });
+
+  it('is refused to callers that are not trusted proxies', async () => {
+    const other = await startStack({
+      gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['10.0.0.0/8'], forwardAuth: {} },
+    });
+    try {
+      const token = (await other.login(other.users.admin.username, other.users.admin.password)).body
+        .access_token as string;
+      const res = await fetch(`${other.pc.gatewayUrl}${FA}`, {
+        headers: {
+          'x-forwarded-method': 'GET',
+          'x-forwarded-uri': '/api/orders',
+          'x-forwarded-host': 'a',
+          authorization: `Bearer ${token}`,
+        },
+      });
+      expect(res.status).toBe(403);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+function findNginx(): string | undefined {
+  for (const p of ['/usr/sbin/nginx', '/usr/bin/nginx']) {
+    try {
+      execFileSync(p, ['-v'], { stdio: 'ignore' });
+      return p;
+    } catch {}
+  }
+  return undefined;
+}
+const NGINX = findNginx();
+if (!NGINX)
+  console.warn(
+    'skipping nginx forward-auth round trip: nginx not installed (apt-get install nginx; .ci/run installs it)',
+  );
+
+describe.skipIf(!NGINX)('nginx auth_request → Portcullis forward-auth → upstream (real nginx)', () => {
+  let s: Stack;
+  let nginx: ChildProcess;
+  let base: string;
+  let viewer: string;
+  let admin: string;
+
+  beforeAll(async () => {
+    s = await startStack({
+      gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['127.0.0.1/32'], forwardAuth: {} },
+    });
+    viewer = (await s.login(s.users.viewer.username, s.users.viewer.password)).body.access_token as string;
+    admin = (await s.login(s.users.admin.username, s.users.admin.password)).body.access_token as string;
+    const prefix = join(s.dataDir, 'nginx');
+    mkdirSync(prefix, { recursive: true });
+    const port = await unusedPort();
+    base = `http://127.0.0.1:${port}`;
+    const gw = new URL(s.pc.gatewayUrl);
+    const up = new URL(s.upstream.url);
+    writeFileSync(
+      join(prefix, 'nginx.conf'),
+      `worker_processes 1;
+daemon off;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log warn;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/body; proxy_temp_path ${prefix}/proxy; fastcgi_temp_path ${prefix}/fcgi;
+  uwsgi_temp_path ${prefix}/uwsgi; scgi_temp_path ${prefix}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    location = /_portcullis_auth {
+      internal;
+      proxy_pass http://127.0.0.1:${gw.port}${FA};
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Forwarded-Method $request_method;
+      proxy_set_header X-Forwarded-Uri $request_uri;
+      proxy_set_header X-Forwarded-Host $host;
+    }
+    location / {
+      auth_request /_portcullis_auth;
+      auth_request_set $portcullis_assertion $upstream_http_x_portcullis_assertion;
+      proxy_set_header X-Portcullis-Assertion $portcullis_assertion;
+      proxy_pass http://127.0.0.1:${up.port};
+    }
+  }
+}
+`,
+    );
+    nginx = spawn(NGINX as string, ['-p', prefix, '-c', join(prefix, 'nginx.conf')], { stdio: 'ignore' });
+    for (let i = 0; i < 100; i++) {
+      try {
+        await fetch(base);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  });
+  afterAll(async () => {
+    nginx?.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 200));
+    if (nginx && nginx.exitCode === null) nginx.kill('SIGKILL');
+    await s?.close();
+  });
+
+  const call = (path: string, token?: string, extra: Record<string, string> = {}) =>
+    rawRequest(base, rawGet(path, { ...(token ? { Authorization: `Bearer ${token}` } : {}), ...extra }));
+
+  it('an allowed request reaches the upstream with Portcullis’s assertion, not the client’s', async () => {
+    const before = s.upstream.received.length;
+    const res = await call('/api/orders?x=1', viewer, { 'X-Portcullis-Assertion': 'forged' });
+    expect(res.status).toBe(200);
+    const seen = s.upstream.received.slice(before);
+    expect(seen.map((r) => r.url)).toEqual(['/api/orders?x=1']);
+    const claims = await verifyAssertion(
+      seen[0]?.headers['x-portcullis-assertion'] as string,
+      keyResolver(s.pc.core.keys.jwks()),
+      {
+        issuer: 'http://portcullis.test',
+        audience: 'app',
+        request: { method: 'GET', target: seen[0]?.url ?? '' },
+      },
+    );
+    expect(claims).toMatchObject({ roles: ['viewer'], route: 'orders' });
+  });
+
+  it('refusals stop at nginx: no token 401, wrong role 403, path tricks and unknown routes never reach the upstream', async () => {
+    const before = s.upstream.received.length;
+    expect((await call('/api/orders')).status).toBe(401);
+    expect((await call('/api/admin/reports', viewer)).status).toBe(403);
+    for (const trick of [
+      '/api/orders/%2e%2e/admin/reports',
+      '/api/orders/../admin/reports',
+      '//api/admin/reports',
+      '/api/orders/..%2fadmin',
+    ]) {
+      const res = await call(trick, viewer);
+      expect(res.status, trick).toBeGreaterThanOrEqual(400);
+    }
+    expect((await call('/nowhere', viewer)).status).toBe(500); // auth_request maps any non-2xx/401/403 to 500: still a denial
+    expect(s.upstream.received.slice(before)).toEqual([]);
+    expect((await call('/api/admin/reports', admin)).status).toBe(200);
+  });
+
+  it('every forward-auth decision is in the audit log', async () => {
+    await s.pc.core.audit.flush();
+    const records = [];
+    for await (const r of s.pc.core.store.audit.scan())
+      if (r.type === 'gateway.decision') records.push(JSON.parse(r.data));
+    expect(
+      records.some((d) => d.path === '/api/orders' && d.outcome === 'allow' && d.host === '127.0.0.1'),
+    ).toBe(true);
+    expect(
+      records.some((d) => d.path === '/api/admin/reports' && d.outcome === 'deny' && d.status === 403),
+    ).toBe(true);
+    expect(readFileSync(join(s.dataDir, 'nginx', 'error.log'), 'utf8')).not.toMatch(/\[emerg\]/);
+  });
+});
