@@ -82,6 +82,7 @@ export class TokenService {
         algorithms: ['ES256'],
         typ: ACCESS_TOKEN_TYP,
         requiredClaims: ['sub', 'jti', 'iat', 'sid'],
+        maxLifetimeSec: this.accessTokenTtlSec,
         currentDate: new Date(this.#opts.clock.now()),
       });
     } catch (err) {

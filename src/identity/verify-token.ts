@@ -7,6 +7,10 @@ import {
   type JWTVerifyGetKey,
   jwtVerify,
 } from 'jose';
+import { type TokenFailure, TokenVerificationError } from './token-error.js';
+import { checkTokenHygiene } from './token-hygiene.js';
+
+export { type TokenFailure, TokenVerificationError };
 
 /**
  * Algorithms we accept. Never `none`; HS256 only where the caller holds a shared secret (per-upstream
@@ -29,26 +33,10 @@ export interface VerifyTokenOptions {
   clockToleranceSec?: number;
   /** Time to verify at (tests, `--at`). */
   currentDate?: Date;
-}
-
-export type TokenFailure =
-  | 'malformed'
-  | 'algorithm_not_allowed'
-  | 'unknown_key'
-  | 'bad_signature'
-  | 'expired'
-  | 'not_yet_valid'
-  | 'claim_invalid'
-  | 'keys_unavailable';
-
-/** Why a token was refused: a stable `failure` plus a human-readable `reason` (safe to show to its holder). */
-export class TokenVerificationError extends Error {
-  readonly failure: TokenFailure;
-  constructor(failure: TokenFailure, reason: string, options?: { cause?: unknown }) {
-    super(reason, options);
-    this.name = 'TokenVerificationError';
-    this.failure = failure;
-  }
+  /** Largest accepted lifetime (exp − iat), seconds; default 24 h. */
+  maxLifetimeSec?: number;
+  /** Largest accepted token, bytes; default 8 KiB. */
+  maxTokenBytes?: number;
 }
 
 /** A verification key: a key resolver (JWKS), a public key object, or a shared secret (HS256 only). */
@@ -66,8 +54,9 @@ export function keyResolver(source: KeySource): JWTVerifyGetKey {
 }
 
 /**
- * Verifies a signed JWT with `jose`: signature with the pinned algorithms, `iss`, `aud`, `exp`/`nbf`,
- * optional `typ`, required claims. Every failure is a {@link TokenVerificationError} with a reason.
+ * Verifies a signed JWT: first the structural and claim-type checks of {@link checkTokenHygiene}
+ * (RFC 8725), then `jose`: signature with the pinned algorithms, `iss`, `aud`, `exp`/`nbf`, optional
+ * `typ`, required claims. Every failure is a {@link TokenVerificationError} with a reason.
  *
  * @example
  * const claims = await verifyToken(token, keyResolver(jwks), { issuer: 'http://127.0.0.1:8080', audience: 'portcullis' });
@@ -77,13 +66,20 @@ export async function verifyToken(
   keys: VerificationKey,
   options: VerifyTokenOptions,
 ): Promise<JWTPayload> {
+  const tolerance = options.clockToleranceSec ?? 5;
+  checkTokenHygiene(token, {
+    maxTokenBytes: options.maxTokenBytes ?? 8192,
+    maxLifetimeSec: options.maxLifetimeSec ?? 86_400,
+    clockToleranceSec: tolerance,
+    nowSec: Math.floor((options.currentDate?.getTime() ?? Date.now()) / 1000),
+  });
   try {
     const opts = {
       ...(options.issuer === null ? {} : { issuer: options.issuer }),
       ...(options.audience === null ? {} : { audience: options.audience }),
       algorithms: [...(options.algorithms ?? ['ES256'])],
       requiredClaims: ['exp', ...(options.requiredClaims ?? [])],
-      clockTolerance: options.clockToleranceSec ?? 5,
+      clockTolerance: tolerance,
       ...(options.typ === undefined ? {} : { typ: options.typ }),
       ...(options.currentDate === undefined ? {} : { currentDate: options.currentDate }),
     };

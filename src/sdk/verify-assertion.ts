@@ -53,6 +53,7 @@ export async function verifyAssertion(
     algorithms: keys instanceof Uint8Array ? ['HS256'] : ['ES256'],
     typ: ASSERTION_TYP,
     requiredClaims: ['sub', 'iat', 'jti', 'htm', 'tgt'],
+    maxLifetimeSec: options.maxLifetimeSec ?? 60,
     ...(options.currentDate === undefined ? {} : { currentDate: options.currentDate }),
   });
   const maxLifetime = options.maxLifetimeSec ?? 60;
