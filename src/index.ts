@@ -5,14 +5,24 @@
  * - {@link loadConfigFile}, {@link defineConfig}, {@link parseConfigText} — load and validate a config.
  * - {@link verifyToken} + {@link keyResolver} — verify a JWT against a JWKS (object or URL) with pinned algorithms.
  * - {@link verifyAssertion} — for apps behind the gateway: verify the per-request identity assertion.
- * - {@link verifyChain} — verify an audit hash chain.
+ * - {@link verifyLog}, {@link verifyInclusion}, {@link verifyConsistency}, {@link openCheckpoint} — check the audit log and its proofs offline.
  * - {@link runCli} — the `portcullis` command, callable in-process.
  *
  * @example
  * import { loadConfigFile, startPortcullis } from 'portcullis';
  * const pc = await startPortcullis(loadConfigFile('portcullis.yaml'));
  */
-export { type ChainVerification, verifyChain } from './audit/index.js';
+export {
+  type ChainVerification,
+  type Checkpoint,
+  type LogVerification,
+  openCheckpoint,
+  parseVerifierKey,
+  verifyChain,
+  verifyConsistency,
+  verifyInclusion,
+  verifyLog,
+} from './audit/index.js';
 export { runCli } from './cli/index.js';
 export {
   type Config,

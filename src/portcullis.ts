@@ -1,8 +1,8 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createAdminServer } from './admin/index.js';
-import { AuditWriter } from './audit/index.js';
+import { AuditWriter, Checkpointer, type CheckpointSigner, loadCheckpointSigner } from './audit/index.js';
 import type { LoadedConfig } from './config/index.js';
 import { type Clock, createLogger, type Logger, Metrics, randomToken, systemClock } from './core/index.js';
 import { createDemoUpstream } from './demo/index.js';
@@ -40,11 +40,24 @@ export interface PortcullisCore {
   readonly store: Store;
   readonly keys: KeyRing;
   readonly audit: AuditWriter;
+  readonly checkpointer: Checkpointer;
+  /** Signs audit checkpoints; its `verifierKey` is what auditors check them with. */
+  readonly checkpointSigner: CheckpointSigner;
   readonly passwords: PasswordHasher;
   readonly tokens: TokenService;
   readonly identity: IdentityService;
   close(): Promise<void>;
 }
+
+/** The audit checkpoint signing key file (outside the database). */
+export const checkpointKeyFile = (loaded: LoadedConfig) =>
+  loaded.config.audit.checkpoint.keyFile === undefined
+    ? join(loaded.dataDir, 'keys', 'audit-checkpoint.pem')
+    : resolve(loaded.file ? dirname(loaded.file) : process.cwd(), loaded.config.audit.checkpoint.keyFile);
+
+/** The log's origin line in its checkpoints. */
+export const checkpointOrigin = (config: LoadedConfig['config']) =>
+  config.audit.checkpoint.origin ?? `${new URL(config.identity.issuer).host}/portcullis-audit`;
 
 /** Where the embedded database lives inside the data directory. */
 export const databasePath = (dataDir: string) => join(dataDir, 'portcullis.db');
@@ -57,12 +70,24 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
   const store = openSqliteStore(databasePath(dataDir));
   try {
     const keys = await KeyRing.loadOrCreate(join(dataDir, 'keys'), log);
+    const checkpointSigner = loadCheckpointSigner(checkpointKeyFile(loaded), checkpointOrigin(config));
+    const checkpointer = new Checkpointer({
+      store: store.audit,
+      signer: checkpointSigner,
+      clock,
+      log,
+      everyRecords: config.audit.checkpoint.everyRecords,
+      intervalMs: config.audit.checkpoint.interval,
+    });
     const audit = new AuditWriter({
       store: store.audit,
       clock,
       log,
       flushIntervalMs: config.audit.flushInterval,
-      onCommit: (n) => metrics.auditAppended.inc(n),
+      onCommit: (records) => {
+        metrics.auditAppended.inc(records.length);
+        checkpointer.onCommitted(records);
+      },
       onFailure: () => metrics.auditFailures.inc(),
     });
     const passwords = await PasswordHasher.create(config.identity.passwordHash);
@@ -93,8 +118,11 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       passwords,
       tokens,
       identity,
+      checkpointer,
+      checkpointSigner,
       close: async () => {
         await audit.close();
+        await checkpointer.close();
         await store.close();
       },
     };
@@ -193,7 +221,11 @@ export async function startPortcullis(
     const gatewayUrl = await listen(gw, config.gateway.listen.host, config.gateway.listen.port);
     servers.push(gw);
 
-    const admin = createAdminServer({ metrics: core.metrics, ready: () => core.store.ping() });
+    const admin = createAdminServer({
+      metrics: core.metrics,
+      audit: core.store.audit,
+      ready: () => core.store.ping(),
+    });
     const adminUrl = await listen(admin, config.admin.listen.host, config.admin.listen.port);
     servers.push(admin);
 

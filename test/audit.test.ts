@@ -1,11 +1,23 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { canonicalJson, chainHash, GENESIS_HASH, verifyChain } from '../src/audit/index.js';
+import {
+  canonicalJson,
+  chainHash,
+  entryBytes,
+  GENESIS_HASH,
+  leafHash,
+  loadCheckpointSigner,
+  openCheckpoint,
+  parseVerifierKey,
+  verifyChain,
+  verifyConsistency,
+  verifyInclusion,
+} from '../src/audit/index.js';
 import { runCli } from '../src/cli/index.js';
 import { loadConfigFile } from '../src/config/index.js';
 import { createLogger } from '../src/core/index.js';
-import { startPortcullis } from '../src/portcullis.js';
+import { checkpointKeyFile, checkpointOrigin, startPortcullis } from '../src/portcullis.js';
 import type { AuditRecord } from '../src/store/index.js';
 import { captureIO, startRecordingUpstream, tempDir, writeConfigFile } from './helpers.js';
 
@@ -121,7 +133,9 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
   it('passes on a fresh log holding every decision and identity event', async () => {
     const { code, out } = await verify();
     expect(code).toBe(0);
-    expect(out).toMatch(/^audit chain intact: 6 records, head [0-9a-f]{64}\n$/);
+    expect(out).toMatch(
+      /^audit log intact: 6 records, 1 signed checkpoints verified, root [0-9a-f]{64}, chain head [0-9a-f]{64}\n$/,
+    );
     const db = new Database(dbFile, { readonly: true });
     const types = db.prepare('SELECT type, data FROM audit_log ORDER BY seq').all() as Array<{
       type: string;
@@ -152,7 +166,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     db.close();
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toContain('audit chain BROKEN at record 4: record 4 was altered');
+    expect(out).toContain('audit log BROKEN at record 4: record 4 was altered');
   });
 
   it('fails and names the record after a row is deleted', async () => {
@@ -161,7 +175,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     db.close();
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toContain('audit chain BROKEN at record 3: record 3 is missing');
+    expect(out).toContain('audit log BROKEN at record 3: record 3 is missing');
   });
 
   it('fails when a row is deleted and the rest renumbered to hide the gap', async () => {
@@ -173,4 +187,104 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     expect(code).toBe(1);
     expect(out).toContain('BROKEN at record 2');
   });
+
+  it('fails when the newest records are cut off (truncation below a signed checkpoint)', async () => {
+    const db = new Database(dbFile);
+    db.prepare('DELETE FROM audit_log WHERE seq > 4').run();
+    db.close();
+    const { code, out } = await verify();
+    expect(code).toBe(1);
+    expect(out).toContain('log has 4 records but a checkpoint covers 6 (truncated or rolled back)');
+  });
+
+  it('fails when history is rewritten with a re-computed, internally valid chain', async () => {
+    const db = new Database(dbFile);
+    const rows = db.prepare('SELECT * FROM audit_log ORDER BY seq').all() as Array<{
+      seq: number;
+      ts: number;
+      type: string;
+      data: string;
+      prev_hash: string;
+      hash: string;
+    }>;
+    let prev = GENESIS_HASH;
+    const update = db.prepare('UPDATE audit_log SET data = ?, prev_hash = ?, hash = ? WHERE seq = ?');
+    for (const r of rows) {
+      const data = r.seq === 4 ? r.data.replace('"deny"', '"allow"') : r.data;
+      const hash = chainHash(prev, { seq: r.seq, ts: r.ts, type: r.type, data });
+      update.run(data, prev, hash, r.seq);
+      prev = hash;
+    }
+    db.close();
+    const { code, out } = await verify();
+    expect(code).toBe(1);
+    expect(out).toContain('checkpoint at size 6 does not match the log (history rewritten)');
+  });
+
+  it('fails on a forged checkpoint (root swapped, signature no longer matches)', async () => {
+    const db = new Database(dbFile);
+    const cp = db.prepare('SELECT size, root, note FROM audit_checkpoints').get() as {
+      size: number;
+      root: string;
+      note: string;
+    };
+    const forgedRoot = Buffer.alloc(32, 7);
+    const lines = cp.note.split('\n');
+    lines[2] = forgedRoot.toString('base64');
+    db.prepare('UPDATE audit_checkpoints SET root = ?, note = ? WHERE size = ?').run(
+      forgedRoot.toString('hex'),
+      lines.join('\n'),
+      cp.size,
+    );
+    db.close();
+    const { code, out } = await verify();
+    expect(code).toBe(1);
+    expect(out).toContain('checkpoint at size 6 does not match the log');
+    // With the stored root left alone, only the note's signature gives it away.
+    const db2 = new Database(dbFile);
+    db2.prepare('UPDATE audit_checkpoints SET root = ? WHERE size = ?').run(cp.root, cp.size);
+    db2.close();
+    const again = await verify();
+    expect(again.code).toBe(1);
+    expect(again.out).toMatch(
+      /checkpoint at size 6: checkpoint: (signature does not verify|note does not match)/,
+    );
+  });
+
+  it('audit prove prints an inclusion proof that verifies offline against the signed checkpoint', async () => {
+    const c = captureIO();
+    expect(await runCli(['audit', 'prove', '3', '--config', configFile], c.io)).toBe(0);
+    const bundle = JSON.parse(c.out());
+    expect(bundle).toMatchObject({ leafIndex: 2, treeSize: 6, record: { seq: 3, type: 'gateway.decision' } });
+    const key = parseVerifierKey(verifierKeyOf(configFile));
+    const cp = openCheckpoint(bundle.checkpoint, key);
+    expect(cp.size).toBe(6);
+    const leaf = leafHash(entryBytes({ ...bundle.record, data: canonicalJson(bundle.record.data) }));
+    expect(leaf.toString('hex')).toBe(bundle.leafHash);
+    const proof = bundle.proof.map((h: string) => Buffer.from(h, 'hex'));
+    expect(verifyInclusion(leaf, 2, 6, proof, cp.root)).toBe(true);
+    expect(verifyInclusion(leaf, 3, 6, proof, cp.root)).toBe(false);
+
+    const cons = captureIO();
+    expect(await runCli(['audit', 'prove', '--consistency', '2', '6', '--config', configFile], cons.io)).toBe(
+      0,
+    );
+    const cb = JSON.parse(cons.out());
+    expect(
+      verifyConsistency(
+        2,
+        6,
+        Buffer.from(cb.first.root, 'hex'),
+        cp.root,
+        cb.proof.map((h: string) => Buffer.from(h, 'hex')),
+      ),
+    ).toBe(true);
+    expect(await runCli(['audit', 'prove', '99', '--config', configFile], captureIO().io)).toBe(2);
+  });
 });
+
+/** The C2SP verifier key of a config's checkpoint key (what an auditor would be given). */
+function verifierKeyOf(configFile: string): string {
+  const loaded = loadConfigFile(configFile);
+  return loadCheckpointSigner(checkpointKeyFile(loaded), checkpointOrigin(loaded.config)).verifierKey;
+}

@@ -1,3 +1,38 @@
 export { canonicalJson } from './canonical.js';
 export { type ChainVerification, chainHash, GENESIS_HASH, verifyChain } from './chain.js';
+export {
+  type Checkpoint,
+  type CheckpointSigner,
+  loadCheckpointSigner,
+  openCheckpoint,
+  parseVerifierKey,
+} from './checkpoint.js';
+export {
+  consistencyProof,
+  emptyRoot,
+  type Hash,
+  inclusionProof,
+  leafHash,
+  nodeHash,
+  RootAccumulator,
+  treeRoot,
+  verifyConsistency,
+  verifyInclusion,
+} from './merkle.js';
+export {
+  type ConsistencyBundle,
+  consistencyBundle,
+  type InclusionBundle,
+  inclusionBundle,
+} from './proofs.js';
+export {
+  Checkpointer,
+  type CheckpointerOptions,
+  entryBytes,
+  type LogVerification,
+  loadLeaves,
+  recordLeaf,
+  type VerifyLogOptions,
+  verifyLog,
+} from './tree.js';
 export { type AuditEvent, type AuditMode, AuditWriter, type AuditWriterOptions } from './writer.js';

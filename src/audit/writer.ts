@@ -1,5 +1,5 @@
 import type { Clock, Logger } from '../core/index.js';
-import type { AuditDraft, AuditStore } from '../store/index.js';
+import type { AuditDraft, AuditRecord, AuditStore } from '../store/index.js';
 import { canonicalJson } from './canonical.js';
 import { chainHash, GENESIS_HASH } from './chain.js';
 
@@ -19,8 +19,8 @@ export interface AuditWriterOptions {
   flushIntervalMs: number;
   /** A batch is committed at once when it reaches this size. */
   maxBatch?: number;
-  /** Called with the number of records committed (for metrics). */
-  onCommit?: (n: number) => void;
+  /** Called with the records of each committed batch, in order (metrics, checkpoints). */
+  onCommit?: (records: readonly AuditRecord[]) => void;
   /** Called when a batch could not be committed (for metrics). */
   onFailure?: () => void;
 }
@@ -82,8 +82,8 @@ export class AuditWriter {
     this.#queue = [];
     this.#waiters = [];
     try {
-      await this.#opts.store.append(batch, chainHash, GENESIS_HASH);
-      this.#opts.onCommit?.(batch.length);
+      const records = await this.#opts.store.append(batch, chainHash, GENESIS_HASH);
+      this.#opts.onCommit?.(records);
       for (const w of waiters) w.resolve();
     } catch (err) {
       this.#opts.onFailure?.();

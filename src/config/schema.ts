@@ -197,6 +197,22 @@ export const configSchema = z
         /** `batched`: decisions are group-committed within `flushInterval`; `durable`: written before the response. */
         decisions: z.enum(['batched', 'durable']).default('batched'),
         flushInterval: duration.default(50).refine((ms) => ms <= 5_000, 'flushInterval must be at most 5s'),
+        /** Signed checkpoints of the log's Merkle tree (C2SP tlog-checkpoint, Ed25519). */
+        checkpoint: z
+          .strictObject({
+            /** Sign after this many new records… */
+            everyRecords: z.number().int().min(1).max(10_000_000).default(1000),
+            /** …or at most this long after the first record not yet covered. */
+            interval: duration.default(60_000),
+            /** The log's name in its checkpoints; default `<issuer host>/portcullis-audit`. */
+            origin: z
+              .string()
+              .regex(/^[^\s+]+$/, 'an origin has no spaces or +')
+              .optional(),
+            /** Ed25519 key (PKCS#8 PEM, created if missing); default `<dataDir>/keys/audit-checkpoint.pem`. */
+            keyFile: z.string().min(1).optional(),
+          })
+          .prefault({}),
       })
       .prefault({}),
     demo: z

@@ -8,6 +8,7 @@ export {
   PortcullisError,
   type PortcullisErrorOptions,
 } from './errors.js';
+export { writeSecretFile } from './files.js';
 export {
   type Brand,
   newRequestId,

@@ -5,10 +5,10 @@ import {
   type JsonWebKey,
   type KeyObject,
 } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, type JSONWebKeySet, type JWK } from 'jose';
-import type { Logger } from '../core/index.js';
+import { type Logger, writeSecretFile } from '../core/index.js';
 
 /** One signing key, pinned to one algorithm. */
 export interface SigningKey {
@@ -67,9 +67,7 @@ async function loadOrCreateKey(file: string, log?: Logger): Promise<SigningKey> 
     const jwk = privateKey.export({ format: 'jwk' }) as JWK;
     const kid = await calculateJwkThumbprint({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } as JWK);
     const content: KeyFile = { ...jwk, kid, alg: 'ES256', use: 'sig' };
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify(content, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
-    renameSync(tmp, file);
+    writeSecretFile(file, `${JSON.stringify(content, null, 2)}\n`);
     log?.info({ file, kid }, 'generated signing key');
   }
   const mode = statSync(file).mode & 0o777;

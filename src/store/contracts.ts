@@ -75,6 +75,16 @@ export type AuditDraft = Pick<AuditRecord, 'ts' | 'type' | 'data'>;
 /** Computes a record's hash from its predecessor's hash and its own content. */
 export type ChainHasher = (prevHash: string, record: Omit<AuditRecord, 'hash' | 'prevHash'>) => string;
 
+/** A signed checkpoint of the audit log's Merkle tree, as stored. */
+export interface StoredCheckpoint {
+  size: number;
+  /** Root hash, hex. */
+  root: string;
+  /** The signed note (C2SP tlog-checkpoint). */
+  note: string;
+  createdAt: number;
+}
+
 export interface AuditStore {
   /**
    * Appends drafts in order, in one transaction, each linked to the current head of the chain
@@ -84,6 +94,10 @@ export interface AuditStore {
   /** All records in `seq` order. */
   scan(): AsyncIterable<AuditRecord>;
   count(): Promise<number>;
+  /** Records a checkpoint; a second checkpoint for the same size must be identical (else it throws). */
+  saveCheckpoint(checkpoint: StoredCheckpoint): Promise<void>;
+  /** All checkpoints, by size. */
+  checkpoints(): Promise<StoredCheckpoint[]>;
 }
 
 export interface Store {

@@ -7,6 +7,7 @@ export type {
   SessionRecord,
   SessionStore,
   Store,
+  StoredCheckpoint,
   UserRecord,
   UserStatus,
   UserStore,

@@ -47,6 +47,12 @@ const MIGRATIONS: readonly string[] = [
      prev_hash TEXT NOT NULL,
      hash TEXT NOT NULL
    ) STRICT;`,
+  `CREATE TABLE audit_checkpoints (
+     size INTEGER PRIMARY KEY,
+     root TEXT NOT NULL,
+     note TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   ) STRICT;`,
 ];
 
 interface UserRow {
@@ -141,6 +147,12 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
     auditScan: db.prepare<[], AuditRow>('SELECT * FROM audit_log ORDER BY seq'),
     auditCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM audit_log'),
+    checkpoints: db.prepare<[], { size: number; root: string; note: string; created_at: number }>(
+      'SELECT * FROM audit_checkpoints ORDER BY size',
+    ),
+    checkpointAt: db.prepare<[number], { root: string; note: string }>(
+      'SELECT root, note FROM audit_checkpoints WHERE size = ?',
+    ),
   };
   const w = readonly
     ? undefined
@@ -158,6 +170,9 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
         refreshSpend: db.prepare('UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL'),
         auditHead: db.prepare<[], { seq: number; hash: string }>(
           'SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1',
+        ),
+        checkpointInsert: db.prepare(
+          'INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (size) DO NOTHING',
         ),
         auditInsert: db.prepare(
           'INSERT INTO audit_log (seq, ts, type, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)',
@@ -268,6 +283,20 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
         for (const row of q.auditScan.iterate()) yield toAudit(row);
       },
       count: () => guard(() => q.auditCount.get()?.n ?? 0),
+      saveCheckpoint: (cp) =>
+        guard(() => {
+          writable().checkpointInsert.run(cp.size, cp.root, cp.note, cp.createdAt);
+          const stored = q.checkpointAt.get(cp.size);
+          if (stored?.root !== cp.root) {
+            throw new StoreError('conflict', `a different checkpoint for size ${cp.size} already exists`);
+          }
+        }),
+      checkpoints: () =>
+        guard(() =>
+          q.checkpoints
+            .all()
+            .map((r) => ({ size: r.size, root: r.root, note: r.note, createdAt: r.created_at })),
+        ),
     },
     ping: () =>
       guard(() => {

@@ -24,6 +24,8 @@ export const up: Command = async (argv, io: CliIO) => {
     );
   out(`  config         ${loaded.file}`);
   out(`  data           ${loaded.dataDir}  (SQLite database, signing keys)`);
+  out(`  audit log key  ${pc.core.checkpointSigner.verifierKey}`);
+  out('                 (C2SP verifier key of the signed audit checkpoints: give it to your auditors)');
   if (pc.seededUsers.length > 0) {
     out();
     out('Demo users (passwords are shown only this once):');

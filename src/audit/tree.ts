@@ -1,0 +1,235 @@
+import type { KeyObject } from 'node:crypto';
+import type { Clock, Logger } from '../core/index.js';
+import type { AuditRecord, AuditStore, StoredCheckpoint } from '../store/index.js';
+import { chainHash, GENESIS_HASH } from './chain.js';
+import { type CheckpointSigner, openCheckpoint } from './checkpoint.js';
+import { type Hash, leafHash, RootAccumulator } from './merkle.js';
+
+/**
+ * The bytes of a record as a Merkle leaf: its RFC 8785 canonical JSON `{"data","seq","ts","type"}`
+ * (members already in canonical order; `data` is itself canonical JSON). Leaf index = seq − 1.
+ */
+export function entryBytes(r: Pick<AuditRecord, 'seq' | 'ts' | 'type' | 'data'>): string {
+  return `{"data":${r.data},"seq":${r.seq},"ts":${r.ts},"type":${JSON.stringify(r.type)}}`;
+}
+
+export const recordLeaf = (r: Pick<AuditRecord, 'seq' | 'ts' | 'type' | 'data'>): Hash =>
+  leafHash(entryBytes(r));
+
+/** Every leaf hash of the log, in order (for proofs; O(n)). */
+export async function loadLeaves(records: AsyncIterable<AuditRecord>): Promise<Hash[]> {
+  const out: Hash[] = [];
+  for await (const r of records) out.push(recordLeaf(r));
+  return out;
+}
+
+export type LogVerification =
+  | { ok: true; count: number; head: string; root: string; checkpointsVerified: number }
+  | { ok: false; count: number; badSeq?: number; reason: string };
+
+export interface VerifyLogOptions {
+  /** Verify each checkpoint's signature with this key (its note name must match). */
+  key?: { name: string; publicKey: KeyObject };
+  /** Called every `progressEvery` records with the count so far. */
+  onProgress?: (count: number) => void;
+  progressEvery?: number;
+}
+
+/**
+ * Verifies the whole log in one pass: the hash chain (naming the first edited, missing or re-ordered
+ * record), the Merkle root at every checkpoint size against the signed checkpoint (a rewritten history
+ * cannot match a signature made before it), each checkpoint's signature, and that no checkpoint is
+ * larger than the log (truncation or rollback).
+ */
+export async function verifyLog(
+  records: AsyncIterable<AuditRecord> | Iterable<AuditRecord>,
+  checkpoints: readonly StoredCheckpoint[],
+  options: VerifyLogOptions = {},
+): Promise<LogVerification> {
+  const sorted = [...checkpoints].sort((a, b) => a.size - b.size);
+  const acc = new RootAccumulator();
+  let cpIndex = 0;
+  let verified = 0;
+  let prev = GENESIS_HASH;
+  let expected = 1;
+  const every = options.progressEvery ?? 10_000;
+  const checkAt = (size: number): { ok: false; count: number; reason: string } | undefined => {
+    while (cpIndex < sorted.length && (sorted[cpIndex] as StoredCheckpoint).size === size) {
+      const cp = sorted[cpIndex] as StoredCheckpoint;
+      cpIndex += 1;
+      const root = acc.root().toString('hex');
+      if (cp.root !== root) {
+        return {
+          ok: false,
+          count: size,
+          reason: `checkpoint at size ${size} does not match the log (history rewritten)`,
+        };
+      }
+      if (options.key) {
+        try {
+          const opened = openCheckpoint(cp.note, options.key);
+          if (opened.size !== size || opened.root.toString('hex') !== root)
+            throw new Error('note does not match the stored checkpoint');
+        } catch (err) {
+          return { ok: false, count: size, reason: `checkpoint at size ${size}: ${(err as Error).message}` };
+        }
+      }
+      verified += 1;
+    }
+    return undefined;
+  };
+  const atZero = checkAt(0);
+  if (atZero) return atZero;
+  for await (const r of records) {
+    if (r.seq !== expected) {
+      return r.seq > expected
+        ? {
+            ok: false,
+            count: acc.size,
+            badSeq: expected,
+            reason: `record ${expected} is missing (next present is ${r.seq})`,
+          }
+        : {
+            ok: false,
+            count: acc.size,
+            badSeq: r.seq,
+            reason: `record ${r.seq} is out of order (expected ${expected})`,
+          };
+    }
+    if (r.prevHash !== prev) {
+      return {
+        ok: false,
+        count: acc.size,
+        badSeq: r.seq,
+        reason: `record ${r.seq} does not link to record ${r.seq - 1} (prev_hash mismatch)`,
+      };
+    }
+    if (chainHash(prev, r) !== r.hash) {
+      return {
+        ok: false,
+        count: acc.size,
+        badSeq: r.seq,
+        reason: `record ${r.seq} was altered (hash mismatch)`,
+      };
+    }
+    prev = r.hash;
+    expected += 1;
+    acc.push(recordLeaf(r));
+    const bad = checkAt(acc.size);
+    if (bad) return { ...bad, badSeq: r.seq };
+    if (options.onProgress && acc.size % every === 0) options.onProgress(acc.size);
+  }
+  if (cpIndex < sorted.length) {
+    const cp = sorted[cpIndex] as StoredCheckpoint;
+    return {
+      ok: false,
+      count: acc.size,
+      reason: `log has ${acc.size} records but a checkpoint covers ${cp.size} (truncated or rolled back)`,
+    };
+  }
+  return {
+    ok: true,
+    count: acc.size,
+    head: prev,
+    root: acc.root().toString('hex'),
+    checkpointsVerified: verified,
+  };
+}
+
+export interface CheckpointerOptions {
+  store: AuditStore;
+  signer: CheckpointSigner;
+  clock: Clock;
+  log: Logger;
+  /** Checkpoint after this many new records… */
+  everyRecords: number;
+  /** …or this many ms after the first record not yet covered. */
+  intervalMs: number;
+}
+
+/**
+ * Signs checkpoints of the growing log: the Merkle root is kept incrementally (O(log n) state) from the
+ * records each commit returns; it is rebuilt from the store when records were appended elsewhere (the
+ * CLI, another writer). A checkpoint is stored only if it extends the previous one's tree.
+ */
+export class Checkpointer {
+  readonly #o: CheckpointerOptions;
+  #acc: RootAccumulator | undefined;
+  #lastSize = -1;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> = Promise.resolve();
+
+  constructor(options: CheckpointerOptions) {
+    this.#o = options;
+  }
+
+  /** Feed committed records (in order). */
+  onCommitted(records: readonly AuditRecord[]): void {
+    if (this.#acc) {
+      for (const r of records) {
+        if (r.seq !== this.#acc.size + 1) {
+          this.#acc = undefined; // someone else appended: rebuild on the next checkpoint
+          break;
+        }
+        this.#acc.push(recordLeaf(r));
+      }
+    }
+    const last = records.at(-1);
+    if (!last) return;
+    if (last.seq - Math.max(this.#lastSize, 0) >= this.#o.everyRecords) void this.checkpoint();
+    else this.#timer ??= setTimeout(() => void this.checkpoint(), this.#o.intervalMs).unref();
+  }
+
+  /** Signs and stores a checkpoint of everything committed so far (no-op if nothing is new). */
+  checkpoint(): Promise<void> {
+    this.#running = this.#running
+      .then(() => this.#checkpoint())
+      .catch((err) => {
+        this.#o.log.error({ err }, 'audit checkpoint failed');
+      });
+    return this.#running;
+  }
+
+  close(): Promise<void> {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    return this.checkpoint();
+  }
+
+  async #checkpoint(): Promise<void> {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const count = await this.#o.store.count();
+    const previous = (await this.#o.store.checkpoints()).at(-1);
+    if (!this.#acc || this.#acc.size !== count) {
+      // Rebuild from the store, and make sure the stored history still has the last signed root:
+      // a checkpoint must only ever extend the previous one.
+      const acc = new RootAccumulator();
+      let extendsPrevious = previous === undefined;
+      for await (const r of this.#o.store.scan()) {
+        acc.push(recordLeaf(r));
+        if (previous && acc.size === previous.size)
+          extendsPrevious = acc.root().toString('hex') === previous.root;
+      }
+      if (!extendsPrevious) {
+        this.#o.log.error(
+          { size: previous?.size },
+          'audit log no longer matches its last checkpoint; not signing',
+        );
+        return;
+      }
+      this.#acc = acc;
+    }
+    const size = this.#acc.size;
+    this.#lastSize = Math.max(this.#lastSize, previous?.size ?? 0);
+    if (size === 0 || size === previous?.size) return;
+    const cp = this.#o.signer.sign(size, this.#acc.root());
+    await this.#o.store.saveCheckpoint({
+      size,
+      root: cp.root.toString('hex'),
+      note: cp.note,
+      createdAt: this.#o.clock.now(),
+    });
+    this.#lastSize = size;
+  }
+}
