@@ -13,12 +13,10 @@
  * const pc = await startPortcullis(loadConfigFile('portcullis.yaml'));
  */
 export {
-  type ChainVerification,
   type Checkpoint,
   type LogVerification,
   openCheckpoint,
   parseVerifierKey,
-  verifyChain,
   verifyConsistency,
   verifyInclusion,
   verifyLog,

@@ -10,9 +10,9 @@ import {
   loadCheckpointSigner,
   openCheckpoint,
   parseVerifierKey,
-  verifyChain,
   verifyConsistency,
   verifyInclusion,
+  verifyLog,
 } from '../src/audit/index.js';
 import { runCli } from '../src/cli/index.js';
 import { loadConfigFile } from '../src/config/index.js';
@@ -61,21 +61,21 @@ describe('hash chain', () => {
   };
 
   it('verifies an intact chain and an empty one', async () => {
-    expect(await verifyChain(build(5))).toMatchObject({ ok: true, count: 5 });
-    expect(await verifyChain([])).toEqual({ ok: true, count: 0, head: GENESIS_HASH });
+    expect(await verifyLog(build(5), [])).toMatchObject({ ok: true, count: 5 });
+    expect(await verifyLog([], [])).toMatchObject({ ok: true, count: 0, head: GENESIS_HASH });
   });
 
   it('names an edited, removed, re-ordered or re-linked record', async () => {
     const edited = build(5);
     edited[2] = { ...(edited[2] as AuditRecord), data: '{"seq":99}' };
-    expect(await verifyChain(edited)).toMatchObject({
+    expect(await verifyLog(edited, [])).toMatchObject({
       ok: false,
       badSeq: 3,
       reason: expect.stringContaining('altered'),
     });
 
     const removed = build(5).filter((r) => r.seq !== 2);
-    expect(await verifyChain(removed)).toMatchObject({
+    expect(await verifyLog(removed, [])).toMatchObject({
       ok: false,
       badSeq: 2,
       reason: expect.stringContaining('missing'),
@@ -83,13 +83,13 @@ describe('hash chain', () => {
 
     const swapped = build(5);
     [swapped[1], swapped[2]] = [swapped[2] as AuditRecord, swapped[1] as AuditRecord];
-    expect(await verifyChain(swapped)).toMatchObject({ ok: false, badSeq: 2 });
+    expect(await verifyLog(swapped, [])).toMatchObject({ ok: false, badSeq: 2 });
 
     // Removing a record and renumbering the rest still breaks the link.
     const renumbered = build(5)
       .filter((r) => r.seq !== 3)
       .map((r) => (r.seq > 3 ? { ...r, seq: r.seq - 1 } : r));
-    expect(await verifyChain(renumbered)).toMatchObject({
+    expect(await verifyLog(renumbered, [])).toMatchObject({
       ok: false,
       badSeq: 3,
       reason: expect.stringContaining('does not link'),

@@ -1,5 +1,5 @@
 export { canonicalJson } from './canonical.js';
-export { type ChainVerification, chainHash, GENESIS_HASH, verifyChain } from './chain.js';
+export { chainHash, GENESIS_HASH } from './chain.js';
 export {
   type Checkpoint,
   type CheckpointSigner,
