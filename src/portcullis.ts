@@ -2,7 +2,13 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { createAdminServer } from './admin/index.js';
-import { AuditWriter, Checkpointer, type CheckpointSigner, loadCheckpointSigner } from './audit/index.js';
+import {
+  AuditWriter,
+  Checkpointer,
+  type CheckpointSigner,
+  FileAnchor,
+  loadCheckpointSigner,
+} from './audit/index.js';
 import type { LoadedConfig } from './config/index.js';
 import { type Clock, createLogger, type Logger, Metrics, randomToken, systemClock } from './core/index.js';
 import { createDemoUpstream } from './demo/index.js';
@@ -55,6 +61,12 @@ export const checkpointKeyFile = (loaded: LoadedConfig) =>
     ? join(loaded.dataDir, 'keys', 'audit-checkpoint.pem')
     : resolve(loaded.file ? dirname(loaded.file) : process.cwd(), loaded.config.audit.checkpoint.keyFile);
 
+/** The checkpoint anchor file, resolved against the config file's folder (undefined = none). */
+export const anchorFileOf = (loaded: LoadedConfig) =>
+  loaded.config.audit.checkpoint.anchorFile === undefined
+    ? undefined
+    : resolve(loaded.file ? dirname(loaded.file) : process.cwd(), loaded.config.audit.checkpoint.anchorFile);
+
 /** The log's origin line in its checkpoints. */
 export const checkpointOrigin = (config: LoadedConfig['config']) =>
   config.audit.checkpoint.origin ?? `${new URL(config.identity.issuer).host}/portcullis-audit`;
@@ -78,6 +90,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       log,
       everyRecords: config.audit.checkpoint.everyRecords,
       intervalMs: config.audit.checkpoint.interval,
+      anchors: anchorFileOf(loaded) === undefined ? [] : [new FileAnchor(anchorFileOf(loaded) as string)],
     });
     const audit = new AuditWriter({
       store: store.audit,

@@ -1,3 +1,4 @@
+import { copyFileSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -105,7 +106,13 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
   beforeEach(async () => {
     t = tempDir();
     const upstream = await startRecordingUpstream();
-    configFile = await writeConfigFile(t.dir, upstream.url);
+    configFile = await writeConfigFile(t.dir, upstream.url, {
+      audit: {
+        decisions: 'batched',
+        flushInterval: '10ms',
+        checkpoint: { anchorFile: './anchor/checkpoints.jsonl' },
+      },
+    });
     const loaded = loadConfigFile(configFile);
     dbFile = join(loaded.dataDir, 'portcullis.db');
     const pc = await startPortcullis(loaded, { log: createLogger({ level: 'silent' }) });
@@ -134,7 +141,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     const { code, out } = await verify();
     expect(code).toBe(0);
     expect(out).toMatch(
-      /^audit log intact: 6 records, 1 signed checkpoints verified, root [0-9a-f]{64}, chain head [0-9a-f]{64}\n$/,
+      /^audit log intact: 6 records, 2 signed checkpoints \(stored and anchored copies\) verified, root [0-9a-f]{64}, chain head [0-9a-f]{64}\n$/,
     );
     const db = new Database(dbFile, { readonly: true });
     const types = db.prepare('SELECT type, data FROM audit_log ORDER BY seq').all() as Array<{
@@ -239,7 +246,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     db.close();
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toContain('checkpoint at size 6 does not match the log');
+    expect(out).toContain('two different checkpoints for size 6 (stored vs anchored): history was rewritten');
     // With the stored root left alone, only the note's signature gives it away.
     const db2 = new Database(dbFile);
     db2.prepare('UPDATE audit_checkpoints SET root = ? WHERE size = ?').run(cp.root, cp.size);
@@ -249,6 +256,37 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     expect(again.out).toMatch(
       /checkpoint at size 6: checkpoint: (signature does not verify|note does not match)/,
     );
+  });
+
+  it('catches a database rolled back together with its checkpoints, through the anchored copies', async () => {
+    const snapshot = `${dbFile}.snapshot`;
+    copyFileSync(dbFile, snapshot);
+    const upstream = await startRecordingUpstream();
+    const pc = await startPortcullis(loadConfigFile(configFile), { log: createLogger({ level: 'silent' }) });
+    await fetch(`${pc.gatewayUrl}/nope`);
+    await fetch(`${pc.gatewayUrl}/nope/again`);
+    await pc.close();
+    await upstream.close();
+    expect((await verify()).code).toBe(0);
+    copyFileSync(snapshot, dbFile); // the database, checkpoints included, as it was before
+    rmSync(`${dbFile}-wal`, { force: true });
+    rmSync(`${dbFile}-shm`, { force: true });
+    const { code, out } = await verify();
+    expect(code).toBe(1);
+    expect(out).toMatch(/log has 6 records but a checkpoint covers \d+ \(truncated or rolled back\)/);
+    // Without the anchor, the rolled-back database is self-consistent: that is what anchoring is for.
+    const c = captureIO();
+    expect(
+      await runCli(
+        ['audit', 'verify', '--anchor', join(t.dir, 'no-such-anchor.jsonl'), '--config', configFile],
+        c.io,
+      ),
+    ).toBe(0);
+    expect(
+      readFileSync(join(t.dir, 'anchor', 'checkpoints.jsonl'), 'utf8')
+        .trim()
+        .split('\n').length,
+    ).toBe(2);
   });
 
   it('audit prove prints an inclusion proof that verifies offline against the signed checkpoint', async () => {

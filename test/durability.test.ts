@@ -98,7 +98,8 @@ describe('audit durability under SIGKILL', () => {
     child.kill('SIGKILL');
     killed = true;
     await Promise.all(workers);
-    if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child?.once('exit', r));
+    if (child.exitCode === null && child.signalCode === null)
+      await new Promise((r) => child?.once('exit', r));
     await upstream.close();
 
     expect(acknowledgedRequests.size + acknowledgedSessions.size).toBeGreaterThan(20);

@@ -1,3 +1,4 @@
+export { type CheckpointAnchor, FileAnchor, readAnchorFile } from './anchor.js';
 export { canonicalJson } from './canonical.js';
 export { chainHash, GENESIS_HASH } from './chain.js';
 export {

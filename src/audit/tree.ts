@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { Clock, Logger } from '../core/index.js';
 import type { AuditRecord, AuditStore, StoredCheckpoint } from '../store/index.js';
+import type { CheckpointAnchor } from './anchor.js';
 import { chainHash, GENESIS_HASH } from './chain.js';
 import { type CheckpointSigner, openCheckpoint } from './checkpoint.js';
 import { type Hash, leafHash, RootAccumulator } from './merkle.js';
@@ -28,6 +29,8 @@ export type LogVerification =
   | { ok: false; count: number; badSeq?: number; reason: string };
 
 export interface VerifyLogOptions {
+  /** Checkpoints read back from anchors outside the database; they must agree with the log too. */
+  anchored?: readonly StoredCheckpoint[];
   /** Verify each checkpoint's signature with this key (its note name must match). */
   key?: { name: string; publicKey: KeyObject };
   /** Called every `progressEvery` records with the count so far. */
@@ -46,7 +49,21 @@ export async function verifyLog(
   checkpoints: readonly StoredCheckpoint[],
   options: VerifyLogOptions = {},
 ): Promise<LogVerification> {
-  const sorted = [...checkpoints].sort((a, b) => a.size - b.size);
+  // Stored and anchored checkpoints are all checked (root and signature); two for one size must agree.
+  const all = [...checkpoints, ...(options.anchored ?? [])];
+  const bySize = new Map<number, StoredCheckpoint>();
+  for (const cp of all) {
+    const seen = bySize.get(cp.size);
+    if (seen && seen.root !== cp.root) {
+      return {
+        ok: false,
+        count: 0,
+        reason: `two different checkpoints for size ${cp.size} (stored vs anchored): history was rewritten`,
+      };
+    }
+    bySize.set(cp.size, cp);
+  }
+  const sorted = all.sort((a, b) => a.size - b.size);
   const acc = new RootAccumulator();
   let cpIndex = 0;
   let verified = 0;
@@ -145,6 +162,8 @@ export interface CheckpointerOptions {
   everyRecords: number;
   /** …or this many ms after the first record not yet covered. */
   intervalMs: number;
+  /** Copies of each checkpoint outside the database. */
+  anchors?: readonly CheckpointAnchor[];
 }
 
 /**
@@ -224,12 +243,15 @@ export class Checkpointer {
     this.#lastSize = Math.max(this.#lastSize, previous?.size ?? 0);
     if (size === 0 || size === previous?.size) return;
     const cp = this.#o.signer.sign(size, this.#acc.root());
-    await this.#o.store.saveCheckpoint({
-      size,
-      root: cp.root.toString('hex'),
-      note: cp.note,
-      createdAt: this.#o.clock.now(),
-    });
+    const stored = { size, root: cp.root.toString('hex'), note: cp.note, createdAt: this.#o.clock.now() };
+    await this.#o.store.saveCheckpoint(stored);
     this.#lastSize = size;
+    for (const anchor of this.#o.anchors ?? []) {
+      try {
+        await anchor.publish(stored);
+      } catch (err) {
+        this.#o.log.error({ err, anchor: anchor.name, size }, 'could not anchor audit checkpoint');
+      }
+    }
   }
 }

@@ -211,6 +211,8 @@ export const configSchema = z
               .optional(),
             /** Ed25519 key (PKCS#8 PEM, created if missing); default `<dataDir>/keys/audit-checkpoint.pem`. */
             keyFile: z.string().min(1).optional(),
+            /** Append every checkpoint to this JSON-lines file too — put it outside the data directory. */
+            anchorFile: z.string().min(1).optional(),
           })
           .prefault({}),
       })

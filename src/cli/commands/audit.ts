@@ -1,13 +1,13 @@
 import { createPublicKey } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { consistencyBundle, inclusionBundle, verifyLog } from '../../audit/index.js';
+import { consistencyBundle, inclusionBundle, readAnchorFile, verifyLog } from '../../audit/index.js';
 import { loadConfigFile } from '../../config/index.js';
-import { checkpointKeyFile, checkpointOrigin, databasePath } from '../../portcullis.js';
+import { anchorFileOf, checkpointKeyFile, checkpointOrigin, databasePath } from '../../portcullis.js';
 import { openSqliteStore, type Store } from '../../store/index.js';
 import { type CliIO, CONFIG_OPTION, type Command, configPath, parse, UsageError } from '../io.js';
 
 const USAGE = `usage:
-  portcullis audit verify [--config FILE]
+  portcullis audit verify [--anchor FILE] [--config FILE]
   portcullis audit prove SEQ [--size N] [--config FILE]
   portcullis audit prove --consistency M N [--config FILE]`;
 
@@ -41,7 +41,7 @@ async function withStore<T>(
 }
 
 async function verify(argv: readonly string[], io: CliIO): Promise<number> {
-  const { values } = parse(argv, CONFIG_OPTION, false);
+  const { values } = parse(argv, { ...CONFIG_OPTION, anchor: { type: 'string' } }, false);
   return withStore(values.config, io, async (store, loaded) => {
     const keyFile = checkpointKeyFile(loaded);
     const key = existsSync(keyFile)
@@ -49,7 +49,15 @@ async function verify(argv: readonly string[], io: CliIO): Promise<number> {
       : undefined;
     if (!key) io.stderr.write(`note: no checkpoint key at ${keyFile}; checkpoint signatures not checked\n`);
     const total = await store.audit.count();
+    const anchor = values.anchor ?? anchorFileOf(loaded);
+    const anchored = anchor === undefined ? [] : readAnchorFile(anchor);
+    if (anchor === undefined) {
+      io.stderr.write(
+        'note: no checkpoint anchor configured; a database rolled back with its checkpoints cannot be detected\n',
+      );
+    }
     const result = await verifyLog(store.audit.scan(), await store.audit.checkpoints(), {
+      anchored,
       ...(key ? { key } : {}),
       progressEvery: 100_000,
       onProgress: (n) =>
@@ -57,7 +65,7 @@ async function verify(argv: readonly string[], io: CliIO): Promise<number> {
     });
     if (result.ok) {
       io.stdout.write(
-        `audit log intact: ${result.count} records, ${result.checkpointsVerified} signed checkpoints verified, root ${result.root}, chain head ${result.head}\n`,
+        `audit log intact: ${result.count} records, ${result.checkpointsVerified} signed checkpoints (stored and anchored copies) verified, root ${result.root}, chain head ${result.head}\n`,
       );
       return 0;
     }
