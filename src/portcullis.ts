@@ -101,8 +101,12 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
         metrics.auditAppended.inc(records.length);
         checkpointer.onCommitted(records);
       },
-      onFailure: () => metrics.auditFailures.inc(),
+      onFailure: (reason) => metrics.auditFailures.inc({ reason }),
+      spoolLimit: config.audit.spoolLimit,
+      failOpen: config.audit.failOpen,
     });
+    metrics.auditPending = () => audit.pending;
+    metrics.lastCheckpointAt = () => checkpointer.lastCheckpointAt;
     const passwords = await PasswordHasher.create(config.identity.passwordHash);
     const tokens = new TokenService({
       keys,

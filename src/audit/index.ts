@@ -36,4 +36,10 @@ export {
   type VerifyLogOptions,
   verifyLog,
 } from './tree.js';
-export { type AuditEvent, type AuditMode, AuditWriter, type AuditWriterOptions } from './writer.js';
+export {
+  type AuditEvent,
+  type AuditMode,
+  AuditUnavailableError,
+  AuditWriter,
+  type AuditWriterOptions,
+} from './writer.js';

@@ -175,6 +175,7 @@ export class Checkpointer {
   readonly #o: CheckpointerOptions;
   #acc: RootAccumulator | undefined;
   #lastSize = -1;
+  #lastAt = 0;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> = Promise.resolve();
 
@@ -207,6 +208,11 @@ export class Checkpointer {
         this.#o.log.error({ err }, 'audit checkpoint failed');
       });
     return this.#running;
+  }
+
+  /** When the last checkpoint was signed by this process (ms since epoch; 0 = not yet). */
+  get lastCheckpointAt(): number {
+    return this.#lastAt;
   }
 
   close(): Promise<void> {
@@ -246,6 +252,7 @@ export class Checkpointer {
     const stored = { size, root: cp.root.toString('hex'), note: cp.note, createdAt: this.#o.clock.now() };
     await this.#o.store.saveCheckpoint(stored);
     this.#lastSize = size;
+    this.#lastAt = stored.createdAt;
     for (const anchor of this.#o.anchors ?? []) {
       try {
         await anchor.publish(stored);

@@ -21,8 +21,12 @@ export interface AuditWriterOptions {
   maxBatch?: number;
   /** Called with the records of each committed batch, in order (metrics, checkpoints). */
   onCommit?: (records: readonly AuditRecord[]) => void;
-  /** Called when a batch could not be committed (for metrics). */
-  onFailure?: () => void;
+  /** Called when a batch could not be committed, or a record was refused because the spool is full. */
+  onFailure?: (reason: 'append_failed' | 'spool_full') => void;
+  /** Records kept in memory while the store cannot be written; past it, writes are refused. */
+  spoolLimit?: number;
+  /** When the spool is full: drop records and carry on (true) instead of refusing (false, default). */
+  failOpen?: boolean;
 }
 
 /**
@@ -42,25 +46,46 @@ export class AuditWriter {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
   #closed = false;
+  #retryMs = 0;
 
   constructor(opts: AuditWriterOptions) {
-    this.#opts = { maxBatch: 512, ...opts };
+    this.#opts = { maxBatch: 512, spoolLimit: 10_000, failOpen: false, ...opts };
   }
 
+  /**
+   * Queues an event. Throws {@link AuditUnavailableError} synchronously when the spool is full because
+   * the log cannot be written (unless the writer fails open, in which case the event is dropped and
+   * counted): callers turn that into a refusal, so nothing goes unrecorded.
+   */
   write(event: AuditEvent, mode: AuditMode): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error('audit writer is closed'));
+    if (this.#closed) return Promise.reject(new AuditUnavailableError('audit writer is closed'));
+    if (this.#queue.length >= this.#opts.spoolLimit) {
+      this.#opts.onFailure?.('spool_full');
+      if (!this.#opts.failOpen)
+        throw new AuditUnavailableError('the audit log cannot be written and its spool is full');
+      return Promise.resolve();
+    }
     this.#queue.push({ ts: this.#opts.clock.now(), type: event.type, data: canonicalJson(event.data) });
     if (mode === 'durable') {
       const p = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
       void this.flush();
       return p;
     }
-    if (this.#queue.length >= this.#opts.maxBatch) void this.flush();
-    else this.#timer ??= setTimeout(() => void this.flush(), this.#opts.flushIntervalMs);
+    if (this.#queue.length >= this.#opts.maxBatch && this.#retryMs === 0) void this.flush();
+    else
+      this.#timer ??= setTimeout(
+        () => void this.flush(),
+        Math.max(this.#opts.flushIntervalMs, this.#retryMs),
+      );
     return Promise.resolve();
   }
 
-  /** Commits everything queued so far. Resolves when it is on disk. */
+  /** Records waiting to be committed (the spool; non-zero for long only while the store fails). */
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  /** Commits everything queued so far. Resolves when it is on disk (or the attempt failed). */
   flush(): Promise<void> {
     this.#flushing = this.#flushing.then(() => this.#commit());
     return this.#flushing;
@@ -69,6 +94,13 @@ export class AuditWriter {
   async close(): Promise<void> {
     this.#closed = true;
     await this.flush();
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#queue.length > 0)
+      this.#opts.log.error(
+        { lost: this.#queue.length },
+        'audit records could not be written before shutdown',
+      );
   }
 
   async #commit(): Promise<void> {
@@ -83,12 +115,31 @@ export class AuditWriter {
     this.#waiters = [];
     try {
       const records = await this.#opts.store.append(batch, chainHash, GENESIS_HASH);
+      this.#retryMs = 0;
       this.#opts.onCommit?.(records);
       for (const w of waiters) w.resolve();
     } catch (err) {
-      this.#opts.onFailure?.();
-      this.#opts.log.error({ err, lost: batch.length }, 'audit append failed');
-      for (const w of waiters) w.reject(err);
+      // Keep the records (in order, ahead of newer ones) and retry with back-off; whoever waits for a
+      // durable write learns now that it failed.
+      this.#queue = batch.concat(this.#queue);
+      this.#retryMs = Math.min(Math.max(this.#retryMs * 2, 100), 2_000);
+      this.#opts.onFailure?.('append_failed');
+      this.#opts.log.error(
+        { err, spooled: this.#queue.length },
+        'audit append failed; records kept for retry',
+      );
+      for (const w of waiters)
+        w.reject(new AuditUnavailableError('the audit log cannot be written', { cause: err }));
+      if (!this.#closed) this.#timer = setTimeout(() => void this.flush(), this.#retryMs);
     }
+  }
+}
+
+/** The audit log cannot take a record: callers refuse the operation (fail closed). */
+export class AuditUnavailableError extends Error {
+  readonly code = 'audit_unavailable';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AuditUnavailableError';
   }
 }

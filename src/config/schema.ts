@@ -197,6 +197,10 @@ export const configSchema = z
         /** `batched`: decisions are group-committed within `flushInterval`; `durable`: written before the response. */
         decisions: z.enum(['batched', 'durable']).default('batched'),
         flushInterval: duration.default(50).refine((ms) => ms <= 5_000, 'flushInterval must be at most 5s'),
+        /** Records held in memory while the store cannot be written (short stalls); past it, requests are refused. */
+        spoolLimit: z.number().int().min(1).max(10_000_000).default(10_000),
+        /** When the log cannot be written and the spool is full: refuse requests (false, default) or drop records (true). */
+        failOpen: z.boolean().default(false),
         /** Signed checkpoints of the log's Merkle tree (C2SP tlog-checkpoint, Ed25519). */
         checkpoint: z
           .strictObject({

@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
  * Every Prometheus metric Portcullis exports, on one registry per running instance (so several
@@ -44,8 +44,33 @@ export class Metrics {
 
   readonly auditFailures = new Counter({
     name: 'portcullis_audit_failures_total',
-    help: 'Audit batches that could not be committed.',
+    help: 'Audit failures: batches that could not be committed (append_failed), records refused because the spool was full (spool_full).',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
+  });
+
+  /** Read at scrape time: records waiting for the store (audit lag). */
+  auditPending: () => number = () => 0;
+  /** Read at scrape time: ms since epoch of the last signed checkpoint (0 = none yet). */
+  lastCheckpointAt: () => number = () => 0;
+
+  readonly auditLag = new Gauge({
+    name: 'portcullis_audit_pending_records',
+    help: 'Audit records accepted but not yet committed (non-zero for long only while the store fails).',
+    registers: [this.registry],
+    collect: () => {
+      this.auditLag.set(this.auditPending());
+    },
+  });
+
+  readonly checkpointAge = new Gauge({
+    name: 'portcullis_audit_checkpoint_age_seconds',
+    help: 'Seconds since the last signed audit checkpoint (-1 before the first).',
+    registers: [this.registry],
+    collect: () => {
+      const at = this.lastCheckpointAt();
+      this.checkpointAge.set(at === 0 ? -1 : (Date.now() - at) / 1000);
+    },
   });
 
   readonly storeErrors = new Counter({

@@ -53,13 +53,27 @@ const FORWARD_AUTH_STEPS: readonly Step[] = [
   answerForwardAuth,
 ];
 
+/**
+ * Writes a decision record; when the audit log cannot take it, the request is refused with 503
+ * `store_unavailable` (fail closed) unless the writer is configured to fail open.
+ */
+function writeDecision(gw: Gateway, ctx: RequestContext, error: PortcullisError | undefined): Promise<void> {
+  try {
+    return gw.audit
+      .write({ type: 'gateway.decision', data: decisionRecord(ctx, error) }, gw.config.audit.decisions)
+      .catch((err: unknown) => {
+        throw new PortcullisError('store_unavailable', { detail: 'audit write failed', cause: err });
+      });
+  } catch (err) {
+    throw new PortcullisError('store_unavailable', { detail: 'audit log unavailable', cause: err });
+  }
+}
+
 /** Records an allow decision before forwarding (awaited when decisions are durable). */
 async function auditDecision(gw: Gateway, ctx: RequestContext): Promise<void> {
-  const write = gw.audit.write(
-    { type: 'gateway.decision', data: decisionRecord(ctx, undefined) },
-    gw.config.audit.decisions,
-  );
+  const write = writeDecision(gw, ctx, undefined);
   if (gw.config.audit.decisions === 'durable') await write;
+  else write.catch(() => undefined); // batched: a failed commit is retried from the spool
 }
 
 const STATUS_CLASS: readonly string[] = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
@@ -131,13 +145,7 @@ async function run(gw: Gateway, ctx: RequestContext, steps: readonly Step[]): Pr
 
 /** Every refusal is a decision too. A failed durable write turns the answer into a 503 (fail closed). */
 async function recordDenial(gw: Gateway, ctx: RequestContext, error: PortcullisError): Promise<void> {
-  try {
-    const write = gw.audit.write(
-      { type: 'gateway.decision', data: decisionRecord(ctx, error) },
-      gw.config.audit.decisions,
-    );
-    if (gw.config.audit.decisions === 'durable') await write;
-  } catch (err) {
-    throw new PortcullisError('store_unavailable', { detail: 'audit write failed', cause: err });
-  }
+  const write = writeDecision(gw, ctx, error);
+  if (gw.config.audit.decisions === 'durable') await write;
+  else write.catch(() => undefined);
 }

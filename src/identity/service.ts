@@ -80,10 +80,7 @@ export class IdentityService {
       createdAt: this.#o.clock.now(),
     };
     await this.#o.store.users.create(user);
-    await this.#o.audit.write(
-      { type: 'identity.user.created', data: { userId: user.id, username, roles: user.roles } },
-      'durable',
-    );
+    await this.#audit('identity.user.created', { userId: user.id, username, roles: user.roles });
     return user;
   }
 
