@@ -19,7 +19,7 @@ import { runCli } from '../src/cli/index.js';
 import { loadConfigFile } from '../src/config/index.js';
 import { createLogger } from '../src/core/index.js';
 import { checkpointKeyFile, checkpointOrigin, startPortcullis } from '../src/portcullis.js';
-import type { AuditRecord } from '../src/store/index.js';
+import { type AuditRecord, openSqliteStore } from '../src/store/index.js';
 import { captureIO, startRecordingUpstream, tempDir, writeConfigFile } from './helpers.js';
 
 describe('canonical JSON (RFC 8785)', () => {
@@ -287,6 +287,67 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
         .trim()
         .split('\n').length,
     ).toBe(2);
+  });
+
+  it('audit tail and export print records as JSON lines, filtered; tail --follow prints new ones', async () => {
+    const lines = (out: string) =>
+      out
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+    const t2 = captureIO();
+    expect(await runCli(['audit', 'tail', '-n', '2', '--config', configFile], t2.io)).toBe(0);
+    expect(lines(t2.out()).map((r) => r.seq)).toEqual([5, 6]);
+    const denies = captureIO();
+    expect(
+      await runCli(
+        ['audit', 'tail', '--filter', 'type=gateway.*', '--filter', 'outcome=deny', '--config', configFile],
+        denies.io,
+      ),
+    ).toBe(0);
+    expect(lines(denies.out()).map((r) => [r.data.path, r.data.status])).toEqual([
+      ['/api/admin/x', 403],
+      ['/nope', 404],
+    ]);
+    const exp = captureIO();
+    expect(
+      await runCli(['audit', 'export', '--since', '3', '--format', 'jsonl', '--config', configFile], exp.io),
+    ).toBe(0);
+    expect(lines(exp.out()).map((r) => r.seq)).toEqual([3, 4, 5, 6]);
+    expect(lines(exp.out())[0]).toMatchObject({
+      type: 'gateway.decision',
+      time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+    });
+    const future = captureIO();
+    expect(
+      await runCli(['audit', 'export', '--since', '2999-01-01T00:00:00Z', '--config', configFile], future.io),
+    ).toBe(0);
+    expect(future.out()).toBe('');
+    expect(await runCli(['audit', 'export', '--format', 'csv', '--config', configFile], captureIO().io)).toBe(
+      2,
+    );
+
+    const controller = new AbortController();
+    const follow = captureIO({ signal: controller.signal });
+    const running = runCli(
+      ['audit', 'tail', '-n', '0', '--follow', '--poll-ms', '20', '--config', configFile],
+      follow.io,
+    );
+    await new Promise((r) => setTimeout(r, 60));
+    const store = openSqliteStore(dbFile);
+    await store.audit.append(
+      [{ ts: Date.now(), type: 'admin.test', data: '{"hello":"world"}' }],
+      chainHash,
+      GENESIS_HASH,
+    );
+    await store.close();
+    for (let i = 0; i < 50 && !follow.out().includes('hello'); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    controller.abort();
+    expect(await running).toBe(0);
+    expect(lines(follow.out())).toEqual([
+      { seq: 7, time: expect.any(String), type: 'admin.test', data: { hello: 'world' } },
+    ]);
   });
 
   it('audit prove prints an inclusion proof that verifies offline against the signed checkpoint', async () => {

@@ -91,8 +91,10 @@ export interface AuditStore {
    * (read inside the transaction, so several writers on one database keep one valid chain).
    */
   append(drafts: readonly AuditDraft[], hasher: ChainHasher, genesis: string): Promise<AuditRecord[]>;
-  /** All records in `seq` order. */
-  scan(): AsyncIterable<AuditRecord>;
+  /** Records in `seq` order, from `fromSeq` (default 1). */
+  scan(fromSeq?: number): AsyncIterable<AuditRecord>;
+  /** The highest `seq` (0 when empty). */
+  lastSeq(): Promise<number>;
   count(): Promise<number>;
   /** Records a checkpoint; a second checkpoint for the same size must be identical (else it throws). */
   saveCheckpoint(checkpoint: StoredCheckpoint): Promise<void>;

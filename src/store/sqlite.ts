@@ -145,7 +145,8 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     userList: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, username'),
     userCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM users'),
     sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
-    auditScan: db.prepare<[], AuditRow>('SELECT * FROM audit_log ORDER BY seq'),
+    auditScan: db.prepare<[number], AuditRow>('SELECT * FROM audit_log WHERE seq >= ? ORDER BY seq'),
+    auditLast: db.prepare<[], { s: number | null }>('SELECT max(seq) AS s FROM audit_log'),
     auditCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM audit_log'),
     checkpoints: db.prepare<[], { size: number; root: string; note: string; created_at: number }>(
       'SELECT * FROM audit_checkpoints ORDER BY size',
@@ -279,9 +280,10 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     },
     audit: {
       append: (drafts, hasher, genesis) => guard(() => appendAudit.immediate(drafts, hasher, genesis)),
-      async *scan() {
-        for (const row of q.auditScan.iterate()) yield toAudit(row);
+      async *scan(fromSeq = 1) {
+        for (const row of q.auditScan.iterate(fromSeq)) yield toAudit(row);
       },
+      lastSeq: () => guard(() => q.auditLast.get()?.s ?? 0),
       count: () => guard(() => q.auditCount.get()?.n ?? 0),
       saveCheckpoint: (cp) =>
         guard(() => {

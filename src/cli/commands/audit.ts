@@ -5,11 +5,14 @@ import { loadConfigFile } from '../../config/index.js';
 import { anchorFileOf, checkpointKeyFile, checkpointOrigin, databasePath } from '../../portcullis.js';
 import { openSqliteStore, type Store } from '../../store/index.js';
 import { type CliIO, CONFIG_OPTION, type Command, configPath, parse, UsageError } from '../io.js';
+import { exportRecords, tail } from './audit-read.js';
 
 const USAGE = `usage:
   portcullis audit verify [--anchor FILE] [--config FILE]
   portcullis audit prove SEQ [--size N] [--config FILE]
-  portcullis audit prove --consistency M N [--config FILE]`;
+  portcullis audit prove --consistency M N [--config FILE]
+  portcullis audit tail [-n N] [--follow] [--filter key=value ...] [--config FILE]
+  portcullis audit export [--since TIME|SEQ] [--until TIME] [--filter key=value ...] --format jsonl [--config FILE]`;
 
 /**
  * `portcullis audit verify`: recomputes the hash chain and the Merkle tree, checks every signed
@@ -23,6 +26,8 @@ export const audit: Command = async (argv, io: CliIO) => {
   const [sub, ...rest] = argv;
   if (sub === 'verify') return verify(rest, io);
   if (sub === 'prove') return prove(rest, io);
+  if (sub === 'tail') return tail(rest, io, (config, fn) => withStore(config, io, fn));
+  if (sub === 'export') return exportRecords(rest, io, (config, fn) => withStore(config, io, fn));
   throw new UsageError(USAGE);
 };
 
