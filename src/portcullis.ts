@@ -8,6 +8,7 @@ import {
   type CheckpointSigner,
   FileAnchor,
   loadCheckpointSigner,
+  loadFieldHasher,
 } from './audit/index.js';
 import type { LoadedConfig } from './config/index.js';
 import { type Clock, createLogger, type Logger, Metrics, randomToken, systemClock } from './core/index.js';
@@ -61,6 +62,9 @@ export const checkpointKeyFile = (loaded: LoadedConfig) =>
     ? join(loaded.dataDir, 'keys', 'audit-checkpoint.pem')
     : resolve(loaded.file ? dirname(loaded.file) : process.cwd(), loaded.config.audit.checkpoint.keyFile);
 
+/** The key of the audit log's sensitive-field HMACs (outside the database). */
+export const auditHmacKeyFile = (loaded: LoadedConfig) => join(loaded.dataDir, 'keys', 'audit-hmac.key');
+
 /** The checkpoint anchor file, resolved against the config file's folder (undefined = none). */
 export const anchorFileOf = (loaded: LoadedConfig) =>
   loaded.config.audit.checkpoint.anchorFile === undefined
@@ -82,6 +86,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
   const store = openSqliteStore(databasePath(dataDir));
   try {
     const keys = await KeyRing.loadOrCreate(join(dataDir, 'keys'), log);
+    const fieldHasher = loadFieldHasher(auditHmacKeyFile(loaded), config.audit.sensitiveFields);
     const checkpointSigner = loadCheckpointSigner(checkpointKeyFile(loaded), checkpointOrigin(config));
     const checkpointer = new Checkpointer({
       store: store.audit,
@@ -104,6 +109,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       onFailure: (reason) => metrics.auditFailures.inc({ reason }),
       spoolLimit: config.audit.spoolLimit,
       failOpen: config.audit.failOpen,
+      redact: fieldHasher.redact,
     });
     metrics.auditPending = () => audit.pending;
     metrics.lastCheckpointAt = () => checkpointer.lastCheckpointAt;

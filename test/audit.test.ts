@@ -165,6 +165,21 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
       ['/nope', 'deny', 404],
     ]);
     expect(types.some((r) => r.data.includes('vera-password-1'))).toBe(false);
+    // Sensitive fields are keyed HMACs: no client IP or username in clear, but findable with the key.
+    expect(types.some((r) => r.data.includes('127.0.0.1"') && !r.data.includes('"host":"127.0.0.1"'))).toBe(
+      false,
+    );
+    expect(types.some((r) => r.data.includes('"vera"'))).toBe(false);
+    const hashed = captureIO();
+    expect(await runCli(['audit', 'hash', '127.0.0.1', '--config', configFile], hashed.io)).toBe(0);
+    const ipHash = hashed.out().trim();
+    expect(ipHash).toMatch(/^hmac-sha256:[A-Za-z0-9_-]{43}$/);
+    expect(decisions.every((d) => d.ip === ipHash)).toBe(true);
+    const byIp = captureIO();
+    expect(await runCli(['audit', 'tail', '--filter', `ip=${ipHash}`, '--config', configFile], byIp.io)).toBe(
+      0,
+    );
+    expect(byIp.out().trim().split('\n')).toHaveLength(5);
   });
 
   it('fails and names the record after a row is edited in the database file', async () => {

@@ -26,6 +26,7 @@ export {
   type InclusionBundle,
   inclusionBundle,
 } from './proofs.js';
+export { type FieldHasher, HMAC_PREFIX, loadFieldHasher } from './redact.js';
 export {
   Checkpointer,
   type CheckpointerOptions,

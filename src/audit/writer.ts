@@ -27,6 +27,8 @@ export interface AuditWriterOptions {
   spoolLimit?: number;
   /** When the spool is full: drop records and carry on (true) instead of refusing (false, default). */
   failOpen?: boolean;
+  /** Replaces sensitive fields (e.g. by their HMAC) before a record is serialized. */
+  redact?: (data: Record<string, unknown>) => Record<string, unknown>;
 }
 
 /**
@@ -39,8 +41,8 @@ export interface AuditWriterOptions {
  * await audit.write({ type: 'auth.login.succeeded', data: { userId } }, 'durable');
  */
 export class AuditWriter {
-  readonly #opts: Required<Omit<AuditWriterOptions, 'onCommit' | 'onFailure'>> &
-    Pick<AuditWriterOptions, 'onCommit' | 'onFailure'>;
+  readonly #opts: Required<Omit<AuditWriterOptions, 'onCommit' | 'onFailure' | 'redact'>> &
+    Pick<AuditWriterOptions, 'onCommit' | 'onFailure' | 'redact'>;
   #queue: AuditDraft[] = [];
   #waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
   #timer: NodeJS.Timeout | undefined;
@@ -65,7 +67,8 @@ export class AuditWriter {
         throw new AuditUnavailableError('the audit log cannot be written and its spool is full');
       return Promise.resolve();
     }
-    this.#queue.push({ ts: this.#opts.clock.now(), type: event.type, data: canonicalJson(event.data) });
+    const data = this.#opts.redact ? this.#opts.redact(event.data) : event.data;
+    this.#queue.push({ ts: this.#opts.clock.now(), type: event.type, data: canonicalJson(data) });
     if (mode === 'durable') {
       const p = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
       void this.flush();

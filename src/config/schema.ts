@@ -201,6 +201,8 @@ export const configSchema = z
         spoolLimit: z.number().int().min(1).max(10_000_000).default(10_000),
         /** When the log cannot be written and the spool is full: refuse requests (false, default) or drop records (true). */
         failOpen: z.boolean().default(false),
+        /** Record fields stored as keyed HMACs (`hmac-sha256:…`) so the log can be shared; `[]` keeps them clear. */
+        sensitiveFields: z.array(z.string().min(1)).default(['ip', 'username']),
         /** Signed checkpoints of the log's Merkle tree (C2SP tlog-checkpoint, Ed25519). */
         checkpoint: z
           .strictObject({

@@ -1,8 +1,20 @@
 import { createPublicKey } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { consistencyBundle, inclusionBundle, readAnchorFile, verifyLog } from '../../audit/index.js';
+import {
+  consistencyBundle,
+  inclusionBundle,
+  loadFieldHasher,
+  readAnchorFile,
+  verifyLog,
+} from '../../audit/index.js';
 import { loadConfigFile } from '../../config/index.js';
-import { anchorFileOf, checkpointKeyFile, checkpointOrigin, databasePath } from '../../portcullis.js';
+import {
+  anchorFileOf,
+  auditHmacKeyFile,
+  checkpointKeyFile,
+  checkpointOrigin,
+  databasePath,
+} from '../../portcullis.js';
 import { openSqliteStore, type Store } from '../../store/index.js';
 import { type CliIO, CONFIG_OPTION, type Command, configPath, parse, UsageError } from '../io.js';
 import { exportRecords, tail } from './audit-read.js';
@@ -11,6 +23,7 @@ const USAGE = `usage:
   portcullis audit verify [--anchor FILE] [--config FILE]
   portcullis audit prove SEQ [--size N] [--config FILE]
   portcullis audit prove --consistency M N [--config FILE]
+  portcullis audit hash VALUE [--config FILE]
   portcullis audit tail [-n N] [--follow] [--filter key=value ...] [--config FILE]
   portcullis audit export [--since TIME|SEQ] [--until TIME] [--filter key=value ...] --format jsonl [--config FILE]`;
 
@@ -26,6 +39,13 @@ export const audit: Command = async (argv, io: CliIO) => {
   const [sub, ...rest] = argv;
   if (sub === 'verify') return verify(rest, io);
   if (sub === 'prove') return prove(rest, io);
+  if (sub === 'hash') {
+    const { values, positionals } = parse(rest, CONFIG_OPTION);
+    if (positionals.length !== 1) throw new UsageError(USAGE);
+    const loaded = loadConfigFile(configPath(values.config, io), io.env ?? process.env);
+    io.stdout.write(`${loadFieldHasher(auditHmacKeyFile(loaded), []).hash(positionals[0] as string)}\n`);
+    return 0;
+  }
   if (sub === 'tail') return tail(rest, io, (config, fn) => withStore(config, io, fn));
   if (sub === 'export') return exportRecords(rest, io, (config, fn) => withStore(config, io, fn));
   throw new UsageError(USAGE);
