@@ -3,9 +3,14 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { createAdminServer } from './admin/index.js';
 import {
+  type Alert,
+  AlertEngine,
+  type AlertRule,
   AuditWriter,
   Checkpointer,
   type CheckpointSigner,
+  createAlertSinks,
+  DEFAULT_ALERT_RULES,
   FileAnchor,
   loadCheckpointSigner,
   loadFieldHasher,
@@ -48,6 +53,7 @@ export interface PortcullisCore {
   readonly keys: KeyRing;
   readonly audit: AuditWriter;
   readonly checkpointer: Checkpointer;
+  readonly alerts: AlertEngine;
   /** Signs audit checkpoints; its `verifierKey` is what auditors check them with. */
   readonly checkpointSigner: CheckpointSigner;
   readonly passwords: PasswordHasher;
@@ -61,6 +67,20 @@ export const checkpointKeyFile = (loaded: LoadedConfig) =>
   loaded.config.audit.checkpoint.keyFile === undefined
     ? join(loaded.dataDir, 'keys', 'audit-checkpoint.pem')
     : resolve(loaded.file ? dirname(loaded.file) : process.cwd(), loaded.config.audit.checkpoint.keyFile);
+
+/** A configured alert rule in the engine's form (durations in ms). */
+function toAlertRule(r: NonNullable<LoadedConfig['config']['alerts']['rules']>[number]): AlertRule {
+  return {
+    id: r.id,
+    type: r.type,
+    where: r.where,
+    groupBy: r.groupBy,
+    threshold: r.threshold,
+    windowMs: r.window,
+    suppressMs: r.suppress ?? 0,
+    severity: r.severity,
+  };
+}
 
 /** The key of the audit log's sensitive-field HMACs (outside the database). */
 export const auditHmacKeyFile = (loaded: LoadedConfig) => join(loaded.dataDir, 'keys', 'audit-hmac.key');
@@ -87,6 +107,25 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
   try {
     const keys = await KeyRing.loadOrCreate(join(dataDir, 'keys'), log);
     const fieldHasher = loadFieldHasher(auditHmacKeyFile(loaded), config.audit.sensitiveFields);
+    // Alerts watch committed records, and are themselves audited (so each points into the verifiable log).
+    let auditAlert: (alert: Alert) => void = () => undefined;
+    const alerts = new AlertEngine({
+      rules: config.alerts.rules?.map(toAlertRule) ?? DEFAULT_ALERT_RULES,
+      sinks: createAlertSinks(
+        config.alerts.sinks,
+        loaded.file ? dirname(loaded.file) : process.cwd(),
+        (sink, why, _alert, err) => {
+          metrics.alertDrops.inc({ sink, reason: why });
+          log.warn({ sink, why, err }, 'alert not delivered');
+        },
+      ),
+      clock,
+      log,
+      onAlert: (alert) => {
+        metrics.alerts.inc({ rule: alert.rule, severity: alert.severity });
+        auditAlert(alert);
+      },
+    });
     const checkpointSigner = loadCheckpointSigner(checkpointKeyFile(loaded), checkpointOrigin(config));
     const checkpointer = new Checkpointer({
       store: store.audit,
@@ -105,12 +144,20 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       onCommit: (records) => {
         metrics.auditAppended.inc(records.length);
         checkpointer.onCommitted(records);
+        alerts.observe(records);
       },
       onFailure: (reason) => metrics.auditFailures.inc({ reason }),
       spoolLimit: config.audit.spoolLimit,
       failOpen: config.audit.failOpen,
       redact: fieldHasher.redact,
     });
+    auditAlert = (alert) => {
+      try {
+        void audit.write({ type: 'security.alert', data: { ...alert } }, 'batched').catch(() => undefined);
+      } catch (err) {
+        log.error({ err, alert: alert.rule }, 'could not audit an alert');
+      }
+    };
     metrics.auditPending = () => audit.pending;
     metrics.lastCheckpointAt = () => checkpointer.lastCheckpointAt;
     const passwords = await PasswordHasher.create(config.identity.passwordHash);
@@ -143,9 +190,11 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       identity,
       checkpointer,
       checkpointSigner,
+      alerts,
       close: async () => {
         await audit.close();
         await checkpointer.close();
+        await alerts.close();
         await store.close();
       },
     };

@@ -1,3 +1,12 @@
+export {
+  type Alert,
+  AlertEngine,
+  type AlertEngineOptions,
+  type AlertRule,
+  type AlertSink,
+  DEFAULT_ALERT_RULES,
+  type Severity,
+} from './alerts.js';
 export { type CheckpointAnchor, FileAnchor, readAnchorFile } from './anchor.js';
 export { canonicalJson } from './canonical.js';
 export { chainHash, GENESIS_HASH } from './chain.js';
@@ -27,6 +36,14 @@ export {
   inclusionBundle,
 } from './proofs.js';
 export { type FieldHasher, HMAC_PREFIX, loadFieldHasher } from './redact.js';
+export {
+  createAlertSinks,
+  formatRfc5424,
+  JsonLinesFileSink,
+  StdoutSink,
+  SyslogSink,
+  WebhookSink,
+} from './sinks/index.js';
 export {
   Checkpointer,
   type CheckpointerOptions,

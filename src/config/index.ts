@@ -2,6 +2,7 @@ export { parseDuration } from './duration.js';
 export { ConfigError, type ConfigIssue } from './errors.js';
 export { defineConfig, type LoadedConfig, loadConfigFile, parseConfigText } from './load.js';
 export {
+  type AlertSinkConfig,
   type Config,
   type ConfigInput,
   configSchema,

@@ -127,6 +127,54 @@ const argon2Params = z.strictObject({
   parallelism: z.number().int().min(1).max(16).default(1),
 });
 
+const alertRule = z.strictObject({
+  id,
+  /** Audit record type to count (`auth.login.failed`); a trailing `*` matches a prefix. */
+  type: z.string().min(1),
+  /** Record data fields that must have these values, e.g. `{ outcome: deny }`. */
+  where: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+  /** Data field that groups the count (`username`, `sub`, `ip`); omitted = one group. */
+  groupBy: z.string().min(1).optional(),
+  threshold: z.number().int().min(1).max(1_000_000),
+  window: duration,
+  /** After firing, the rule stays quiet for that group this long. */
+  suppress: duration.optional(),
+  severity: z.enum(['info', 'warning', 'critical']).default('warning'),
+});
+
+const alertSink = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('webhook'),
+    url: z.url({ protocol: /^https?$/ }),
+    timeout: duration.default(5_000),
+    maxQueue: z.number().int().min(1).max(1_000_000).default(1_000),
+    maxAttempts: z.number().int().min(1).max(100).default(5),
+    headers: z.record(z.string(), z.string()).optional(),
+  }),
+  z.strictObject({
+    type: z.literal('syslog'),
+    host: z.string().min(1),
+    port: port.default(514),
+    /** RFC 5425 syslog over TLS; `ca` (PEM, e.g. `${file:ca.pem}`) to trust a private CA. */
+    tls: z
+      .union([
+        z.boolean(),
+        z.strictObject({ ca: z.string().min(1).optional(), servername: z.string().optional() }),
+      ])
+      .default(false),
+    appName: z.string().min(1).max(48).default('portcullis'),
+    maxQueue: z.number().int().min(1).max(1_000_000).default(1_000),
+    maxAttempts: z.number().int().min(1).max(100).default(5),
+  }),
+  z.strictObject({
+    type: z.literal('file'),
+    path: z.string().min(1),
+    maxBytes: z.number().int().min(1024).default(10_485_760),
+    keep: z.number().int().min(0).max(100).default(5),
+  }),
+  z.strictObject({ type: z.literal('stdout') }),
+]);
+
 export const configSchema = z
   .strictObject({
     /** Folder for the SQLite database and key files; relative to the config file. */
@@ -223,6 +271,14 @@ export const configSchema = z
           .prefault({}),
       })
       .prefault({}),
+    /** Security alerts over the audit log: sliding-window rules and where alerts go. */
+    alerts: z
+      .strictObject({
+        /** Omitted: the default rules (login failures, refresh-token reuse, denial spikes, revoked-token use). */
+        rules: z.array(alertRule).optional(),
+        sinks: z.array(alertSink).default([]),
+      })
+      .prefault({}),
     demo: z
       .strictObject({
         /** Start the bundled demo upstream on this address (used by `portcullis up`). */
@@ -274,3 +330,4 @@ export type RouteConfig = Config['routes'][number];
 export type UpstreamConfig = Config['upstreams'][string];
 export type PolicyRuleConfig = Config['policy']['rules'][number];
 export type ExternalIssuerConfig = Config['issuers'][string];
+export type AlertSinkConfig = Config['alerts']['sinks'][number];

@@ -29,6 +29,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly alerts = new Counter({
+    name: 'portcullis_alerts_fired_total',
+    help: 'Security alerts fired, by rule and severity.',
+    labelNames: ['rule', 'severity'] as const,
+    registers: [this.registry],
+  });
+
+  readonly alertDrops = new Counter({
+    name: 'portcullis_alert_deliveries_dropped_total',
+    help: 'Alerts a sink could not deliver (queue full, or retries exhausted).',
+    labelNames: ['sink', 'reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly logins = new Counter({
     name: 'portcullis_identity_logins_total',
     help: 'Login attempts by result.',

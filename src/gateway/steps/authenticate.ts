@@ -35,6 +35,7 @@ export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<vo
   const route = ctx.route;
   if (!route) throw new PortcullisError('internal_error', { detail: 'authenticate before route' });
   const principal = await gw.bearer.authenticate(bearerToken(ctx.req.headers.authorization), route.issuers);
-  if (principal.issuer === OWN_ISSUER_ID) await gw.identity.checkSession(principal);
+  // Known before the session check, so a refused use of a revoked session is recorded with its subject.
   ctx.principal = principal;
+  if (principal.issuer === OWN_ISSUER_ID) await gw.identity.checkSession(principal);
 }
