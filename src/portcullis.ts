@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -105,6 +106,14 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
   const metrics = new Metrics();
   const store = openSqliteStore(databasePath(dataDir));
   try {
+    // Key files that do not exist yet are created below; each creation becomes a durable audit event.
+    const keyFiles = {
+      'access-token': join(dataDir, 'keys', 'access-token.jwk.json'),
+      assertion: join(dataDir, 'keys', 'assertion.jwk.json'),
+      'audit-checkpoint': checkpointKeyFile(loaded),
+      'audit-hmac': auditHmacKeyFile(loaded),
+    };
+    const newKeys = Object.entries(keyFiles).filter(([, file]) => !existsSync(file));
     const keys = await KeyRing.loadOrCreate(join(dataDir, 'keys'), log);
     const fieldHasher = loadFieldHasher(auditHmacKeyFile(loaded), config.audit.sensitiveFields);
     // Alerts watch committed records, and are themselves audited (so each points into the verifiable log).
@@ -159,6 +168,15 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       }
     };
     metrics.auditPending = () => audit.pending;
+    for (const [purpose, file] of newKeys) {
+      const kid =
+        purpose === 'access-token'
+          ? keys.accessToken.kid
+          : purpose === 'assertion'
+            ? keys.assertion.kid
+            : undefined;
+      await audit.write({ type: 'keys.generated', data: { purpose, file, kid } }, 'durable');
+    }
     metrics.lastCheckpointAt = () => checkpointer.lastCheckpointAt;
     const passwords = await PasswordHasher.create(config.identity.passwordHash);
     const tokens = new TokenService({

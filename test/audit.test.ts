@@ -141,7 +141,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     const { code, out } = await verify();
     expect(code).toBe(0);
     expect(out).toMatch(
-      /^audit log intact: 6 records, 2 signed checkpoints \(stored and anchored copies\) verified, root [0-9a-f]{64}, chain head [0-9a-f]{64}\n$/,
+      /^audit log intact: 10 records, 2 signed checkpoints \(stored and anchored copies\) verified, root [0-9a-f]{64}, chain head [0-9a-f]{64}\n$/,
     );
     const db = new Database(dbFile, { readonly: true });
     const types = db.prepare('SELECT type, data FROM audit_log ORDER BY seq').all() as Array<{
@@ -150,6 +150,10 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     }>;
     db.close();
     expect(types.map((r) => r.type)).toEqual([
+      'keys.generated',
+      'keys.generated',
+      'keys.generated',
+      'keys.generated',
       'identity.user.created',
       'auth.login.succeeded',
       'gateway.decision',
@@ -184,39 +188,39 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
 
   it('fails and names the record after a row is edited in the database file', async () => {
     const db = new Database(dbFile);
-    db.prepare(`UPDATE audit_log SET data = replace(data, '"deny"', '"allow"') WHERE seq = 4`).run();
+    db.prepare(`UPDATE audit_log SET data = replace(data, '"deny"', '"allow"') WHERE seq = 8`).run();
     db.close();
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toContain('audit log BROKEN at record 4: record 4 was altered');
+    expect(out).toContain('audit log BROKEN at record 8: record 8 was altered');
   });
 
   it('fails and names the record after a row is deleted', async () => {
     const db = new Database(dbFile);
-    db.prepare('DELETE FROM audit_log WHERE seq = 3').run();
+    db.prepare('DELETE FROM audit_log WHERE seq = 7').run();
     db.close();
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toContain('audit log BROKEN at record 3: record 3 is missing');
+    expect(out).toContain('audit log BROKEN at record 7: record 7 is missing');
   });
 
   it('fails when a row is deleted and the rest renumbered to hide the gap', async () => {
     const db = new Database(dbFile);
-    db.prepare('DELETE FROM audit_log WHERE seq = 2').run();
-    db.prepare('UPDATE audit_log SET seq = seq - 1 WHERE seq > 2').run();
+    db.prepare('DELETE FROM audit_log WHERE seq = 6').run();
+    db.prepare('UPDATE audit_log SET seq = seq - 1 WHERE seq > 6').run();
     db.close();
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toContain('BROKEN at record 2');
+    expect(out).toContain('BROKEN at record 6');
   });
 
   it('fails when the newest records are cut off (truncation below a signed checkpoint)', async () => {
     const db = new Database(dbFile);
-    db.prepare('DELETE FROM audit_log WHERE seq > 4').run();
+    db.prepare('DELETE FROM audit_log WHERE seq > 8').run();
     db.close();
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toContain('log has 4 records but a checkpoint covers 6 (truncated or rolled back)');
+    expect(out).toContain('log has 8 records but a checkpoint covers 10 (truncated or rolled back)');
   });
 
   it('fails when history is rewritten with a re-computed, internally valid chain', async () => {
@@ -232,7 +236,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     let prev = GENESIS_HASH;
     const update = db.prepare('UPDATE audit_log SET data = ?, prev_hash = ?, hash = ? WHERE seq = ?');
     for (const r of rows) {
-      const data = r.seq === 4 ? r.data.replace('"deny"', '"allow"') : r.data;
+      const data = r.seq === 8 ? r.data.replace('"deny"', '"allow"') : r.data;
       const hash = chainHash(prev, { seq: r.seq, ts: r.ts, type: r.type, data });
       update.run(data, prev, hash, r.seq);
       prev = hash;
@@ -240,7 +244,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     db.close();
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toContain('checkpoint at size 6 does not match the log (history rewritten)');
+    expect(out).toContain('checkpoint at size 10 does not match the log (history rewritten)');
   });
 
   it('fails on a forged checkpoint (root swapped, signature no longer matches)', async () => {
@@ -261,7 +265,9 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     db.close();
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toContain('two different checkpoints for size 6 (stored vs anchored): history was rewritten');
+    expect(out).toContain(
+      'two different checkpoints for size 10 (stored vs anchored): history was rewritten',
+    );
     // With the stored root left alone, only the note's signature gives it away.
     const db2 = new Database(dbFile);
     db2.prepare('UPDATE audit_checkpoints SET root = ? WHERE size = ?').run(cp.root, cp.size);
@@ -269,7 +275,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     const again = await verify();
     expect(again.code).toBe(1);
     expect(again.out).toMatch(
-      /checkpoint at size 6: checkpoint: (signature does not verify|note does not match)/,
+      /checkpoint at size 10: checkpoint: (signature does not verify|note does not match)/,
     );
   });
 
@@ -288,7 +294,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     rmSync(`${dbFile}-shm`, { force: true });
     const { code, out } = await verify();
     expect(code).toBe(1);
-    expect(out).toMatch(/log has 6 records but a checkpoint covers \d+ \(truncated or rolled back\)/);
+    expect(out).toMatch(/log has 10 records but a checkpoint covers \d+ \(truncated or rolled back\)/);
     // Without the anchor, the rolled-back database is self-consistent: that is what anchoring is for.
     const c = captureIO();
     expect(
@@ -312,7 +318,7 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
         .map((l) => JSON.parse(l));
     const t2 = captureIO();
     expect(await runCli(['audit', 'tail', '-n', '2', '--config', configFile], t2.io)).toBe(0);
-    expect(lines(t2.out()).map((r) => r.seq)).toEqual([5, 6]);
+    expect(lines(t2.out()).map((r) => r.seq)).toEqual([9, 10]);
     const denies = captureIO();
     expect(
       await runCli(
@@ -326,9 +332,9 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     ]);
     const exp = captureIO();
     expect(
-      await runCli(['audit', 'export', '--since', '3', '--format', 'jsonl', '--config', configFile], exp.io),
+      await runCli(['audit', 'export', '--since', '7', '--format', 'jsonl', '--config', configFile], exp.io),
     ).toBe(0);
-    expect(lines(exp.out()).map((r) => r.seq)).toEqual([3, 4, 5, 6]);
+    expect(lines(exp.out()).map((r) => r.seq)).toEqual([7, 8, 9, 10]);
     expect(lines(exp.out())[0]).toMatchObject({
       type: 'gateway.decision',
       time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
@@ -361,33 +367,37 @@ describe('portcullis audit verify (CLI, real SQLite file)', () => {
     controller.abort();
     expect(await running).toBe(0);
     expect(lines(follow.out())).toEqual([
-      { seq: 7, time: expect.any(String), type: 'admin.test', data: { hello: 'world' } },
+      { seq: 11, time: expect.any(String), type: 'admin.test', data: { hello: 'world' } },
     ]);
   });
 
   it('audit prove prints an inclusion proof that verifies offline against the signed checkpoint', async () => {
     const c = captureIO();
-    expect(await runCli(['audit', 'prove', '3', '--config', configFile], c.io)).toBe(0);
+    expect(await runCli(['audit', 'prove', '7', '--config', configFile], c.io)).toBe(0);
     const bundle = JSON.parse(c.out());
-    expect(bundle).toMatchObject({ leafIndex: 2, treeSize: 6, record: { seq: 3, type: 'gateway.decision' } });
+    expect(bundle).toMatchObject({
+      leafIndex: 6,
+      treeSize: 10,
+      record: { seq: 7, type: 'gateway.decision' },
+    });
     const key = parseVerifierKey(verifierKeyOf(configFile));
     const cp = openCheckpoint(bundle.checkpoint, key);
-    expect(cp.size).toBe(6);
+    expect(cp.size).toBe(10);
     const leaf = leafHash(entryBytes({ ...bundle.record, data: canonicalJson(bundle.record.data) }));
     expect(leaf.toString('hex')).toBe(bundle.leafHash);
     const proof = bundle.proof.map((h: string) => Buffer.from(h, 'hex'));
-    expect(verifyInclusion(leaf, 2, 6, proof, cp.root)).toBe(true);
-    expect(verifyInclusion(leaf, 3, 6, proof, cp.root)).toBe(false);
+    expect(verifyInclusion(leaf, 6, 10, proof, cp.root)).toBe(true);
+    expect(verifyInclusion(leaf, 7, 10, proof, cp.root)).toBe(false);
 
     const cons = captureIO();
-    expect(await runCli(['audit', 'prove', '--consistency', '2', '6', '--config', configFile], cons.io)).toBe(
-      0,
-    );
+    expect(
+      await runCli(['audit', 'prove', '--consistency', '2', '10', '--config', configFile], cons.io),
+    ).toBe(0);
     const cb = JSON.parse(cons.out());
     expect(
       verifyConsistency(
         2,
-        6,
+        10,
         Buffer.from(cb.first.root, 'hex'),
         cp.root,
         cb.proof.map((h: string) => Buffer.from(h, 'hex')),

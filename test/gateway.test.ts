@@ -303,6 +303,12 @@ describe('gateway: login → request → upstream', () => {
     expect(metrics).toMatch(
       /portcullis_gateway_requests_total\{route="orders",outcome="allow",status="2xx"\} \d+/,
     );
+    expect(metrics).toMatch(
+      /portcullis_decisions_total\{outcome="allow",route="orders",rule="read-orders"\} \d+/,
+    );
+    expect(metrics).toMatch(
+      /portcullis_decisions_total\{outcome="deny",route="admin",rule="forbidden"\} \d+/,
+    );
     expect((await fetch(`${s.pc.adminUrl}/healthz`)).status).toBe(200);
     expect((await fetch(`${s.pc.adminUrl}/readyz`)).status).toBe(200);
     expect((await get('/metrics', adminToken)).status).toBe(404);

@@ -93,6 +93,26 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly decisions = new Counter({
+    name: 'portcullis_decisions_total',
+    help: 'Gateway decisions by outcome, route, deciding rule (or refusal code).',
+    labelNames: ['outcome', 'route', 'rule'] as const,
+    registers: [this.registry],
+  });
+
+  readonly #decisionChildren = new Map<string, { inc(): void }>();
+
+  /** Counts one decision; label children are bound once per combination. */
+  countDecision(outcome: string, route: string, rule: string): void {
+    const key = `${outcome}\u0000${route}\u0000${rule}`;
+    let child = this.#decisionChildren.get(key);
+    if (child === undefined) {
+      child = this.decisions.labels({ outcome, route, rule });
+      this.#decisionChildren.set(key, child);
+    }
+    child.inc();
+  }
+
   readonly #requestChildren = new Map<string, { inc(): void }>();
   readonly #durationChildren = new Map<string, { observe(v: number): void }>();
 

@@ -58,6 +58,11 @@ const FORWARD_AUTH_STEPS: readonly Step[] = [
  * `store_unavailable` (fail closed) unless the writer is configured to fail open.
  */
 function writeDecision(gw: Gateway, ctx: RequestContext, error: PortcullisError | undefined): Promise<void> {
+  gw.metrics.countDecision(
+    error ? 'deny' : (ctx.decision?.outcome ?? 'allow'),
+    ctx.route?.id ?? '',
+    ctx.decision?.ruleIds[0] ?? error?.code ?? '',
+  );
   try {
     return gw.audit
       .write({ type: 'gateway.decision', data: decisionRecord(ctx, error) }, gw.config.audit.decisions)
