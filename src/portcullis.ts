@@ -187,6 +187,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       clock,
     });
     const identity = new IdentityService({
+      auditMode: config.audit.identity,
       store,
       tokens,
       passwords,

@@ -42,6 +42,9 @@ describe('config loader', () => {
     expect(config.routes[0]?.methods).toEqual(['GET', 'HEAD']);
     expect(config.identity.sessionTtl).toBe(12 * 3600 * 1000);
     expect(config.audit.decisions).toBe('batched');
+    expect(config.audit.identity).toBe('durable');
+    expect(config.audit.failOpen).toBe(false);
+    expect(config.audit.sensitiveFields).toEqual(['ip', 'username']);
   });
 
   it('rejects an unknown key with file:line:column and the config path', () => {

@@ -244,6 +244,8 @@ export const configSchema = z
       .strictObject({
         /** `batched`: decisions are group-committed within `flushInterval`; `durable`: written before the response. */
         decisions: z.enum(['batched', 'durable']).default('batched'),
+        /** Identity and admin events (logins, refreshes, logouts, users): `durable` by default. */
+        identity: z.enum(['batched', 'durable']).default('durable'),
         flushInterval: duration.default(50).refine((ms) => ms <= 5_000, 'flushInterval must be at most 5s'),
         /** Records held in memory while the store cannot be written (short stalls); past it, requests are refused. */
         spoolLimit: z.number().int().min(1).max(10_000_000).default(10_000),

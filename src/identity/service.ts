@@ -37,6 +37,8 @@ export interface IdentityServiceOptions {
   clock: Clock;
   log: Logger;
   sessionTtlMs: number;
+  /** How identity events are written (default `durable`: committed before the answer). */
+  auditMode?: 'durable' | 'batched';
 }
 
 export interface NewUser {
@@ -241,10 +243,10 @@ export class IdentityService {
     };
   }
 
-  /** Identity events are durable: the response waits until the record is committed. */
+  /** Identity events are durable by default: the response waits until the record is committed. */
   async #audit(type: string, data: Record<string, unknown>): Promise<void> {
     try {
-      await this.#o.audit.write({ type, data }, 'durable');
+      await this.#o.audit.write({ type, data }, this.#o.auditMode ?? 'durable');
     } catch (err) {
       throw storeDown(err instanceof StoreError ? err : new Error('audit write failed', { cause: err }));
     }
