@@ -96,6 +96,20 @@ describe('external issuers, the verified-token cache and HS256 assertions', () =
     expect((await call('/partner/x', await extToken('p3', { roles: 'auditor' }))).status).toBe(403);
   });
 
+  it('drops external roles that are not plain names, so a role list in a header stays unambiguous', async () => {
+    const token = await extToken('p4', { roles: ['user,admin', 'reader', 'a b', 'x\u0000'] });
+    expect((await call('/partner/x', token)).status).toBe(200);
+    const assertion = upstream.received.at(-1)?.headers['x-portcullis-assertion'] as string;
+    expect(JSON.parse(Buffer.from(assertion.split('.')[1] as string, 'base64url').toString()).roles).toEqual([
+      'reader',
+    ]);
+    await expect(
+      pc.core.identity.createUser({ username: 'eve', password: 'eve-password-123', roles: ['user,admin'] }),
+    ).rejects.toMatchObject({
+      code: 'invalid_body',
+    });
+  });
+
   it('refuses external tokens with the wrong key, audience, roles type or an expired lifetime', async () => {
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
     const now = Math.floor(clock.now() / 1000);

@@ -21,6 +21,8 @@ describe('canonicalizeTarget', () => {
     ['/q?x=%2F&y=../z', '/q', '?x=%2F&y=../z'],
     ['/a.json', '/a.json', ''],
     ['/a/.hidden', '/a/.hidden', ''],
+    ['/matrix;v=1/x;a=b', '/matrix;v=1/x;a=b', ''],
+    ['/a/..x;y', '/a/..x;y', ''],
   ];
   it.each(ok)('%s → %s', (raw, path, query) => {
     expect(canonicalizeTarget(raw)).toEqual({ path, query });
@@ -46,6 +48,12 @@ describe('canonicalizeTarget', () => {
     '/é',
     '/a?x=1#f',
     '/a?\u0001',
+    '/api/orders/..;/admin',
+    '/api/orders/..;x=1/admin',
+    '/api/orders/..%3B/admin',
+    '/api/orders/..%3b/admin',
+    '/a/.;/b',
+    '/a/%2e%2e;/b',
   ];
   it.each(refused)('refuses %j with invalid_path', (raw) => {
     expect(() => canonicalizeTarget(raw)).toThrow(

@@ -338,3 +338,40 @@ describe('gateway: upstream down', () => {
     }
   });
 });
+
+describe('gateway: path parameters on dot-segments behind a wildcard route', () => {
+  it('refuses ..; and ..%3B instead of forwarding them (Tomcat/Spring would resolve them as ..)', async () => {
+    const s = await startStack({
+      routes: [
+        { id: 'orders', path: '/api/orders/*', methods: ['GET'], upstream: 'app' },
+        { id: 'admin', path: '/api/admin/*', methods: ['GET'], upstream: 'app' },
+      ],
+      policy: {
+        rules: [
+          { id: 'read-orders', routes: ['orders'], roles: ['viewer'] },
+          { id: 'admin', routes: ['admin'], roles: ['admin'] },
+        ],
+      },
+    });
+    try {
+      const token = (await s.login(s.users.viewer.username, s.users.viewer.password)).body
+        .access_token as string;
+      for (const trick of [
+        '/api/orders/..;/admin/secret',
+        '/api/orders/..%3B/admin/secret',
+        '/api/orders/..;x/admin/secret',
+      ]) {
+        const res = await rawRequest(s.pc.gatewayUrl, rawGet(trick, { Authorization: `Bearer ${token}` }));
+        expect(res.status, trick).toBe(400);
+      }
+      expect(s.upstream.received).toEqual([]);
+      const ok = await rawRequest(
+        s.pc.gatewayUrl,
+        rawGet('/api/orders/42;v=1', { Authorization: `Bearer ${token}` }),
+      );
+      expect(ok.status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -115,5 +115,28 @@ describe('rate limiting at the gateway', () => {
     clock.advance(20_000);
     expect((await call('/api/orders', 'ann')).status).toBe(200);
     expect((await call('/api/orders', 'ann')).status).toBe(429);
+
+    // Every 429 is a refusal in the audit log.
+    await pc.core.audit.flush();
+    const limitedRecords = [];
+    for await (const r of pc.core.store.audit.scan()) {
+      const d = JSON.parse(r.data);
+      if (r.type === 'gateway.decision' && d.code === 'rate_limited') limitedRecords.push(d);
+    }
+    expect(limitedRecords).toHaveLength(2);
+    expect(limitedRecords[0]).toMatchObject({ outcome: 'deny', status: 429, route: 'orders' });
+  });
+});
+
+describe('GCRA at epoch-sized times with a fractional interval', () => {
+  it('allows exactly the burst (7 per second) and counts remaining down to 0', () => {
+    for (let i = 0; i < 200; i++) {
+      const store = new MemoryRateLimitStore();
+      const now = Date.UTC(2026, 10, 23) + Math.floor(Math.random() * 1e9);
+      const q = { limit: 7, windowMs: 1000, burst: 7 };
+      const seen = Array.from({ length: 8 }, () => store.take('k', q, now));
+      expect(seen.map((d) => d.allowed)).toEqual([true, true, true, true, true, true, true, false]);
+      expect(seen.slice(0, 7).map((d) => d.remaining)).toEqual([6, 5, 4, 3, 2, 1, 0]);
+    }
   });
 });

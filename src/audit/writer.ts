@@ -43,7 +43,8 @@ export interface AuditWriterOptions {
 export class AuditWriter {
   readonly #opts: Required<Omit<AuditWriterOptions, 'onCommit' | 'onFailure' | 'redact'>> &
     Pick<AuditWriterOptions, 'onCommit' | 'onFailure' | 'redact'>;
-  #queue: AuditDraft[] = [];
+  /** Queued drafts; `durable` ones have a waiter and are never retried once their waiter was failed. */
+  #queue: Array<AuditDraft & { durable: boolean }> = [];
   #waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
@@ -68,7 +69,12 @@ export class AuditWriter {
       return Promise.resolve();
     }
     const data = this.#opts.redact ? this.#opts.redact(event.data) : event.data;
-    this.#queue.push({ ts: this.#opts.clock.now(), type: event.type, data: canonicalJson(data) });
+    this.#queue.push({
+      ts: this.#opts.clock.now(),
+      type: event.type,
+      data: canonicalJson(data),
+      durable: mode === 'durable',
+    });
     if (mode === 'durable') {
       const p = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
       void this.flush();
@@ -90,7 +96,12 @@ export class AuditWriter {
 
   /** Commits everything queued so far. Resolves when it is on disk (or the attempt failed). */
   flush(): Promise<void> {
-    this.#flushing = this.#flushing.then(() => this.#commit());
+    // The chain must survive anything #commit throws, or no later commit would ever run.
+    this.#flushing = this.#flushing
+      .then(() => this.#commit())
+      .catch((err: unknown) => {
+        this.#opts.log.error({ err }, 'audit flush failed');
+      });
     return this.#flushing;
   }
 
@@ -116,27 +127,37 @@ export class AuditWriter {
     const waiters = this.#waiters;
     this.#queue = [];
     this.#waiters = [];
+    let records: AuditRecord[];
     try {
-      const records = await this.#opts.store.append(batch, chainHash, GENESIS_HASH);
-      this.#retryMs = 0;
-      this.#opts.onCommit?.(records);
-      for (const w of waiters) w.resolve();
+      records = await this.#opts.store.append(batch.map(draftOf), chainHash, GENESIS_HASH);
     } catch (err) {
-      // Keep the records (in order, ahead of newer ones) and retry with back-off; whoever waits for a
-      // durable write learns now that it failed.
-      this.#queue = batch.concat(this.#queue);
+      // Durable records are dropped: their callers are told now that the operation failed, so the log
+      // must not later claim it happened. Batched records stay queued, ahead of newer ones, and are
+      // retried with back-off.
+      this.#queue = batch.filter((d) => !d.durable).concat(this.#queue);
       this.#retryMs = Math.min(Math.max(this.#retryMs * 2, 100), 2_000);
-      this.#opts.onFailure?.('append_failed');
-      this.#opts.log.error(
-        { err, spooled: this.#queue.length },
-        'audit append failed; records kept for retry',
-      );
       for (const w of waiters)
         w.reject(new AuditUnavailableError('the audit log cannot be written', { cause: err }));
       if (!this.#closed) this.#timer = setTimeout(() => void this.flush(), this.#retryMs);
+      this.#opts.onFailure?.('append_failed');
+      this.#opts.log.error(
+        { err, spooled: this.#queue.length },
+        'audit append failed; batched records kept for retry',
+      );
+      return;
+    }
+    this.#retryMs = 0;
+    for (const w of waiters) w.resolve();
+    try {
+      this.#opts.onCommit?.(records);
+    } catch (err) {
+      // Committed is committed: a failing observer (metrics, checkpoints, alerts) must not re-queue it.
+      this.#opts.log.error({ err }, 'audit commit observer failed');
     }
   }
 }
+
+const draftOf = ({ ts, type, data }: AuditDraft): AuditDraft => ({ ts, type, data });
 
 /** The audit log cannot take a record: callers refuse the operation (fail closed). */
 export class AuditUnavailableError extends Error {

@@ -21,4 +21,4 @@ export {
 } from './ids.js';
 export { createLogger, type Logger, type LogOptions } from './log.js';
 export { Metrics } from './metrics.js';
-export type { Principal } from './principal.js';
+export { type Principal, ROLE_NAME } from './principal.js';

@@ -14,3 +14,9 @@ export interface Principal {
   /** `jti` of the access token that authenticated the request. */
   readonly tokenId: string;
 }
+
+/**
+ * What a role name may be: no commas, spaces or control characters, so a list of roles can travel in
+ * one header (`x-portcullis-roles: a,b`) without one role reading as two.
+ */
+export const ROLE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$/;

@@ -11,10 +11,12 @@ export interface CanonicalTarget {
 /** Characters allowed raw in a path: RFC 3986 pchar plus `/` and `%` (which is checked separately). */
 const PATH_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$/;
 /** A path that needs no work: no percent-encodings, no `//`, no dot-segments. */
-const SIMPLE_PATH = /^(?:\/(?:[A-Za-z0-9\-_~!$&'()*+,;=:@]|\.(?![./]|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]*)*\/?$/;
+const SIMPLE_PATH = /^(?:\/(?:[A-Za-z0-9\-_~!$&'()*+,=:@]|\.(?![./;]|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]*)*\/?$/;
 /** Control characters, space, `#`, DEL and non-ASCII are never valid in a query. */
 const BAD_QUERY = /[^!"$-~]/;
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
+/** Where a segment's path parameters start: `;`, or `;` still percent-encoded. */
+const PARAMS = /;|%3B/;
 
 const bad = (detail: string) => new PortcullisError('invalid_path', { detail });
 
@@ -84,6 +86,10 @@ function removeDotSegments(path: string): string {
       out.pop();
       trailingSlash = last;
     } else {
+      // A dot-segment with path parameters (`..;x`, `.;`, `..%3B`) is `..`/`.` to Tomcat, Jetty and
+      // Spring, which strip parameters before resolving: refuse it rather than pass it on.
+      const head = s.split(PARAMS)[0];
+      if (head === '.' || head === '..') throw bad('dot-segment with path parameters');
       out.push(s);
       trailingSlash = false;
     }

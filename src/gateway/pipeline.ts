@@ -127,7 +127,8 @@ async function run(gw: Gateway, ctx: RequestContext, steps: readonly Step[]): Pr
     }
   } catch (err) {
     const error = asPortcullisError(err);
-    outcome = ctx.decision?.outcome === 'allow' ? 'error' : 'deny';
+    // A refusal (4xx) is a deny even after policy allowed (e.g. 429); a 5xx after an allow is an error.
+    outcome = error.status < 500 || ctx.decision?.outcome !== 'allow' ? 'deny' : 'error';
     if (error.code === 'store_unavailable') gw.metrics.storeErrors.inc();
     let answer = error;
     if (outcome === 'deny' && !ctx.internal) {

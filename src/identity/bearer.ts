@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { decodeJwt, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import { type ExternalIssuerConfig, OWN_ISSUER_ID } from '../config/index.js';
-import { type Clock, PortcullisError, type Principal, type UserId } from '../core/index.js';
+import { type Clock, PortcullisError, type Principal, ROLE_NAME, type UserId } from '../core/index.js';
 import { INVALID_TOKEN_CHALLENGE, type TokenService, type VerifiedBearer } from './tokens.js';
 import { keyResolver, TokenVerificationError, verifyToken } from './verify-token.js';
 
@@ -143,13 +143,16 @@ export class BearerAuthenticator {
     const roles = typeof rawRoles === 'string' ? rawRoles.split(' ').filter((r) => r !== '') : rawRoles;
     if (typeof sub !== 'string' || sub === '' || !isStringArray(roles))
       throw invalid('claims have the wrong types');
+    // Roles from another issuer that are not plain names (commas, spaces, control characters) are
+    // dropped: they could not be told apart once copied into a header.
+    const plainRoles = roles.filter((r) => ROLE_NAME.test(r));
     return {
       principal: {
         kind: 'user',
         id: sub as UserId,
         issuer: external.id,
         sessionId: undefined,
-        roles,
+        roles: plainRoles,
         amr: isStringArray(amr) ? amr : [],
         tokenId: typeof jti === 'string' ? jti : '',
       },

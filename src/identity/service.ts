@@ -6,6 +6,7 @@ import {
   newUserId,
   PortcullisError,
   type Principal,
+  ROLE_NAME,
   randomToken,
   type SessionId,
   sha256b64url,
@@ -71,6 +72,12 @@ export class IdentityService {
     if (!/^[^\s\p{C}]{1,254}$/u.test(username)) {
       throw new PortcullisError('invalid_body', {
         message: 'username must be 1–254 characters without spaces',
+      });
+    }
+    const badRole = input.roles.find((r) => !ROLE_NAME.test(r));
+    if (badRole !== undefined) {
+      throw new PortcullisError('invalid_body', {
+        message: `role "${badRole}" is not a valid role name (letters, digits, . _ : @ / -)`,
       });
     }
     const user: UserRecord = {

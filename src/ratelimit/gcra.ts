@@ -25,6 +25,9 @@ export interface RateLimitStore {
   take(key: string, quota: Quota, now: number): RateDecision | Promise<RateDecision>;
 }
 
+/** Floating-point slack (10 µs): far below any useful rate, far above the rounding of epoch-ms sums. */
+const EPSILON_MS = 0.01;
+
 /**
  * The GCRA step (generic cell rate algorithm, as in ATM traffic shaping and redis-cell): with emission
  * interval T = window / limit and tolerance τ = T × burst, a request at `now` is allowed iff
@@ -41,7 +44,8 @@ export function gcra(
   const base = tat === undefined || tat < now ? now : tat;
   const next = base + interval;
   const allowAt = next - tolerance;
-  if (allowAt > now) {
+  // TATs are epoch milliseconds plus fractional intervals: allow for the rounding of that addition.
+  if (allowAt - now > EPSILON_MS) {
     return {
       tat: undefined,
       decision: {
@@ -56,7 +60,7 @@ export function gcra(
     tat: next,
     decision: {
       allowed: true,
-      remaining: Math.max(0, Math.floor((now - allowAt) / interval)),
+      remaining: Math.max(0, Math.floor((now - allowAt + EPSILON_MS) / interval)),
       retryAfterMs: 0,
       resetMs: Math.ceil(next - now),
     },
