@@ -16,7 +16,7 @@ import {
   loadCheckpointSigner,
   loadFieldHasher,
 } from './audit/index.js';
-import type { LoadedConfig } from './config/index.js';
+import type { Config, LoadedConfig } from './config/index.js';
 import { type Clock, createLogger, type Logger, Metrics, randomToken, systemClock } from './core/index.js';
 import { createDemoUpstream } from './demo/index.js';
 import {
@@ -26,6 +26,7 @@ import {
   createUpstreams,
   type Gateway,
   RouteTable,
+  type Upstream,
 } from './gateway/index.js';
 import {
   BearerAuthenticator,
@@ -237,6 +238,13 @@ export interface RunningPortcullis {
   readonly demoUrl: string | undefined;
   /** Demo users created on this start (passwords shown once), if `demo.seedUsers` and the store was empty. */
   readonly seededUsers: ReadonlyArray<{ username: string; password: string; roles: readonly string[] }>;
+  /**
+   * Applies a new config without dropping connections: routes, upstreams, issuers, policy, trusted
+   * proxies, rate limits and forward-auth change at once for new requests; in-flight ones finish on the
+   * old. A config that cannot be built leaves the running one in place. Sections that need a restart
+   * (listeners, identity, keys, storage, audit, alerts) are kept and listed in `restartRequired`.
+   */
+  reload(next: LoadedConfig): Promise<{ ok: true; restartRequired: string[] } | { ok: false; error: string }>;
   close(): Promise<void>;
 }
 
@@ -256,11 +264,7 @@ export async function startPortcullis(
   const core = await openCore(loaded, options);
   const { config } = loaded;
   const servers: Server[] = [];
-  const upstreams = createUpstreams(config.upstreams, {
-    issuer: config.identity.issuer,
-    ttlSec: Math.max(1, Math.floor(config.assertion.ttl / 1000)),
-    key: core.keys.assertion,
-  });
+  let active: { gateway: Gateway; upstreams: Map<string, Upstream> } | undefined;
   try {
     const seededUsers = config.demo.seedUsers ? await seedDemoUsers(core) : [];
 
@@ -281,6 +285,98 @@ export async function startPortcullis(
       servers.push(demo);
     }
 
+    const rateLimits = new MemoryRateLimitStore(); // kept across reloads: quotas do not reset
+    active = await buildGateway(loaded, core, rateLimits);
+    const gw = createGatewayServer(() => (active as { gateway: Gateway }).gateway);
+    const gatewayUrl = await listen(gw, config.gateway.listen.host, config.gateway.listen.port);
+    servers.push(gw);
+
+    const admin = createAdminServer({
+      metrics: core.metrics,
+      audit: core.store.audit,
+      ready: () => core.store.ping(),
+    });
+    const adminUrl = await listen(admin, config.admin.listen.host, config.admin.listen.port);
+    servers.push(admin);
+
+    core.log.info({ gatewayUrl, adminUrl, demoUrl }, 'portcullis started');
+    let closing: Promise<void> | undefined;
+    return {
+      core,
+      gatewayUrl,
+      adminUrl,
+      demoUrl,
+      seededUsers,
+      reload: async (next) => {
+        const current = active as { gateway: Gateway; upstreams: Map<string, Upstream> };
+        const { merged, restartRequired } = reloadable(current.gateway.config, next.config);
+        let built: { gateway: Gateway; upstreams: Map<string, Upstream> };
+        try {
+          built = await buildGateway({ ...next, config: merged }, core, rateLimits);
+        } catch (err) {
+          core.log.error({ err }, 'config reload failed; the running config stays');
+          return { ok: false, error: (err as Error).message };
+        }
+        active = built;
+        // In-flight requests finish on the old pools: undici's close() waits for them.
+        void closeUpstreams(current.upstreams);
+        core.log.info({ restartRequired }, 'config reloaded');
+        return { ok: true, restartRequired };
+      },
+      close: () => {
+        closing ??= (async () => {
+          await Promise.all(servers.map(closeServer));
+          if (active) await closeUpstreams(active.upstreams);
+          await core.close();
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    await Promise.all(servers.map(closeServer));
+    if (active) await closeUpstreams(active.upstreams);
+    await core.close();
+    throw err;
+  }
+}
+
+/** Sections a reload cannot change without a restart (listeners, keys, storage, audit). */
+const RESTART_ONLY = ['dataDir', 'log', 'admin', 'identity', 'assertion', 'audit', 'demo'] as const;
+
+/**
+ * The config a reload runs with: routes, upstreams, issuers, policy and the gateway's settings other
+ * than its listen address come from the new file; the listen address, alerts and everything in
+ * {@link RESTART_ONLY} stay as they are, and are reported when the new file differs.
+ */
+function reloadable(running: Config, next: Config): { merged: Config; restartRequired: string[] } {
+  const restartRequired: string[] = RESTART_ONLY.filter(
+    (k) => JSON.stringify(running[k]) !== JSON.stringify(next[k]),
+  );
+  if (JSON.stringify(running.gateway.listen) !== JSON.stringify(next.gateway.listen))
+    restartRequired.push('gateway.listen');
+  if (JSON.stringify(running.alerts) !== JSON.stringify(next.alerts)) restartRequired.push('alerts');
+  const merged: Config = {
+    ...next,
+    gateway: { ...next.gateway, listen: running.gateway.listen },
+    alerts: running.alerts,
+  };
+  for (const k of RESTART_ONLY) (merged as Record<string, unknown>)[k] = running[k];
+  return { merged, restartRequired };
+}
+
+/** Everything request handling needs, built from one config: swapped as a whole on reload. */
+async function buildGateway(
+  loaded: LoadedConfig,
+  core: PortcullisCore,
+  rateLimits: MemoryRateLimitStore,
+): Promise<{ gateway: Gateway; upstreams: Map<string, Upstream> }> {
+  const { config } = loaded;
+  const upstreams = createUpstreams(config.upstreams, {
+    issuer: config.identity.issuer,
+    ttlSec: Math.max(1, Math.floor(config.assertion.ttl / 1000)),
+    key: core.keys.assertion,
+  });
+  try {
     const gateway: Gateway = {
       config,
       routes: new RouteTable(config.routes, (r) => {
@@ -301,46 +397,16 @@ export async function startPortcullis(
       identity: core.identity,
       keys: core.keys,
       policy: compileRoleRules(config.policy.rules),
-      rateLimits: new MemoryRateLimitStore(),
+      rateLimits,
       isTrustedProxy: compileTrustedProxies(config.gateway.trustedProxies),
       audit: core.audit,
       log: core.log,
       metrics: core.metrics,
       clock: core.clock,
     };
-    const gw = createGatewayServer(gateway);
-    const gatewayUrl = await listen(gw, config.gateway.listen.host, config.gateway.listen.port);
-    servers.push(gw);
-
-    const admin = createAdminServer({
-      metrics: core.metrics,
-      audit: core.store.audit,
-      ready: () => core.store.ping(),
-    });
-    const adminUrl = await listen(admin, config.admin.listen.host, config.admin.listen.port);
-    servers.push(admin);
-
-    core.log.info({ gatewayUrl, adminUrl, demoUrl }, 'portcullis started');
-    let closing: Promise<void> | undefined;
-    return {
-      core,
-      gatewayUrl,
-      adminUrl,
-      demoUrl,
-      seededUsers,
-      close: () => {
-        closing ??= (async () => {
-          await Promise.all(servers.map(closeServer));
-          await closeUpstreams(upstreams);
-          await core.close();
-        })();
-        return closing;
-      },
-    };
+    return { gateway, upstreams };
   } catch (err) {
-    await Promise.all(servers.map(closeServer));
     await closeUpstreams(upstreams);
-    await core.close();
     throw err;
   }
 }

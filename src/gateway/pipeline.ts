@@ -83,10 +83,14 @@ async function auditDecision(gw: Gateway, ctx: RequestContext): Promise<void> {
 
 const STATUS_CLASS: readonly string[] = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
 
-/** The node:http request handler running {@link STEPS}. */
-export function createHandler(gw: Gateway): (req: IncomingMessage, res: ServerResponse) => void {
-  const forwardAuthPath = gw.config.gateway.forwardAuth?.path;
+/**
+ * The node:http request handler running {@link STEPS}. `current` returns the gateway built from the
+ * active config: a reload swaps it, and each request runs start to finish on the one it started with.
+ */
+export function createHandler(current: () => Gateway): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
+    const gw = current();
+    const forwardAuthPath = gw.config.gateway.forwardAuth?.path;
     const url = req.url ?? '';
     const steps =
       forwardAuthPath !== undefined &&

@@ -11,7 +11,7 @@ const RAW_SECURITY_HEADERS = SECURITY_HEADERS.map(([k, v]) => `${k}: ${v}\r\n`).
  * The gateway's node:http server. Malformed HTTP (the parser refuses it before any handler runs) gets a
  * JSON 400 and the connection is closed.
  */
-export function createGatewayServer(gw: Gateway): Server {
+export function createGatewayServer(current: () => Gateway): Server {
   const server = createServer(
     {
       headersTimeout: 10_000,
@@ -21,7 +21,7 @@ export function createGatewayServer(gw: Gateway): Server {
       // Duplicate Host, CL+TE and the like are refused by llhttp in strict mode.
       insecureHTTPParser: false,
     },
-    createHandler(gw),
+    createHandler(current),
   );
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || err.code === 'ECONNRESET') {

@@ -4,7 +4,8 @@ import { type CliIO, CONFIG_OPTION, type Command, configPath, parse } from '../i
 
 /**
  * `portcullis up [--config FILE]`: starts the gateway, identity endpoints, admin listener and (when
- * configured) the demo upstream; prints what started where and how to log in; runs until SIGINT/SIGTERM.
+ * configured) the demo upstream; prints what started where and how to log in; reloads the config on
+ * SIGHUP; runs until SIGINT/SIGTERM (then drains: no new connections, in-flight requests finish).
  */
 export const up: Command = async (argv, io: CliIO) => {
   const { values } = parse(argv, CONFIG_OPTION, false);
@@ -48,10 +49,30 @@ export const up: Command = async (argv, io: CliIO) => {
   out(`  portcullis audit verify --config ${file}`);
   out();
 
+  // SIGHUP: re-read the config file and apply it without dropping connections; a bad file is reported
+  // (file:line:path) and the running config stays.
+  const onHup = () => {
+    void (async () => {
+      try {
+        const result = await pc.reload(loadConfigFile(file, io.env ?? process.env));
+        if (result.ok) {
+          out(
+            `config reloaded from ${file}${result.restartRequired.length > 0 ? ` (restart needed for: ${result.restartRequired.join(', ')})` : ''}`,
+          );
+        } else io.stderr.write(`config reload failed, still running the previous config: ${result.error}\n`);
+      } catch (err) {
+        io.stderr.write(
+          `config reload failed, still running the previous config:\n${(err as Error).message}\n`,
+        );
+      }
+    })();
+  };
+  process.on('SIGHUP', onHup);
   await new Promise<void>((resolve) => {
     if (io.signal?.aborted) return resolve();
     io.signal?.addEventListener('abort', () => resolve(), { once: true });
   });
+  process.off('SIGHUP', onHup);
   await pc.close();
   out('Portcullis stopped.');
   return 0;
