@@ -242,3 +242,101 @@ http {
     expect(readFileSync(join(s.dataDir, 'nginx', 'error.log'), 'utf8')).not.toMatch(/\[emerg\]/);
   });
 });
+
+function findCaddy(): string | undefined {
+  try {
+    execFileSync('/usr/bin/caddy', ['version'], { stdio: 'ignore' });
+    return '/usr/bin/caddy';
+  } catch {
+    return undefined;
+  }
+}
+const CADDY = findCaddy();
+if (!CADDY)
+  console.warn(
+    'skipping Caddy forward_auth round trip: caddy not installed (apt-get install caddy; .ci/run installs it)',
+  );
+
+describe.skipIf(!CADDY)('Caddy forward_auth → Portcullis forward-auth → upstream (real Caddy)', () => {
+  let s: Stack;
+  let caddy: ChildProcess;
+  let base: string;
+  let viewer: string;
+
+  beforeAll(async () => {
+    s = await startStack({
+      gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['127.0.0.1/32'], forwardAuth: {} },
+    });
+    viewer = (await s.login(s.users.viewer.username, s.users.viewer.password)).body.access_token as string;
+    const dir = join(s.dataDir, 'caddy');
+    mkdirSync(dir, { recursive: true });
+    const port = await unusedPort();
+    base = `http://127.0.0.1:${port}`;
+    const gw = new URL(s.pc.gatewayUrl);
+    const up = new URL(s.upstream.url);
+    writeFileSync(
+      join(dir, 'Caddyfile'),
+      `{
+	admin off
+	auto_https off
+	storage file_system ${dir}/storage
+}
+http://127.0.0.1:${port} {
+	forward_auth 127.0.0.1:${gw.port} {
+		uri ${FA}
+		copy_headers X-Portcullis-Assertion X-Portcullis-Roles
+	}
+	reverse_proxy 127.0.0.1:${up.port}
+}
+`,
+    );
+    caddy = spawn(CADDY as string, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], {
+      stdio: 'ignore',
+      env: { ...process.env, HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir },
+    });
+    for (let i = 0; i < 100; i++) {
+      try {
+        await fetch(base);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  });
+  afterAll(async () => {
+    caddy?.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 200));
+    if (caddy && caddy.exitCode === null) caddy.kill('SIGKILL');
+    await s?.close();
+  });
+
+  const call = (path: string, token?: string, extra: Record<string, string> = {}) =>
+    rawRequest(base, rawGet(path, { ...(token ? { Authorization: `Bearer ${token}` } : {}), ...extra }));
+
+  it('allowed: the upstream gets the request with Portcullis’s assertion, not the client’s', async () => {
+    const before = s.upstream.received.length;
+    const res = await call('/api/orders?y=2', viewer, { 'X-Portcullis-Assertion': 'forged' });
+    expect(res.status).toBe(200);
+    const seen = s.upstream.received.slice(before);
+    expect(seen.map((r) => r.url)).toEqual(['/api/orders?y=2']);
+    const claims = await verifyAssertion(
+      seen[0]?.headers['x-portcullis-assertion'] as string,
+      keyResolver(s.pc.core.keys.jwks()),
+      {
+        issuer: 'http://portcullis.test',
+        audience: 'app',
+        request: { method: 'GET', target: seen[0]?.url ?? '' },
+      },
+    );
+    expect(claims).toMatchObject({ roles: ['viewer'], route: 'orders' });
+  });
+
+  it('refused: 401 without a token, 403 for the wrong role, 400 for path tricks; nothing reaches the upstream', async () => {
+    const before = s.upstream.received.length;
+    expect((await call('/api/orders')).status).toBe(401);
+    expect((await call('/api/admin/reports', viewer)).status).toBe(403);
+    expect((await call('/api/orders/%2e%2e/admin/reports', viewer)).status).toBe(400);
+    expect((await call('/nowhere', viewer)).status).toBe(404);
+    expect(s.upstream.received.slice(before)).toEqual([]);
+  });
+});
