@@ -375,3 +375,74 @@ describe('gateway: path parameters on dot-segments behind a wildcard route', () 
     }
   });
 });
+
+describe('gateway: Host, absolute-form targets and forwarding headers', () => {
+  it('refuses a second Host header; takes the host from an absolute-form target; refuses userinfo', async () => {
+    const s = await startStack({
+      routes: [
+        { id: 'orders', host: 'shop.example', path: '/api/orders', methods: ['GET'], upstream: 'app' },
+      ],
+      policy: { rules: [{ id: 'read', routes: ['orders'], roles: ['viewer'] }] },
+    });
+    try {
+      const token = (await s.login(s.users.viewer.username, s.users.viewer.password)).body
+        .access_token as string;
+      const auth = `Authorization: Bearer ${token}\r\n`;
+      const dup = await rawRequest(
+        s.pc.gatewayUrl,
+        `GET /api/orders HTTP/1.1\r\nHost: shop.example\r\nHost: evil.example\r\n${auth}Connection: close\r\n\r\n`,
+      );
+      expect(dup.status).toBe(400);
+      const abs = await rawRequest(
+        s.pc.gatewayUrl,
+        `GET http://SHOP.example./api/orders?x=1 HTTP/1.1\r\nHost: other.example\r\n${auth}Connection: close\r\n\r\n`,
+      );
+      expect(abs.status).toBe(200);
+      expect(s.upstream.received.at(-1)?.url).toBe('/api/orders?x=1');
+      const wrongHost = await rawRequest(
+        s.pc.gatewayUrl,
+        `GET http://other.example/api/orders HTTP/1.1\r\nHost: shop.example\r\n${auth}Connection: close\r\n\r\n`,
+      );
+      expect(wrongHost.status).toBe(404);
+      const userinfo = await rawRequest(
+        s.pc.gatewayUrl,
+        `GET http://u:p@shop.example/api/orders HTTP/1.1\r\nHost: shop.example\r\n${auth}Connection: close\r\n\r\n`,
+      );
+      expect(userinfo.status).toBe(400);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('believes X-Forwarded-For only from trusted proxies, and sends upstream only the part it can vouch for', async () => {
+    const s = await startStack({
+      gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['127.0.0.1/32', '10.0.0.0/8'] },
+    });
+    try {
+      const token = (await s.login(s.users.viewer.username, s.users.viewer.password)).body
+        .access_token as string;
+      const res = await fetch(`${s.pc.gatewayUrl}/api/orders`, {
+        headers: {
+          authorization: `Bearer ${token}`,
+          'x-forwarded-for': '198.51.100.7, 203.0.113.9, 10.1.2.3',
+        },
+      });
+      expect(res.status).toBe(200);
+      // 10.1.2.3 is a trusted hop, 203.0.113.9 is the client; the left part is the client's own claim.
+      expect(s.upstream.received.at(-1)?.headers['x-forwarded-for']).toBe('203.0.113.9, 10.1.2.3, 127.0.0.1');
+    } finally {
+      await s.close();
+    }
+    const untrusted = await startStack();
+    try {
+      const token = (await untrusted.login(untrusted.users.viewer.username, untrusted.users.viewer.password))
+        .body.access_token as string;
+      await fetch(`${untrusted.pc.gatewayUrl}/api/orders`, {
+        headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': '203.0.113.9' },
+      });
+      expect(untrusted.upstream.received.at(-1)?.headers['x-forwarded-for']).toBe('127.0.0.1');
+    } finally {
+      await untrusted.close();
+    }
+  });
+});

@@ -33,7 +33,12 @@ export interface RequestContext {
   readonly res: ServerResponse;
   readonly requestId: RequestId;
   readonly startedAt: number;
-  readonly ip: string;
+  /** The TCP peer. */
+  readonly peerIp: string;
+  /** The client: the peer, or (behind trusted proxies) the address they forwarded. */
+  ip: string;
+  /** The X-Forwarded-For chain sent upstream. */
+  forwardedFor: string;
   /** The method being authorized (the client's, or the original one in forward-auth). */
   method: string;
   host: string;

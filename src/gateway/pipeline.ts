@@ -28,7 +28,7 @@ import { route } from './steps/route.js';
 type Step = (gw: Gateway, ctx: RequestContext) => unknown;
 
 const STEPS: readonly Step[] = [
-  (_gw, ctx) => canonicalize(ctx),
+  canonicalize,
   (gw, ctx) => serveInternal(gw, ctx, ctx.target?.path ?? ''),
   route,
   authenticate,
@@ -103,7 +103,9 @@ export function createHandler(current: () => Gateway): (req: IncomingMessage, re
       res,
       requestId: newRequestId(),
       startedAt: performance.now(),
+      peerIp: req.socket.remoteAddress ?? '',
       ip: req.socket.remoteAddress ?? '',
+      forwardedFor: req.socket.remoteAddress ?? '',
       method: req.method ?? 'GET',
       host: '',
       target: undefined,

@@ -1,9 +1,41 @@
+import { PortcullisError } from '../../core/index.js';
 import { canonicalizeTarget } from '../canonical-target.js';
-import type { RequestContext } from '../context.js';
+import { clientAddress } from '../client-address.js';
+import type { Gateway, RequestContext } from '../context.js';
 import { canonicalHost } from '../route-table.js';
 
-/** Step 1: one canonical host and target for everything after; ambiguous targets are a 400. */
-export function canonicalize(ctx: RequestContext): void {
-  ctx.host = canonicalHost(ctx.req.headers.host);
-  ctx.target = canonicalizeTarget(ctx.req.url ?? '');
+const ABSOLUTE_FORM = /^https?:\/\//i;
+
+/**
+ * Step 1: one canonical host and target for everything after; ambiguous targets are a 400. A second
+ * Host header is refused; an absolute-form target (`GET http://host/path`) supplies the host itself
+ * (RFC 9112 §3.2.2) and must carry no userinfo. Behind trusted proxies, the client address comes from
+ * their X-Forwarded-For.
+ */
+export function canonicalize(gw: Gateway, ctx: RequestContext): void {
+  const raw = ctx.req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2)
+    if ((raw[i] as string).length === 4 && (raw[i] as string).toLowerCase() === 'host') hosts += 1;
+  if (hosts > 1)
+    throw new PortcullisError('bad_request', { message: 'The request has more than one Host header.' });
+  const url = ctx.req.url ?? '';
+  if (ABSOLUTE_FORM.test(url)) {
+    const start = url.indexOf('//') + 2;
+    let end = start;
+    while (end < url.length && url[end] !== '/' && url[end] !== '?') end += 1;
+    const authority = url.slice(start, end);
+    if (authority === '' || authority.includes('@')) {
+      throw new PortcullisError('invalid_path', { detail: 'absolute-form target without a plain authority' });
+    }
+    ctx.host = canonicalHost(authority);
+    const rest = url.slice(end);
+    ctx.target = canonicalizeTarget(rest.startsWith('/') ? rest : `/${rest}`);
+  } else {
+    ctx.host = canonicalHost(ctx.req.headers.host);
+    ctx.target = canonicalizeTarget(url);
+  }
+  const client = clientAddress(gw, ctx);
+  ctx.ip = client.ip;
+  ctx.forwardedFor = client.chain;
 }

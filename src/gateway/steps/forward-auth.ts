@@ -1,6 +1,7 @@
 import { PortcullisError } from '../../core/index.js';
 import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
 import { canonicalizeTarget } from '../canonical-target.js';
+import { clientAddress } from '../client-address.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { withSecurityHeaders } from '../headers.js';
 import { canonicalHost } from '../route-table.js';
@@ -21,11 +22,14 @@ function single(value: string | string[] | undefined, name: string): string {
  * must be exactly what the upstream gets.
  */
 export function forwardedRequest(gw: Gateway, ctx: RequestContext): void {
-  if (!gw.isTrustedProxy(ctx.ip)) {
+  if (!gw.isTrustedProxy(ctx.peerIp)) {
     throw new PortcullisError('forbidden', {
-      detail: `forward-auth caller ${ctx.ip} is not a trusted proxy`,
+      detail: `forward-auth caller ${ctx.peerIp} is not a trusted proxy`,
     });
   }
+  const client = clientAddress(gw, ctx);
+  ctx.ip = client.ip;
+  ctx.forwardedFor = client.chain;
   const h = ctx.req.headers;
   const method = single(h['x-forwarded-method'], 'X-Forwarded-Method');
   if (!METHOD.test(method))

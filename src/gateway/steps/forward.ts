@@ -18,7 +18,7 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   const headers = upstreamRequestHeaders(req.headers, upstream.passAuthorization);
   headers[ASSERTION_HEADER] = signedAssertion(gw, ctx);
   headers['x-request-id'] = ctx.requestId;
-  headers['x-forwarded-for'] = ctx.ip;
+  headers['x-forwarded-for'] = ctx.forwardedFor;
   headers['x-forwarded-proto'] = 'http';
   if (ctx.host !== '') headers['x-forwarded-host'] = ctx.host;
 
