@@ -72,9 +72,30 @@ describe('canonicalizeTarget', () => {
 describe('RouteTable', () => {
   const table = new RouteTable(
     [
-      { id: 'list', path: '/api/orders', methods: ['GET', 'POST'], upstream: 'a', issuers: ['portcullis'] },
-      { id: 'one', path: '/api/orders/:id', methods: ['GET'], upstream: 'a', issuers: ['portcullis'] },
-      { id: 'admin', path: '/api/admin/*', methods: ['GET'], upstream: 'a', issuers: ['portcullis'] },
+      {
+        id: 'list',
+        path: '/api/orders',
+        methods: ['GET', 'POST'],
+        upstream: 'a',
+        issuers: ['portcullis'],
+        maxBodyBytes: 1024,
+      },
+      {
+        id: 'one',
+        path: '/api/orders/:id',
+        methods: ['GET'],
+        upstream: 'a',
+        issuers: ['portcullis'],
+        maxBodyBytes: 1024,
+      },
+      {
+        id: 'admin',
+        path: '/api/admin/*',
+        methods: ['GET'],
+        upstream: 'a',
+        issuers: ['portcullis'],
+        maxBodyBytes: 1024,
+      },
       {
         id: 'tenant',
         host: 'Tenant.Example.',
@@ -82,8 +103,9 @@ describe('RouteTable', () => {
         methods: ['GET'],
         upstream: 'b',
         issuers: ['portcullis'],
+        maxBodyBytes: 1024,
       },
-      { id: 'root', path: '/', methods: ['GET'], upstream: 'a', issuers: ['portcullis'] },
+      { id: 'root', path: '/', methods: ['GET'], upstream: 'a', issuers: ['portcullis'], maxBodyBytes: 1024 },
     ],
     (r) => r.upstream,
   );

@@ -446,3 +446,41 @@ describe('gateway: Host, absolute-form targets and forwarding headers', () => {
     }
   });
 });
+
+describe('gateway: request body limits per route', () => {
+  it('refuses an announced or a streamed body over the route limit (413), forwards one under it', async () => {
+    const s = await startStack({
+      routes: [{ id: 'orders', path: '/api/orders', methods: ['POST'], upstream: 'app', maxBodyBytes: 1000 }],
+      policy: { rules: [{ id: 'write', routes: ['orders'], roles: ['viewer'] }] },
+    });
+    try {
+      const token = (await s.login(s.users.viewer.username, s.users.viewer.password)).body
+        .access_token as string;
+      const post = (body: string | ReadableStream, extra: Record<string, string> = {}) =>
+        fetch(`${s.pc.gatewayUrl}/api/orders`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream', ...extra },
+          body,
+          ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
+        } as RequestInit);
+      expect((await post('x'.repeat(1000))).status).toBe(200);
+      const announced = await post('x'.repeat(1001));
+      expect(announced.status).toBe(413);
+      expect((await announced.json()).error.code).toBe('payload_too_large');
+      const chunks = [Buffer.alloc(600, 1), Buffer.alloc(600, 2)];
+      const streamed = await post(
+        new ReadableStream({
+          pull(controller) {
+            const next = chunks.shift();
+            if (next) controller.enqueue(next);
+            else controller.close();
+          },
+        }),
+      );
+      expect(streamed.status).toBe(413);
+      expect(s.upstream.received.filter((r) => r.body.length > 1000)).toEqual([]);
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -105,6 +105,8 @@ const route = z.strictObject({
   upstream: id,
   /** Issuers whose bearer tokens this route accepts: `portcullis` (our own) and/or ids from `issuers`. */
   issuers: z.array(id).min(1).default([OWN_ISSUER_ID]),
+  /** Largest request body forwarded on this route (413 past it, whether announced or streamed). */
+  maxBodyBytes: z.number().int().min(0).max(10_737_418_240).default(1_048_576),
   /** Per-principal rate limit on this route (GCRA); omitted = none. 429 with Retry-After when exceeded. */
   rateLimit: rateLimit.optional(),
 });

@@ -14,6 +14,7 @@ export interface CompiledRoute<U> {
   readonly allow: string;
   /** Issuers whose bearer tokens the route accepts. */
   readonly issuers: ReadonlySet<string>;
+  readonly maxBodyBytes: number;
   /** Per-principal quota, with its `RateLimit-Policy` header value computed at load. */
   readonly rateLimit: (Quota & { readonly policyHeader: string }) | undefined;
   readonly upstream: U;
@@ -83,6 +84,7 @@ export class RouteTable<U> {
         methods,
         allow: [...methods].join(', '),
         issuers: new Set(r.issuers),
+        maxBodyBytes: r.maxBodyBytes,
         rateLimit: r.rateLimit && {
           ...r.rateLimit,
           policyHeader: `"${r.id}";q=${r.rateLimit.limit};w=${Math.max(1, Math.round(r.rateLimit.windowMs / 1000))}`,

@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+import { Transform } from 'node:stream';
 import { PortcullisError } from '../../core/index.js';
 import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
 import type { Gateway, RequestContext } from '../context.js';
@@ -22,14 +24,17 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   headers['x-forwarded-proto'] = 'http';
   if (ctx.host !== '') headers['x-forwarded-host'] = ctx.host;
 
-  const hasBody =
-    req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
+  const declared = req.headers['content-length'];
+  const hasBody = req.headers['transfer-encoding'] !== undefined || (declared ?? '0') !== '0';
+  if (declared !== undefined && Number(declared) > route.maxBodyBytes)
+    throw new PortcullisError('payload_too_large');
+  const body = hasBody ? limitBody(req, route.maxBodyBytes) : null;
   // undici's stream() writes the upstream body straight into `res` (no intermediate Readable, no
   // stream.pipeline), and aborts the upstream request if `res` closes early (client gone).
   let started = false;
   try {
     await upstream.pool.stream(
-      { method: ctx.method as 'GET', path: forwardedTarget, headers, body: hasBody ? req : null },
+      { method: ctx.method as 'GET', path: forwardedTarget, headers, body: body?.stream ?? null },
       ({ statusCode, headers: upstreamHeaders }) => {
         const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders));
         out['x-request-id'] = ctx.requestId;
@@ -46,10 +51,32 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
       res.destroy();
       return;
     }
+    if (body?.exceeded())
+      throw new PortcullisError('payload_too_large', { detail: 'streamed body over the route limit' });
     const code = (err as { code?: string }).code ?? '';
     throw new PortcullisError(TIMEOUT_CODES.has(code) ? 'upstream_timeout' : 'upstream_unavailable', {
       detail: `${upstream.name}: ${code || (err as Error).message}`,
       cause: err,
     });
   }
+}
+
+/** The request body, cut off (and the upstream request aborted) once it passes `max` bytes. */
+function limitBody(req: IncomingMessage, max: number): { stream: Transform; exceeded: () => boolean } {
+  let seen = 0;
+  let over = false;
+  const stream = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > max) {
+        over = true;
+        done(new Error('request body over the route limit'));
+        return;
+      }
+      done(null, chunk);
+    },
+  });
+  req.pipe(stream);
+  req.once('error', (err) => stream.destroy(err));
+  return { stream, exceeded: () => over };
 }
