@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+// Runs every Portcullis benchmark and writes one markdown report with the machine's facts:
+//   npm run bench               full runs (~15 min; needs nginx and wrk: apt-get install -y nginx wrk)
+//   npm run bench -- --smoke    seconds-long runs that only prove the harnesses still work (run by the tests)
+// Loopback only; every load is bounded in time; every process the gateway harness starts is stopped by PID.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseArgs({
+  options: { smoke: { type: 'boolean', default: false }, out: { type: 'string' } },
+});
+const smoke = values.smoke;
+const outDir = values.out ?? join(root, 'bench', 'results');
+
+function run(title, cmd, args, cwd = root) {
+  process.stderr.write(`\n== ${title}: ${cmd} ${args.join(' ')}\n`);
+  const r = spawnSync(cmd, args, {
+    cwd,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  if (r.status !== 0) {
+    process.stderr.write(r.stdout ?? '');
+    throw new Error(`${title} failed (exit ${r.status})`);
+  }
+  return r.stdout;
+}
+
+const sections = [];
+run('build', 'npm', ['run', '--silent', 'build']);
+if (!existsSync(join(root, 'bench', 'gateway', 'node_modules'))) {
+  run(
+    'gateway harness install',
+    'npm',
+    ['ci', '--no-audit', '--no-fund', '--silent'],
+    join(root, 'bench', 'gateway'),
+  );
+}
+sections.push([
+  'Identity assertion signing',
+  run('assertion', process.execPath, [
+    join(root, 'bench/micro/assertion-sign.mjs'),
+    '--ms',
+    smoke ? '100' : '1500',
+  ]),
+]);
+sections.push([
+  'Audit log',
+  run('audit', process.execPath, [
+    join(root, 'bench/micro/audit.mjs'),
+    '--records',
+    smoke ? '20000' : '1000000',
+    '--durable',
+    smoke ? '2000' : '20000',
+  ]),
+]);
+const gatewayArgs = ['run.mjs', '--add', 'contenders.portcullis.mjs', '--out', join(outDir, 'gateway')];
+if (smoke) {
+  gatewayArgs.push(
+    '--only',
+    'direct,portcullis',
+    '--rounds',
+    '1',
+    '--warmup',
+    '1',
+    '--duration',
+    '1',
+    '--modes',
+    'single',
+  );
+  gatewayArgs.push('--retries', '0', '--quiet-wait', '0', '--max-foreign', '1000', '--tokens', '50');
+}
+const pin =
+  spawnSync('taskset', ['-c', '0', 'true']).status === 0
+    ? ['taskset', ['-c', '0', process.execPath, ...gatewayArgs]]
+    : [process.execPath, [...gatewayArgs, '--no-pin']];
+run('gateway', pin[0], pin[1], join(root, 'bench', 'gateway'));
+const reports = readdirSync(join(outDir, 'gateway'))
+  .filter((f) => f.endsWith('.md'))
+  .sort();
+const gatewayReport = readFileSync(join(outDir, 'gateway', reports.at(-1)), 'utf8');
+sections.push(['Gateway (vs peers)', gatewayReport.replace(/^# .*\n/, '')]);
+
+const cpus = os.cpus();
+const md = `# Portcullis benchmarks${smoke ? ' (smoke run: numbers mean nothing)' : ''}
+
+${new Date().toISOString()} · node ${process.version} · ${os.type()} ${os.release()} · ${cpus.length} × ${cpus[0]?.model ?? 'cpu'} · ${Math.round(os.totalmem() / 2 ** 30)} GiB
+
+${sections.map(([title, body]) => `## ${title}\n\n${body.trim()}\n`).join('\n')}`;
+mkdirSync(outDir, { recursive: true });
+const file = join(outDir, smoke ? 'smoke.md' : 'latest.md');
+writeFileSync(file, md);
+process.stdout.write(md);
+process.stderr.write(`\nreport: ${file}\n`);
+if (/INVALID/.test(gatewayReport)) {
+  process.stderr.write('a contender failed validation (see the report)\n');
+  process.exit(1);
+}
