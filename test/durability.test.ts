@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { verifyLog } from '../src/audit/index.js';
 import { openSqliteStore } from '../src/store/index.js';
-import { startRecordingUpstream, tempDir, unusedPort, writeConfigFile } from './helpers.js';
+import { startRecordingUpstream, tempDir, unusedPort, waitForHttp, writeConfigFile } from './helpers.js';
 
 /**
  * Durable mode's promise: no acknowledged record is lost. A real Portcullis process serves logins and
@@ -50,14 +50,7 @@ describe('audit durability under SIGKILL', () => {
         env: { ...process.env, NODE_ENV: 'production' },
       },
     );
-    for (let i = 0; i < 200; i++) {
-      try {
-        await fetch(`${gw}/.well-known/jwks.json`);
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    await waitForHttp(`${gw}/.well-known/jwks.json`, 10_000);
 
     const acknowledgedSessions = new Set<string>();
     const acknowledgedRequests = new Set<string>();

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileTrustedProxies } from '../src/gateway/index.js';
 import { keyResolver } from '../src/identity/index.js';
 import { verifyAssertion } from '../src/sdk/index.js';
-import { rawGet, rawRequest, type Stack, startStack, unusedPort } from './helpers.js';
+import { rawGet, rawRequest, type Stack, startStack, stopChild, unusedPort, waitForHttp } from './helpers.js';
 
 const FA = '/.portcullis/forward-auth';
 
@@ -173,19 +173,10 @@ http {
 `,
     );
     nginx = spawn(NGINX as string, ['-p', prefix, '-c', join(prefix, 'nginx.conf')], { stdio: 'ignore' });
-    for (let i = 0; i < 100; i++) {
-      try {
-        await fetch(base);
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    await waitForHttp(base);
   });
   afterAll(async () => {
-    nginx?.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 200));
-    if (nginx && nginx.exitCode === null) nginx.kill('SIGKILL');
+    await stopChild(nginx);
     await s?.close();
   });
 
@@ -294,19 +285,10 @@ http://127.0.0.1:${port} {
       stdio: 'ignore',
       env: { ...process.env, HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir },
     });
-    for (let i = 0; i < 100; i++) {
-      try {
-        await fetch(base);
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    await waitForHttp(base);
   });
   afterAll(async () => {
-    caddy?.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 200));
-    if (caddy && caddy.exitCode === null) caddy.kill('SIGKILL');
+    await stopChild(caddy);
     await s?.close();
   });
 

@@ -224,3 +224,23 @@ export function captureIO(extra: Partial<import('../src/cli/io.js').CliIO> = {})
     err: () => err,
   };
 }
+
+/** Polls `url` until something answers (any status) or `timeoutMs` pass. */
+export async function waitForHttp(url: string, timeoutMs = 5_000): Promise<void> {
+  for (let i = 0; i < timeoutMs / 50; i++) {
+    try {
+      await fetch(url);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** Stops a child process we started: SIGTERM, then SIGKILL if it is still there 200 ms later. */
+export async function stopChild(child: import('node:child_process').ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 200));
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+}

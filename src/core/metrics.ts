@@ -100,40 +100,31 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly #decisionChildren = new Map<string, { inc(): void }>();
+  readonly #children = new Map<string, unknown>();
 
-  /** Counts one decision; label children are bound once per combination. */
-  countDecision(outcome: string, route: string, rule: string): void {
-    const key = `${outcome}\u0000${route}\u0000${rule}`;
-    let child = this.#decisionChildren.get(key);
+  /** A label child bound once per label combination and reused, so the hot path does no label hashing. */
+  #child<T>(key: string, bind: () => T): T {
+    let child = this.#children.get(key) as T | undefined;
     if (child === undefined) {
-      child = this.decisions.labels({ outcome, route, rule });
-      this.#decisionChildren.set(key, child);
+      child = bind();
+      this.#children.set(key, child);
     }
-    child.inc();
+    return child;
   }
 
-  readonly #requestChildren = new Map<string, { inc(): void }>();
-  readonly #durationChildren = new Map<string, { observe(v: number): void }>();
+  /** Counts one decision. */
+  countDecision(outcome: string, route: string, rule: string): void {
+    this.#child(`d\u0000${outcome}\u0000${route}\u0000${rule}`, () =>
+      this.decisions.labels({ outcome, route, rule }),
+    ).inc();
+  }
 
-  /**
-   * Counts one gateway request. Label children are bound once per label combination and reused, so
-   * the hot path does no label hashing.
-   */
+  /** Counts one gateway request and its duration. */
   countRequest(route: string, outcome: string, statusClass: string, seconds: number): void {
-    const key = `${route}\u0000${outcome}\u0000${statusClass}`;
-    let counter = this.#requestChildren.get(key);
-    if (counter === undefined) {
-      counter = this.requests.labels({ route, outcome, status: statusClass });
-      this.#requestChildren.set(key, counter);
-    }
-    counter.inc();
-    let histogram = this.#durationChildren.get(outcome);
-    if (histogram === undefined) {
-      histogram = this.requestDuration.labels({ outcome });
-      this.#durationChildren.set(outcome, histogram);
-    }
-    histogram.observe(seconds);
+    this.#child(`r\u0000${route}\u0000${outcome}\u0000${statusClass}`, () =>
+      this.requests.labels({ route, outcome, status: statusClass }),
+    ).inc();
+    this.#child(`t\u0000${outcome}`, () => this.requestDuration.labels({ outcome })).observe(seconds);
   }
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
