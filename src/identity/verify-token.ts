@@ -83,6 +83,7 @@ export async function verifyToken(
       ...(options.typ === undefined ? {} : { typ: options.typ }),
       ...(options.currentDate === undefined ? {} : { currentDate: options.currentDate }),
     };
+    // Two calls only so TypeScript can pick jose's overload (key resolver vs key); same call at run time.
     const { payload } =
       typeof keys === 'function' ? await jwtVerify(token, keys, opts) : await jwtVerify(token, keys, opts);
     return payload;
