@@ -60,6 +60,13 @@ sections.push([
     smoke ? '2000' : '20000',
   ]),
 ]);
+sections.push([
+  'Identity',
+  run('identity', process.execPath, [
+    join(root, 'bench/micro/identity.mjs'),
+    ...(smoke ? ['--logins', '3', '--refreshes', '100', '--verifies', '100'] : []),
+  ]),
+]);
 const gatewayArgs = ['run.mjs', '--add', 'contenders.portcullis.mjs', '--out', join(outDir, 'gateway')];
 if (smoke) {
   gatewayArgs.push(

@@ -36,6 +36,7 @@ describe.skipIf(!WRK)('benchmark smoke run', () => {
     const report = readFileSync(join(t.dir, 'smoke.md'), 'utf8');
     expect(report).toMatch(/## Identity assertion signing[\s\S]*node:crypto ES256/);
     expect(report).toMatch(/## Audit log[\s\S]*\| 22,000 \|/);
+    expect(report).toMatch(/## Identity[\s\S]*refresh \(rotate/);
     expect(report).toMatch(/\| 6 Portcullis \(ES256 assertion\) \| \d+/);
     expect(report).not.toContain('INVALID');
   }, 300_000);
