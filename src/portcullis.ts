@@ -8,6 +8,7 @@ import {
   AlertEngine,
   type AlertRule,
   AuditWriter,
+  type CheckpointAnchor,
   Checkpointer,
   type CheckpointSigner,
   createAlertSinks,
@@ -15,6 +16,7 @@ import {
   FileAnchor,
   loadCheckpointSigner,
   loadFieldHasher,
+  WebhookAnchor,
 } from './audit/index.js';
 import type { Config, LoadedConfig } from './config/index.js';
 import { type Clock, createLogger, type Logger, Metrics, randomToken, systemClock } from './core/index.js';
@@ -93,6 +95,16 @@ export const anchorFileOf = (loaded: LoadedConfig) =>
     ? undefined
     : resolve(loaded.file ? dirname(loaded.file) : process.cwd(), loaded.config.audit.checkpoint.anchorFile);
 
+/** Where checkpoints are copied outside the database (file and/or webhook). */
+function checkpointAnchors(loaded: LoadedConfig): CheckpointAnchor[] {
+  const anchors: CheckpointAnchor[] = [];
+  const file = anchorFileOf(loaded);
+  if (file !== undefined) anchors.push(new FileAnchor(file));
+  const hook = loaded.config.audit.checkpoint.anchorWebhook;
+  if (hook) anchors.push(new WebhookAnchor(hook.url, hook.headers ? { headers: hook.headers } : {}));
+  return anchors;
+}
+
 /** The log's origin line in its checkpoints. */
 export const checkpointOrigin = (config: LoadedConfig['config']) =>
   config.audit.checkpoint.origin ?? `${new URL(config.identity.issuer).host}/portcullis-audit`;
@@ -144,7 +156,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       log,
       everyRecords: config.audit.checkpoint.everyRecords,
       intervalMs: config.audit.checkpoint.interval,
-      anchors: anchorFileOf(loaded) === undefined ? [] : [new FileAnchor(anchorFileOf(loaded) as string)],
+      anchors: checkpointAnchors(loaded),
     });
     const audit = new AuditWriter({
       store: store.audit,

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -18,6 +20,7 @@ import {
   treeRoot,
   verifyConsistency,
   verifyInclusion,
+  verifyLog,
 } from '../src/audit/index.js';
 import { createLogger, manualClock } from '../src/core/index.js';
 import { openSqliteStore } from '../src/store/index.js';
@@ -270,5 +273,44 @@ describe('Checkpointer', () => {
     expect((await store.audit.checkpoints()).map((c) => c.size)).toEqual([2, 5]);
     expect(errors.join()).toContain('no longer matches its last checkpoint');
     await store.close();
+  });
+});
+
+describe('checkpoint anchor webhook', () => {
+  it('POSTs each checkpoint (retrying a failing receiver); the receiver’s copy verifies the log', async () => {
+    const received: string[] = [];
+    let calls = 0;
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => {
+        body += c;
+      });
+      req.on('end', () => {
+        calls += 1;
+        if (calls === 1) return res.writeHead(503).end();
+        received.push(body);
+        res.writeHead(201).end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/anchor`;
+    const s = await startStack({
+      audit: { decisions: 'batched', flushInterval: '10ms', checkpoint: { anchorWebhook: { url } } },
+    });
+    try {
+      await s.login(s.users.viewer.username, s.users.viewer.password);
+      await s.pc.core.checkpointer.checkpoint();
+      expect(calls).toBe(2);
+      expect(received).toHaveLength(1);
+      const anchored = received.map((b) => JSON.parse(b));
+      expect(
+        openCheckpoint(anchored[0].note, parseVerifierKey(s.pc.core.checkpointSigner.verifierKey)).size,
+      ).toBe(anchored[0].size);
+      const v = await verifyLog(s.pc.core.store.audit.scan(), [], { anchored });
+      expect(v).toMatchObject({ ok: true, checkpointsVerified: 1 });
+    } finally {
+      await s.close();
+      receiver.close();
+    }
   });
 });

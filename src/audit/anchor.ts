@@ -1,5 +1,6 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { request } from 'undici';
 import type { StoredCheckpoint } from '../store/index.js';
 
 /**
@@ -61,4 +62,47 @@ export function readAnchorFile(file: string): StoredCheckpoint[] {
     }
   });
   return out;
+}
+
+/**
+ * POSTs each checkpoint, as the same JSON object a {@link FileAnchor} line holds, to a receiver that
+ * keeps them (another team's service, a transparency log witness). Whatever the receiver stores can be
+ * handed to `audit verify --anchor FILE` as JSON lines. Retried with back-off; a checkpoint that cannot be
+ * delivered is reported (the next one carries the whole history's root anyway).
+ */
+export class WebhookAnchor implements CheckpointAnchor {
+  readonly name: string;
+  readonly #url: string;
+  readonly #headers: Readonly<Record<string, string>>;
+  readonly #attempts: number;
+
+  constructor(url: string, options: { headers?: Readonly<Record<string, string>>; attempts?: number } = {}) {
+    this.#url = url;
+    this.#headers = options.headers ?? {};
+    this.#attempts = options.attempts ?? 5;
+    this.name = `webhook:${new URL(url).origin}`;
+  }
+
+  async publish(cp: StoredCheckpoint): Promise<void> {
+    const body = JSON.stringify({ size: cp.size, root: cp.root, note: cp.note, createdAt: cp.createdAt });
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= this.#attempts; attempt++) {
+      try {
+        const res = await request(this.#url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...this.#headers },
+          body,
+          headersTimeout: 5_000,
+          bodyTimeout: 5_000,
+        });
+        await res.body.dump();
+        if (res.statusCode >= 200 && res.statusCode < 300) return;
+        lastError = new Error(`anchor webhook answered ${res.statusCode}`);
+      } catch (err) {
+        lastError = err;
+      }
+      if (attempt < this.#attempts) await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)));
+    }
+    throw lastError;
+  }
 }

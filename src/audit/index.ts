@@ -7,7 +7,7 @@ export {
   DEFAULT_ALERT_RULES,
   type Severity,
 } from './alerts.js';
-export { type CheckpointAnchor, FileAnchor, readAnchorFile } from './anchor.js';
+export { type CheckpointAnchor, FileAnchor, readAnchorFile, WebhookAnchor } from './anchor.js';
 export { canonicalJson } from './canonical.js';
 export { chainHash, GENESIS_HASH } from './chain.js';
 export {

@@ -271,6 +271,13 @@ export const configSchema = z
             keyFile: z.string().min(1).optional(),
             /** Append every checkpoint to this JSON-lines file too — put it outside the data directory. */
             anchorFile: z.string().min(1).optional(),
+            /** POST every checkpoint to a receiver that keeps them (JSON: size, root, note, createdAt). */
+            anchorWebhook: z
+              .strictObject({
+                url: z.url({ protocol: /^https?$/ }),
+                headers: z.record(z.string(), z.string()).optional(),
+              })
+              .optional(),
           })
           .prefault({}),
       })
