@@ -170,7 +170,9 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       },
       onFailure: (reason) => metrics.auditFailures.inc({ reason }),
       spoolLimit: config.audit.spoolLimit,
-      failOpen: config.audit.failOpen,
+      // Decision records are `gateway.decision`; every other record is an identity/admin/key/security event.
+      failOpen: (type) =>
+        type === 'gateway.decision' ? config.audit.failOpen.decisions : config.audit.failOpen.identity,
       redact: fieldHasher.redact,
     });
     auditAlert = (alert) => {

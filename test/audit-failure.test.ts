@@ -71,3 +71,37 @@ describe('when the audit log cannot be written', () => {
     ).toMatchObject({ ok: true });
   });
 });
+
+describe('failing open, per event class', () => {
+  it('with decisions set to fail open, requests keep flowing (records dropped and counted) while logins still fail closed', async () => {
+    const s = await startStack({
+      audit: { decisions: 'batched', flushInterval: '10ms', spoolLimit: 3, failOpen: { decisions: true } },
+    });
+    try {
+      const token = (await s.login(s.users.viewer.username, s.users.viewer.password)).body
+        .access_token as string;
+      const conn = new Database(`${s.dataDir}/portcullis.db`);
+      conn.exec(
+        `CREATE TRIGGER audit_full BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;`,
+      );
+      conn.close();
+      for (let i = 0; i < 8; i++) {
+        const res = await fetch(`${s.pc.gatewayUrl}/api/orders`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        expect(res.status).toBe(200);
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      expect((await s.login(s.users.viewer.username, s.users.viewer.password)).status).toBe(503);
+      const text = await (await fetch(`${s.pc.adminUrl}/metrics`)).text();
+      expect(
+        Number(/portcullis_audit_failures_total\{reason="spool_full"\} (\d+)/.exec(text)?.[1]),
+      ).toBeGreaterThan(0);
+      const fix = new Database(`${s.dataDir}/portcullis.db`);
+      fix.exec('DROP TRIGGER audit_full');
+      fix.close();
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -43,7 +43,7 @@ describe('config loader', () => {
     expect(config.identity.sessionTtl).toBe(12 * 3600 * 1000);
     expect(config.audit.decisions).toBe('batched');
     expect(config.audit.identity).toBe('durable');
-    expect(config.audit.failOpen).toBe(false);
+    expect(config.audit.failOpen).toEqual({ decisions: false, identity: false });
     expect(config.audit.sensitiveFields).toEqual(['ip', 'username']);
   });
 

@@ -25,8 +25,8 @@ export interface AuditWriterOptions {
   onFailure?: (reason: 'append_failed' | 'spool_full') => void;
   /** Records kept in memory while the store cannot be written; past it, writes are refused. */
   spoolLimit?: number;
-  /** When the spool is full: drop records and carry on (true) instead of refusing (false, default). */
-  failOpen?: boolean;
+  /** When the spool is full: whether a record of this type is dropped (true) instead of refused (false, default). */
+  failOpen?: (type: string) => boolean;
   /** Replaces sensitive fields (e.g. by their HMAC) before a record is serialized. */
   redact?: (data: Record<string, unknown>) => Record<string, unknown>;
 }
@@ -52,7 +52,7 @@ export class AuditWriter {
   #retryMs = 0;
 
   constructor(opts: AuditWriterOptions) {
-    this.#opts = { maxBatch: 512, spoolLimit: 10_000, failOpen: false, ...opts };
+    this.#opts = { maxBatch: 512, spoolLimit: 10_000, failOpen: () => false, ...opts };
   }
 
   /**
@@ -64,7 +64,7 @@ export class AuditWriter {
     if (this.#closed) return Promise.reject(new AuditUnavailableError('audit writer is closed'));
     if (this.#queue.length >= this.#opts.spoolLimit) {
       this.#opts.onFailure?.('spool_full');
-      if (!this.#opts.failOpen)
+      if (!this.#opts.failOpen(event.type))
         throw new AuditUnavailableError('the audit log cannot be written and its spool is full');
       return Promise.resolve();
     }

@@ -251,8 +251,16 @@ export const configSchema = z
         flushInterval: duration.default(50).refine((ms) => ms <= 5_000, 'flushInterval must be at most 5s'),
         /** Records held in memory while the store cannot be written (short stalls); past it, requests are refused. */
         spoolLimit: z.number().int().min(1).max(10_000_000).default(10_000),
-        /** When the log cannot be written and the spool is full: refuse requests (false, default) or drop records (true). */
-        failOpen: z.boolean().default(false),
+        /**
+         * When the log cannot be written and the spool is full, per event class: refuse (false, default)
+         * or drop the record and carry on (true). `true`/`false` sets every class.
+         */
+        failOpen: z
+          .union([
+            z.boolean().transform((v) => ({ decisions: v, identity: v })),
+            z.strictObject({ decisions: z.boolean().default(false), identity: z.boolean().default(false) }),
+          ])
+          .default({ decisions: false, identity: false }),
         /** Record fields stored as keyed HMACs (`hmac-sha256:…`) so the log can be shared; `[]` keeps them clear. */
         sensitiveFields: z.array(z.string().min(1)).default(['ip', 'username']),
         /** Signed checkpoints of the log's Merkle tree (C2SP tlog-checkpoint, Ed25519). */
