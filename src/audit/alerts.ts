@@ -124,7 +124,9 @@ export class AlertEngine {
       let data: Record<string, unknown> | undefined;
       for (const rule of this.#o.rules) {
         if (!typeMatches(rule.type, record.type)) continue;
-        data ??= JSON.parse(record.data) as Record<string, unknown>;
+        data ??=
+          (record as { parsed?: Record<string, unknown> }).parsed ??
+          (JSON.parse(record.data) as Record<string, unknown>);
         if (!Object.entries(rule.where).every(([k, v]) => data?.[k] === v)) continue;
         this.#count(rule, record, data);
       }

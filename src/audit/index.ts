@@ -60,4 +60,5 @@ export {
   AuditUnavailableError,
   AuditWriter,
   type AuditWriterOptions,
+  type CommittedRecord,
 } from './writer.js';

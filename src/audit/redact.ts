@@ -28,8 +28,17 @@ export function loadFieldHasher(keyFile: string, fields: readonly string[]): Fie
   if (raw.length < 32) throw new Error(`${keyFile}: the audit HMAC key must be at least 32 bytes`);
   const key: KeyObject = createSecretKey(raw);
   const sensitive = new Set(fields);
-  const hash = (value: string) =>
-    `${HMAC_PREFIX}${createHmac('sha256', key).update(value).digest('base64url')}`;
+  // The same few values (client IPs, usernames) recur constantly: remember their HMACs, bounded.
+  const memo = new Map<string, string>();
+  const hash = (value: string) => {
+    let h = memo.get(value);
+    if (h === undefined) {
+      h = `${HMAC_PREFIX}${createHmac('sha256', key).update(value).digest('base64url')}`;
+      if (memo.size >= 10_000) memo.clear();
+      memo.set(value, h);
+    }
+    return h;
+  };
   return {
     hash,
     redact(data) {

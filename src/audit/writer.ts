@@ -5,6 +5,9 @@ import { chainHash, GENESIS_HASH } from './chain.js';
 
 export type AuditMode = 'durable' | 'batched';
 
+/** A committed record, with the data object it was written from. */
+export type CommittedRecord = AuditRecord & { parsed?: Record<string, unknown> | undefined };
+
 export interface AuditEvent {
   /** Dotted event type, e.g. `auth.login.succeeded`, `gateway.decision`. */
   type: string;
@@ -19,8 +22,11 @@ export interface AuditWriterOptions {
   flushIntervalMs: number;
   /** A batch is committed at once when it reaches this size. */
   maxBatch?: number;
-  /** Called with the records of each committed batch, in order (metrics, checkpoints). */
-  onCommit?: (records: readonly AuditRecord[]) => void;
+  /**
+   * Called with the records of each committed batch, in order (metrics, checkpoints, alerts), each with
+   * its data object as `parsed` (what `data` serializes), so observers need not parse it again.
+   */
+  onCommit?: (records: readonly CommittedRecord[]) => void;
   /** Called when a batch could not be committed, or a record was refused because the spool is full. */
   onFailure?: (reason: 'append_failed' | 'spool_full') => void;
   /** Records kept in memory while the store cannot be written; past it, writes are refused. */
@@ -44,7 +50,7 @@ export class AuditWriter {
   readonly #opts: Required<Omit<AuditWriterOptions, 'onCommit' | 'onFailure' | 'redact'>> &
     Pick<AuditWriterOptions, 'onCommit' | 'onFailure' | 'redact'>;
   /** Queued drafts; `durable` ones have a waiter and are never retried once their waiter was failed. */
-  #queue: Array<AuditDraft & { durable: boolean }> = [];
+  #queue: Array<AuditDraft & { durable: boolean; parsed: Record<string, unknown> }> = [];
   #waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
@@ -74,6 +80,7 @@ export class AuditWriter {
       type: event.type,
       data: canonicalJson(data),
       durable: mode === 'durable',
+      parsed: data,
     });
     if (mode === 'durable') {
       const p = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
@@ -149,7 +156,7 @@ export class AuditWriter {
     this.#retryMs = 0;
     for (const w of waiters) w.resolve();
     try {
-      this.#opts.onCommit?.(records);
+      this.#opts.onCommit?.(records.map((r, i) => ({ ...r, parsed: batch[i]?.parsed })));
     } catch (err) {
       // Committed is committed: a failing observer (metrics, checkpoints, alerts) must not re-queue it.
       this.#opts.log.error({ err }, 'audit commit observer failed');
