@@ -66,3 +66,41 @@ export class DeliveryQueue {
     }
   }
 }
+
+/** Bounds shared by the network sinks. */
+export interface QueueLimits {
+  maxQueue: number;
+  maxAttempts: number;
+  onDrop?: (alert: Alert, why: 'queue_full' | 'gave_up', err?: unknown) => void;
+}
+
+/** A sink that delivers through a {@link DeliveryQueue}: subclasses say how one alert is delivered. */
+export abstract class QueuedSink {
+  abstract readonly name: string;
+  readonly #queue: DeliveryQueue;
+
+  constructor(limits: QueueLimits) {
+    this.#queue = new DeliveryQueue((alert) => this.deliver(alert), {
+      maxQueue: limits.maxQueue,
+      maxAttempts: limits.maxAttempts,
+      baseDelayMs: 200,
+      ...(limits.onDrop ? { onDrop: limits.onDrop } : {}),
+    });
+  }
+
+  /** Delivers one alert; throwing means "retry later". */
+  protected abstract deliver(alert: Alert): Promise<void>;
+
+  send(alert: Alert): void {
+    this.#queue.push(alert);
+  }
+
+  /** Resolves when everything sent so far was delivered or given up. */
+  idle(): Promise<void> {
+    return this.#queue.idle();
+  }
+
+  close(): Promise<void> {
+    return this.#queue.close();
+  }
+}

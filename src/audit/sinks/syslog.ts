@@ -2,7 +2,7 @@ import { type Socket, connect as tcpConnect } from 'node:net';
 import { hostname } from 'node:os';
 import { connect as tlsConnect } from 'node:tls';
 import type { Alert, AlertSink, Severity } from '../alerts.js';
-import { DeliveryQueue } from './queue.js';
+import { QueuedSink } from './queue.js';
 
 /** RFC 5424 severities for our alert levels; facility 10 (authpriv: security/authorization). */
 const SEVERITY: Record<Severity, number> = { critical: 2, warning: 4, info: 6 };
@@ -36,33 +36,23 @@ export interface SyslogSinkOptions {
  * Sends alerts to a syslog collector over TCP or TLS, RFC 6587 octet-counting framing
  * (`<length> <message>`), reconnecting as needed.
  */
-export class SyslogSink implements AlertSink {
+export class SyslogSink extends QueuedSink implements AlertSink {
   readonly name: string;
   readonly #o: SyslogSinkOptions;
-  readonly #queue: DeliveryQueue;
   #socket: Socket | undefined;
 
   constructor(o: SyslogSinkOptions) {
+    super(o);
     this.#o = o;
     this.name = `syslog${o.tls ? '+tls' : ''}:${o.host}:${o.port}`;
-    this.#queue = new DeliveryQueue((alert) => this.#write(formatRfc5424(alert, o.appName)), {
-      maxQueue: o.maxQueue,
-      maxAttempts: o.maxAttempts,
-      baseDelayMs: 200,
-      ...(o.onDrop ? { onDrop: o.onDrop } : {}),
-    });
   }
 
-  send(alert: Alert): void {
-    this.#queue.push(alert);
+  protected deliver(alert: Alert): Promise<void> {
+    return this.#write(formatRfc5424(alert, this.#o.appName));
   }
 
-  idle(): Promise<void> {
-    return this.#queue.idle();
-  }
-
-  async close(): Promise<void> {
-    await this.#queue.close();
+  override async close(): Promise<void> {
+    await super.close();
     this.#socket?.end();
     this.#socket = undefined;
   }

@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import type { Alert, AlertSink } from '../alerts.js';
-import { DeliveryQueue } from './queue.js';
+import { QueuedSink } from './queue.js';
 
 export interface WebhookSinkOptions {
   url: string;
@@ -12,43 +12,25 @@ export interface WebhookSinkOptions {
 }
 
 /** POSTs each alert as JSON; non-2xx and network errors are retried with back-off. */
-export class WebhookSink implements AlertSink {
+export class WebhookSink extends QueuedSink implements AlertSink {
   readonly name: string;
-  readonly #queue: DeliveryQueue;
+  readonly #o: WebhookSinkOptions;
 
   constructor(o: WebhookSinkOptions) {
+    super(o);
+    this.#o = o;
     this.name = `webhook:${new URL(o.url).origin}`;
-    this.#queue = new DeliveryQueue(
-      async (alert) => {
-        const res = await request(o.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', ...o.headers },
-          body: JSON.stringify({ alert }),
-          headersTimeout: o.timeoutMs,
-          bodyTimeout: o.timeoutMs,
-        });
-        await res.body.dump();
-        if (res.statusCode < 200 || res.statusCode >= 300)
-          throw new Error(`webhook answered ${res.statusCode}`);
-      },
-      {
-        maxQueue: o.maxQueue,
-        maxAttempts: o.maxAttempts,
-        baseDelayMs: 200,
-        ...(o.onDrop ? { onDrop: o.onDrop } : {}),
-      },
-    );
   }
 
-  send(alert: Alert): void {
-    this.#queue.push(alert);
-  }
-
-  idle(): Promise<void> {
-    return this.#queue.idle();
-  }
-
-  close(): Promise<void> {
-    return this.#queue.close();
+  protected async deliver(alert: Alert): Promise<void> {
+    const res = await request(this.#o.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...this.#o.headers },
+      body: JSON.stringify({ alert }),
+      headersTimeout: this.#o.timeoutMs,
+      bodyTimeout: this.#o.timeoutMs,
+    });
+    await res.body.dump();
+    if (res.statusCode < 200 || res.statusCode >= 300) throw new Error(`webhook answered ${res.statusCode}`);
   }
 }
