@@ -39,12 +39,11 @@ export async function inclusionBundle(
     throw new RangeError(`need 1 <= seq <= size <= ${leaves.length}`);
   }
   let record: InclusionBundle['record'] | undefined;
-  for await (const r of store.scan()) {
-    if (r.seq === seq) {
-      if (!recordLeaf(r).equals(leaves[seq - 1] as Buffer)) throw new Error('record changed while proving');
-      record = { seq: r.seq, ts: r.ts, type: r.type, data: JSON.parse(r.data) };
-      break;
-    }
+  for await (const r of store.scan(seq)) {
+    if (r.seq !== seq || !recordLeaf(r).equals(leaves[seq - 1] as Buffer))
+      throw new Error('record changed while proving');
+    record = { seq: r.seq, ts: r.ts, type: r.type, data: JSON.parse(r.data) };
+    break;
   }
   if (!record) throw new RangeError(`no record ${seq}`);
   return {
