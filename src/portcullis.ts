@@ -38,7 +38,7 @@ import {
   PasswordHasher,
   TokenService,
 } from './identity/index.js';
-import { compileRoleRules } from './policy/index.js';
+import { loadPolicy } from './policy/index.js';
 import { MemoryRateLimitStore } from './ratelimit/index.js';
 import { openSqliteStore, type Store } from './store/index.js';
 
@@ -391,6 +391,9 @@ async function buildGateway(
     key: core.keys.assertion,
   });
   try {
+    const policy = loadPolicy(loaded);
+    for (const w of policy.warnings)
+      core.log.warn({ file: w.file, line: w.line, rule: w.ruleId }, `policy: ${w.message}`);
     const gateway: Gateway = {
       config,
       routes: new RouteTable(config.routes, (r) => {
@@ -410,7 +413,7 @@ async function buildGateway(
       }),
       identity: core.identity,
       keys: core.keys,
-      policy: compileRoleRules(config.policy.rules),
+      policy,
       rateLimits,
       isTrustedProxy: compileTrustedProxies(config.gateway.trustedProxies),
       audit: core.audit,

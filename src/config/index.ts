@@ -1,6 +1,14 @@
 export { parseDuration } from './duration.js';
 export { ConfigError, type ConfigIssue } from './errors.js';
-export { defineConfig, type LoadedConfig, loadConfigFile, parseConfigText } from './load.js';
+export {
+  defineConfig,
+  type LoadedConfig,
+  type Locate,
+  loadConfigFile,
+  parseConfigText,
+  parseYamlDocument,
+  type SourceLocation,
+} from './load.js';
 export {
   type AlertSinkConfig,
   type Config,
@@ -9,7 +17,10 @@ export {
   type ExternalIssuerConfig,
   type HttpMethod,
   OWN_ISSUER_ID,
+  type PolicyConfig,
+  type PolicyDocument,
   type PolicyRuleConfig,
+  policyDocument,
   type RouteConfig,
   type UpstreamConfig,
 } from './schema.js';

@@ -1,8 +1,18 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, visit } from 'yaml';
+import type { z } from 'zod';
 import { ConfigError, type ConfigIssue, formatPath } from './errors.js';
 import { type Config, type ConfigInput, configSchema } from './schema.js';
+
+/** Where a value of a loaded YAML document is: file, line and column (1-based). */
+export interface SourceLocation {
+  file: string;
+  line: number;
+  column: number;
+}
+/** Finds a config path (`['policy', 'rules', 2, 'when']`) in the file it came from. */
+export type Locate = (path: readonly (string | number)[]) => SourceLocation;
 
 /** A loaded config plus where it came from: relative paths in it are resolved against `baseDir`. */
 export interface LoadedConfig {
@@ -11,6 +21,8 @@ export interface LoadedConfig {
   file: string | undefined;
   /** Absolute data directory (config `dataDir` resolved against the config file's folder). */
   dataDir: string;
+  /** Where a config path is in the file (line 0 for a config given as an object). */
+  locate?: Locate;
 }
 
 const REF = /\$\{(env|file):([^}]+)\}/g;
@@ -42,6 +54,21 @@ export function parseConfigText(
   file: string,
   env: NodeJS.ProcessEnv = process.env,
 ): LoadedConfig {
+  const { data, locate } = parseYamlDocument(text, file, configSchema, env);
+  return { config: data, file, dataDir: resolve(dirname(file), data.dataDir), locate };
+}
+
+/**
+ * Parses and validates one YAML document against `schema`, with the same error reporting as the
+ * config (file:line:column for YAML errors, unknown keys and wrong values) and `${env:}`/`${file:}`
+ * references. Returns the data and a locator for its paths.
+ */
+export function parseYamlDocument<S extends z.ZodType>(
+  text: string,
+  file: string,
+  schema: S,
+  env: NodeJS.ProcessEnv = process.env,
+): { data: z.output<S>; locate: Locate } {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   const at = (offset: number | undefined): { line: number; column: number } => {
@@ -98,7 +125,7 @@ export function parseConfigText(
   if (refIssues.length > 0) throw new ConfigError(refIssues);
 
   const raw: unknown = doc.toJS() ?? {};
-  const result = configSchema.safeParse(raw);
+  const result = schema.safeParse(raw);
   if (!result.success) {
     const issues = result.error.issues.flatMap((issue): ConfigIssue[] => {
       const path = issue.path as (string | number)[];
@@ -118,7 +145,8 @@ export function parseConfigText(
     });
     throw new ConfigError(issues.sort((a, b) => a.line - b.line || a.column - b.column));
   }
-  return { config: result.data, file, dataDir: resolve(baseDir, result.data.dataDir) };
+  const locate: Locate = (path) => ({ file, ...at(nearestNode(doc.contents, path)?.range?.[0]) });
+  return { data: result.data, locate };
 }
 
 /**
@@ -141,7 +169,12 @@ export function defineConfig(input: ConfigInput, baseDir = process.cwd()): Loade
       })),
     );
   }
-  return { config: result.data, file: undefined, dataDir: resolve(baseDir, result.data.dataDir) };
+  return {
+    config: result.data,
+    file: undefined,
+    dataDir: resolve(baseDir, result.data.dataDir),
+    locate: () => ({ file: '(object)', line: 0, column: 0 }),
+  };
 }
 
 function child(node: unknown, key: string | number): unknown {

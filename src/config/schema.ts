@@ -105,21 +105,110 @@ const route = z.strictObject({
   upstream: id,
   /** Issuers whose bearer tokens this route accepts: `portcullis` (our own) and/or ids from `issuers`. */
   issuers: z.array(id).min(1).default([OWN_ISSUER_ID]),
+  /** Named action per method (`{ GET: orders:read, POST: orders:write }`), what policy rules and role permissions see as `action`; unmapped methods are their own action. */
+  actions: z.partialRecord(httpMethod, z.string().regex(/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$/)).optional(),
+  /** The resource type policy sees for this route (`resource.type`). */
+  resourceType: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9_]*$/)
+    .optional(),
   /** Largest request body forwarded on this route (413 past it, whether announced or streamed). */
   maxBodyBytes: z.number().int().min(0).max(10_737_418_240).default(1_048_576),
   /** Per-principal rate limit on this route (GCRA); omitted = none. 429 with Retry-After when exceeded. */
   rateLimit: rateLimit.optional(),
 });
 
-const policyRule = z.strictObject({
-  id,
-  effect: z.literal('allow').default('allow'),
-  /** Route ids this rule applies to. */
-  routes: z.array(id).min(1),
-  /** Methods this rule allows; omitted = every method of the route. */
+/** A rule id: also used in explanations, audit records and metrics labels. */
+const ruleId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, 'expected a rule id of letters, digits, _ . : and -');
+const roleName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$/, 'expected a role name without spaces or commas');
+/** An action name (`orders:write`) or pattern (`orders:*`, `*`). */
+const actionPattern = z
+  .string()
+  .regex(/^(\*|[A-Za-z0-9_.-]+(:[A-Za-z0-9_.*-]+)*)$/, 'expected an action such as orders:write or orders:*');
+/** A SPIFFE ID, or a pattern where `*` matches one path segment and a final `/**` any number. */
+const spiffePattern = z
+  .string()
+  .regex(
+    /^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._*-]+)*(\/\*\*)?$/,
+    'expected spiffe://trust-domain/path (with * or a final /**)',
+  );
+/** A CEL type for an attribute: string, int, double, bool, list<string>, map<string, dyn>, dyn… */
+const celType = z
+  .string()
+  .regex(/^[a-z][a-z0-9_<>, ]*$/, 'expected a CEL type such as string, int or list<string>');
+const attributeSchema = z.record(
+  z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an attribute name (letters, digits, _)'),
+  celType,
+);
+
+export const policyRule = z.strictObject({
+  id: ruleId,
+  description: z.string().optional(),
+  effect: z.enum(['allow', 'deny']).default('allow'),
+  /** Who (any of): roles (with inheritance), groups, user ids, service SPIFFE IDs or patterns. None = anyone authenticated. */
+  roles: z.array(roleName).min(1).optional(),
+  groups: z.array(z.string().min(1)).min(1).optional(),
+  users: z.array(z.string().min(1)).min(1).optional(),
+  services: z.array(spiffePattern).min(1).optional(),
+  /** Named actions or patterns (`orders:write`, `orders:*`); omitted = any. */
+  actions: z.array(actionPattern).min(1).optional(),
+  /** HTTP methods (HEAD counts as GET); omitted = any. */
   methods: z.array(httpMethod).min(1).optional(),
-  /** Roles allowed (any of). */
-  roles: z.array(z.string().min(1)).min(1),
+  /** Route ids; omitted = any route. */
+  routes: z.array(id).min(1).optional(),
+  /** Canonical path patterns (`/orders/:id`, `/admin/*`); omitted = any path. */
+  paths: z.array(pathPattern).min(1).optional(),
+  /** Resource types (`Document`); omitted = any type. */
+  types: z
+    .array(z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/))
+    .min(1)
+    .optional(),
+  /** A CEL condition over principal, resource, action, request and context. */
+  when: z.string().min(1).max(4096).optional(),
+  /** An obligation: when not met, a would-be allow becomes a challenge (step-up). */
+  require: z
+    .strictObject({
+      mfa: z.boolean().optional(),
+      maxAge: duration.optional(),
+      acr: z.string().min(1).optional(),
+    })
+    .optional(),
+});
+
+const roleDefinition = z.strictObject({
+  description: z.string().optional(),
+  /** Roles this role includes: their holders' rules apply to it too. */
+  includes: z.array(roleName).default([]),
+  /** Actions this role may perform on any resource (`orders:write`, `orders:*`). */
+  permissions: z.array(actionPattern).default([]),
+});
+
+/** A policy document (the config's `policy` section, or one file of `policy.files`). */
+export const policyDocument = z.strictObject({
+  rules: z.array(policyRule).default([]),
+  roles: z.record(roleName, roleDefinition).default({}),
+});
+
+const policySection = policyDocument.extend({
+  /** Declared attributes: a condition naming an undeclared attribute of a declared object fails to load. */
+  schema: z
+    .strictObject({
+      principal: attributeSchema.optional(),
+      /** Attributes every resource may have. */
+      resource: attributeSchema.optional(),
+      /** Attributes by resource type (merged with `resource`). */
+      resourceTypes: z.record(z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/), attributeSchema).optional(),
+      context: attributeSchema.optional(),
+    })
+    .prefault({}),
+  /** More policy documents: YAML files, or folders of them (read in name order). */
+  files: z.array(z.string().min(1)).default([]),
+  /** Authentication context classes from weakest to strongest, for `require.acr`. */
+  acrLevels: z.array(z.string().min(1)).min(1).default(['aal1', 'aal2', 'aal3']),
 });
 
 const argon2Params = z.strictObject({
@@ -241,7 +330,7 @@ export const configSchema = z
     issuers: z.record(id, externalIssuer).default({}),
     upstreams: z.record(id, upstream),
     routes: z.array(route).min(1),
-    policy: z.strictObject({ rules: z.array(policyRule).default([]) }).prefault({}),
+    policy: policySection.prefault({}),
     audit: z
       .strictObject({
         /** `batched`: decisions are group-committed within `flushInterval`; `durable`: written before the response. */
@@ -330,7 +419,7 @@ export const configSchema = z
           message: `duplicate rule id "${rule.id}"`,
         });
       ruleIds.add(rule.id);
-      rule.routes.forEach((rid, j) => {
+      rule.routes?.forEach((rid, j) => {
         if (!seen.has(rid))
           ctx.addIssue({
             code: 'custom',
@@ -348,5 +437,7 @@ export type ConfigInput = z.input<typeof configSchema>;
 export type RouteConfig = Config['routes'][number];
 export type UpstreamConfig = Config['upstreams'][string];
 export type PolicyRuleConfig = Config['policy']['rules'][number];
+export type PolicyConfig = Config['policy'];
+export type PolicyDocument = z.output<typeof policyDocument>;
 export type ExternalIssuerConfig = Config['issuers'][string];
 export type AlertSinkConfig = Config['alerts']['sinks'][number];

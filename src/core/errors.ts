@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   invalid_token: { status: 401, message: 'The access token is invalid or expired.' },
   session_revoked: { status: 401, message: 'The session has ended; sign in again.' },
   invalid_credentials: { status: 401, message: 'The username or password is incorrect.' },
+  step_up_required: { status: 401, message: 'This action needs a fresh or stronger sign-in.' },
   forbidden: { status: 403, message: 'You are not allowed to perform this action.' },
   route_not_found: { status: 404, message: 'No route matches this request.' },
   method_not_allowed: { status: 405, message: 'This method is not allowed on this route.' },

@@ -13,6 +13,10 @@ export interface Principal {
   readonly amr: readonly string[];
   /** `jti` of the access token that authenticated the request. */
   readonly tokenId: string;
+  /** When the user last authenticated (ms; the token's `auth_time`), for policies' `maxAge`. */
+  readonly authTime?: number;
+  /** Authentication context class (the token's `acr`), for policies' `require.acr`. */
+  readonly acr?: string;
 }
 
 /**

@@ -10,7 +10,12 @@ export function decisionRecord(
 ): Record<string, unknown> {
   return {
     requestId: ctx.requestId,
-    outcome: error ? 'deny' : (ctx.decision?.outcome ?? 'allow'),
+    outcome:
+      ctx.decision?.outcome === 'challenge'
+        ? 'challenge'
+        : error
+          ? 'deny'
+          : (ctx.decision?.outcome ?? 'allow'),
     status: error?.status,
     code: error?.code,
     ruleIds: ctx.decision?.ruleIds ?? [],

@@ -15,6 +15,9 @@ export interface CompiledRoute<U> {
   /** Issuers whose bearer tokens the route accepts. */
   readonly issuers: ReadonlySet<string>;
   readonly maxBodyBytes: number;
+  /** Named action per method, for policy (`GET` → `orders:read`). */
+  readonly actions: Readonly<Partial<Record<string, string>>> | undefined;
+  readonly resourceType: string | undefined;
   /** Per-principal quota, with its `RateLimit-Policy` header value computed at load. */
   readonly rateLimit: (Quota & { readonly policyHeader: string }) | undefined;
   readonly upstream: U;
@@ -85,6 +88,9 @@ export class RouteTable<U> {
         allow: [...methods].join(', '),
         issuers: new Set(r.issuers),
         maxBodyBytes: r.maxBodyBytes,
+        // HEAD is a GET without a body: it is the same action unless mapped on its own.
+        actions: r.actions && { HEAD: r.actions.GET, ...r.actions },
+        resourceType: r.resourceType,
         rateLimit: r.rateLimit && {
           ...r.rateLimit,
           policyHeader: `"${r.id}";q=${r.rateLimit.limit};w=${Math.max(1, Math.round(r.rateLimit.windowMs / 1000))}`,

@@ -138,7 +138,7 @@ export class BearerAuthenticator {
     } catch (err) {
       throw invalid(err instanceof TokenVerificationError ? err.message : 'token is invalid', err);
     }
-    const { sub, jti, exp, nbf, amr } = claims;
+    const { sub, jti, exp, nbf, amr, auth_time, acr } = claims;
     const rawRoles = claims[config.rolesClaim];
     const roles = typeof rawRoles === 'string' ? rawRoles.split(' ').filter((r) => r !== '') : rawRoles;
     if (typeof sub !== 'string' || sub === '' || !isStringArray(roles))
@@ -155,6 +155,10 @@ export class BearerAuthenticator {
         roles: plainRoles,
         amr: isStringArray(amr) ? amr : [],
         tokenId: typeof jti === 'string' ? jti : '',
+        ...(typeof auth_time === 'number' && Number.isFinite(auth_time)
+          ? { authTime: auth_time * 1000 }
+          : {}),
+        ...(typeof acr === 'string' ? { acr } : {}),
       },
       expiresAt: exp ?? 0,
       notBefore: nbf ?? 0,

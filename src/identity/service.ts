@@ -241,6 +241,7 @@ export class IdentityService {
       sessionId: session.id,
       roles: user.roles,
       amr: session.amr,
+      authTime: session.createdAt,
     });
     return {
       access_token: access,

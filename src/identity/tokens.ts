@@ -32,6 +32,8 @@ export interface AccessTokenSubject {
   sessionId: SessionId;
   roles: readonly string[];
   amr: readonly string[];
+  /** When the user authenticated (ms): the session's start, or its last step-up. */
+  authTime: number;
 }
 
 /**
@@ -55,7 +57,12 @@ export class TokenService {
   async issueAccessToken(subject: AccessTokenSubject): Promise<string> {
     const key = this.#opts.keys.accessToken;
     const now = Math.floor(this.#opts.clock.now() / 1000);
-    return new SignJWT({ sid: subject.sessionId, roles: [...subject.roles], amr: [...subject.amr] })
+    return new SignJWT({
+      sid: subject.sessionId,
+      roles: [...subject.roles],
+      amr: [...subject.amr],
+      auth_time: Math.floor(subject.authTime / 1000),
+    })
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
       .setIssuer(this.#opts.issuer)
       .setAudience(this.#opts.audience)
@@ -93,7 +100,7 @@ export class TokenService {
         headers: INVALID_TOKEN_CHALLENGE,
       });
     }
-    const { sub, sid, roles, amr, jti, exp, nbf } = claims;
+    const { sub, sid, roles, amr, jti, exp, nbf, auth_time } = claims;
     if (
       typeof sub !== 'string' ||
       typeof sid !== 'string' ||
@@ -115,6 +122,7 @@ export class TokenService {
         roles,
         amr,
         tokenId: jti,
+        ...(typeof auth_time === 'number' ? { authTime: auth_time * 1000 } : {}),
       },
       expiresAt: exp ?? 0,
       notBefore: nbf ?? 0,
