@@ -6,6 +6,8 @@
  * - {@link verifyToken} + {@link keyResolver} — verify a JWT against a JWKS (object or URL) with pinned algorithms.
  * - {@link verifyAssertion} — for apps behind the gateway: verify the per-request identity assertion.
  * - {@link verifyLog}, {@link verifyInclusion}, {@link verifyConsistency}, {@link openCheckpoint} — check the audit log and its proofs offline.
+ * - {@link compilePolicy} + {@link policySpec} (or {@link loadPolicy} from a config) — the policy engine:
+ *   `decide()` (allow | deny | challenge with rule ids) and `explain()`; {@link runPolicyTests} for policy tests.
  * - {@link runCli} — the `portcullis` command, callable in-process.
  *
  * @example
@@ -47,6 +49,21 @@ export {
   type VerifyTokenOptions,
   verifyToken,
 } from './identity/index.js';
+export {
+  type CompiledPolicy,
+  compilePolicy,
+  type Decision,
+  type Explanation,
+  findPolicyTestFiles,
+  loadPolicy,
+  type PolicyInput,
+  type PolicyPrincipal,
+  type PolicyWarning,
+  policyInputSchema,
+  policySpec,
+  type Requirements,
+  runPolicyTests,
+} from './policy/index.js';
 export {
   openCore,
   type PortcullisCore,

@@ -2,11 +2,12 @@ import { ConfigError } from '../config/index.js';
 import { audit } from './commands/audit.js';
 import { init } from './commands/init.js';
 import { jwt } from './commands/jwt.js';
+import { policy } from './commands/policy.js';
 import { up } from './commands/up.js';
 import { user } from './commands/user.js';
 import { type CliIO, type Command, UsageError } from './io.js';
 
-const COMMANDS: Readonly<Record<string, Command>> = { up, init, user, audit, jwt };
+const COMMANDS: Readonly<Record<string, Command>> = { up, init, user, audit, jwt, policy };
 
 const HELP = `portcullis — zero-trust access gateway
 
@@ -18,6 +19,7 @@ commands:
   user          add | list users
   audit         verify the hash-chained audit log
   jwt           verify a token against a JWKS
+  policy        check | explain | test the access policy
 
 options common to most commands: --config FILE (default: $PORTCULLIS_CONFIG or ./portcullis.yaml)
 `;

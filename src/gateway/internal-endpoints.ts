@@ -1,5 +1,7 @@
 import { z } from 'zod';
+import { OWN_ISSUER_ID } from '../config/index.js';
 import { PortcullisError } from '../core/index.js';
+import { authorizeBodySchema, type Decision, type PolicyInput } from '../policy/index.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
 import { withSecurityHeaders } from './headers.js';
@@ -74,6 +76,70 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
     },
   ],
   [
+    '/v1/authorize',
+    {
+      method: 'POST',
+      handle: async (gw, ctx) => {
+        // The principal is the caller's own token: an app asks "may this user do X to Y?" with the
+        // user's bearer token, and cannot ask on behalf of anyone else.
+        const token = bearerToken(ctx.req.headers.authorization);
+        const principal = await gw.bearer.authenticate(
+          token,
+          new Set([OWN_ISSUER_ID, ...Object.keys(gw.config.issuers)]),
+        );
+        if (principal.issuer === OWN_ISSUER_ID) await gw.identity.checkSession(principal);
+        const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, authorizeBodySchema);
+        const queries = 'requests' in body ? body.requests : [body];
+        const time = gw.clock.now();
+        const results = queries.map((q) => {
+          const input: PolicyInput = {
+            principal,
+            action: q.action,
+            resource: q.resource as PolicyInput['resource'],
+            context: {
+              time,
+              ip: ctx.ip,
+              authentication: principal,
+              ...(q.context?.attributes ? { attributes: q.context.attributes } : {}),
+            },
+          };
+          return { input, decision: gw.policy.decide(input) };
+        });
+        const writes = Promise.all(
+          results.map(({ input, decision }) =>
+            gw.audit.write(
+              {
+                type: 'authz.decision',
+                data: {
+                  requestId: ctx.requestId,
+                  outcome: decision.outcome,
+                  ruleIds: decision.ruleIds,
+                  reason: decision.reason,
+                  action: input.action,
+                  resourceType: input.resource.type ?? null,
+                  resourceId: input.resource.id ?? null,
+                  sub: principal.id,
+                  sid: principal.sessionId ?? null,
+                  ip: ctx.ip,
+                },
+              },
+              gw.config.audit.decisions,
+            ),
+          ),
+        ).catch((err: unknown) => {
+          throw new PortcullisError('store_unavailable', { detail: 'audit write failed', cause: err });
+        });
+        // Durable decisions are committed before the answer; batched ones are retried from the spool.
+        if (gw.config.audit.decisions === 'durable') await writes;
+        else writes.catch(() => undefined);
+        for (const { decision } of results)
+          gw.metrics.countDecision(decision.outcome, '/v1/authorize', decision.ruleIds[0] ?? '');
+        const out = results.map(({ decision }) => answer(decision));
+        sendJson(ctx, 200, JSON.stringify('requests' in body ? { results: out } : out[0]));
+      },
+    },
+  ],
+  [
     '/.well-known/jwks.json',
     {
       method: 'GET',
@@ -83,6 +149,16 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
     },
   ],
 ]);
+
+/** A decision as `/v1/authorize` answers it (the reason and rule ids help the app explain a refusal). */
+function answer(d: Decision): Record<string, unknown> {
+  return {
+    decision: d.outcome,
+    ruleIds: d.ruleIds,
+    reason: d.reason,
+    ...(d.requirements ? { requirements: d.requirements } : {}),
+  };
+}
 
 /** Serves an internal endpoint if the path is one; returns whether it did. */
 export async function serveInternal(gw: Gateway, ctx: RequestContext, path: string): Promise<boolean> {

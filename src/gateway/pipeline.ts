@@ -59,7 +59,7 @@ const FORWARD_AUTH_STEPS: readonly Step[] = [
  */
 function writeDecision(gw: Gateway, ctx: RequestContext, error: PortcullisError | undefined): Promise<void> {
   gw.metrics.countDecision(
-    error ? 'deny' : (ctx.decision?.outcome ?? 'allow'),
+    ctx.decision?.outcome === 'challenge' ? 'challenge' : error ? 'deny' : (ctx.decision?.outcome ?? 'allow'),
     ctx.route?.id ?? '',
     ctx.decision?.ruleIds[0] ?? error?.code ?? '',
   );

@@ -19,7 +19,14 @@ export {
   type RuleSource,
   type RuleTrace,
 } from './engine.js';
+export { authorizeBodySchema, authorizeQuerySchema, policyInputSchema, toPolicyInput } from './input.js';
 export { loadPolicy, policySpecOf } from './load.js';
+export {
+  findPolicyTestFiles,
+  type PolicyTestResult,
+  policyTestFileSchema,
+  runPolicyTests,
+} from './test-runner.js';
 export type {
   Decision,
   Outcome,
