@@ -67,6 +67,32 @@ sections.push([
     ...(smoke ? ['--logins', '3', '--refreshes', '100', '--verifies', '100'] : []),
   ]),
 ]);
+// Policy engines on the shared 22-rule scenario: verification that every engine (Portcullis, Cedar,
+// Casbin, CASL, three CEL engines) decides alike, then decisions/s each in its own process.
+if (!existsSync(join(root, 'bench', 'policy', 'node_modules'))) {
+  run(
+    'policy harness install',
+    'npm',
+    ['ci', '--no-audit', '--no-fund', '--silent'],
+    join(root, 'bench', 'policy'),
+  );
+}
+const policyOut = run(
+  'policy',
+  process.execPath,
+  smoke
+    ? ['bench.mjs', '--verify-n', '400', '--only', 'Portcullis', '--runs', '1', '--ms', '50']
+    : ['bench.mjs', '--rounds', '3'],
+  join(root, 'bench', 'policy'),
+);
+sections.push([
+  'Policy engines (decisions/s, single thread)',
+  policyOut
+    .split('\n')
+    .filter((l) => !/^ {3}round \d/.test(l))
+    .join('\n'),
+]);
+
 const gatewayArgs = ['run.mjs', '--add', 'contenders.portcullis.mjs', '--out', join(outDir, 'gateway')];
 if (smoke) {
   gatewayArgs.push(
