@@ -249,6 +249,10 @@ describe('CEL compile errors', () => {
     expect(() => compileCondition('b"x" == b"x"', scope)).toThrow(/not supported/);
     expect(() => compileCondition('1u == 1u', scope)).toThrow(/not supported/);
     expect(() => compileCondition('"a".matches("(")', scope)).toThrow(/invalid regular expression/);
+    // A run-time pattern could come from a request, and JavaScript regexes backtrack: literals only.
+    expect(() => compileCondition('"aaa".matches(string(principal.clearance))', scope)).toThrow(
+      /not a string literal/,
+    );
     expect(() => compileCondition('9007199254740993 > 1', scope)).toThrow(/out of range/);
   });
   it('folds constants', () => {

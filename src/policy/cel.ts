@@ -16,7 +16,8 @@ import { type ASTNode, Environment } from '@marcbachmann/cel-js';
  * - operators: arithmetic (int division truncates, `%` on ints; int overflow is an error), comparison,
  *   equality (deep on lists/maps, numeric across int/double), `&&`/`||` with CEL's error absorption
  *   (`error || true` is true), `!`, `?:`, `in` (list, map), indexing, field selection, `has()`;
- * - functions: size, contains, startsWith, endsWith, matches (JavaScript RegExp with the `u` flag),
+ * - functions: size, contains, startsWith, endsWith, matches (a literal pattern, as a JavaScript RegExp
+ *   with the `u` flag, compiled at load),
  *   int(), double(), string(); macros all, exists, exists_one, map, filter.
  * Runtime errors (a missing attribute, a wrong type in an untyped map) are thrown as {@link CelError}.
  */
@@ -761,20 +762,9 @@ function compileMethod<I>(node: ASTNode, st: CompileState): Compiled<I> {
         }
         return fold([target], (i, s) => re.test(str(ft(i, s), name)), 'bool');
       }
-      return fold(
-        [target, a],
-        (i, s) => {
-          const text = str(ft(i, s), name);
-          let re: RegExp;
-          try {
-            re = new RegExp(str(fa(i, s), name), 'u');
-          } catch {
-            return fail('invalid regular expression');
-          }
-          return re.test(text);
-        },
-        'bool',
-      );
+      // A pattern computed at run time could come from a request: JavaScript regexes backtrack
+      // (they are not linear-time like RE2), so only patterns written in the policy are allowed.
+      return unsupported(arg, 'matches() with a pattern that is not a string literal');
     }
     default:
       return unsupported(node, `the method ${name}()`);
