@@ -210,6 +210,18 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       clock,
       log,
       sessionTtlMs: config.identity.sessionTtl,
+      dataKey: keys.dataKey,
+      refreshGraceMs: config.identity.refreshGrace,
+      mfa: { issuerName: config.identity.mfa.issuerName, challengeTtlMs: config.identity.mfa.challengeTtl },
+      throttle: {
+        freeAttempts: config.identity.lockout.freeAttempts,
+        baseDelayMs: config.identity.lockout.baseDelay,
+        maxDelayMs: config.identity.lockout.maxDelay,
+        lockAfter: config.identity.lockout.lockAfter,
+        lockMs: config.identity.lockout.lockFor,
+        ipFreeAttempts: config.identity.lockout.ipFreeAttempts,
+        forgetAfterMs: 3_600_000,
+      },
     });
     return {
       loaded,

@@ -313,6 +313,13 @@ describe('alerts end to end: failed logins through the gateway', () => {
       alerts: {
         sinks: [{ type: 'webhook', url: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/` }],
       },
+      // Five failures in a row, without the login back-off in the way.
+      identity: {
+        issuer: 'http://portcullis.test',
+        audience: 'portcullis',
+        passwordHash: { memoryCost: 1024, timeCost: 1, parallelism: 1 },
+        lockout: { freeAttempts: 10 },
+      },
     });
   });
   afterAll(async () => {

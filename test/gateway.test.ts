@@ -39,7 +39,7 @@ describe('gateway: login → request → upstream', () => {
       .map((part) => JSON.parse(Buffer.from(part, 'base64url').toString()));
     expect(h).toMatchObject({ alg: 'ES256', typ: 'at+jwt', kid: expect.any(String) });
     expect(Object.keys(p).sort()).toEqual(
-      ['amr', 'aud', 'auth_time', 'exp', 'iat', 'iss', 'jti', 'nbf', 'roles', 'sid', 'sub'].sort(),
+      ['acr', 'amr', 'aud', 'auth_time', 'exp', 'iat', 'iss', 'jti', 'nbf', 'roles', 'sid', 'sub'].sort(),
     );
     expect(p).toMatchObject({
       iss: 'http://portcullis.test',

@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Stack, startStack } from './helpers.js';
+import { FAST_ARGON2, type Stack, startStack } from './helpers.js';
 
 const json = (body: unknown) => ({
   method: 'POST',
@@ -11,7 +11,15 @@ const json = (body: unknown) => ({
 describe('identity endpoints', () => {
   let s: Stack;
   beforeAll(async () => {
-    s = await startStack();
+    // Grace window off: these tests are about strict rotation (test/refresh-race.test.ts covers the window).
+    s = await startStack({
+      identity: {
+        issuer: 'http://portcullis.test',
+        audience: 'portcullis',
+        passwordHash: FAST_ARGON2,
+        refreshGrace: 0,
+      },
+    });
   });
   afterAll(() => s.close());
 
@@ -149,6 +157,8 @@ describe('login timing: unknown user costs the same as a wrong password', () => 
       identity: {
         issuer: 'http://portcullis.test',
         passwordHash: { memoryCost: 19_456, timeCost: 2, parallelism: 1 },
+        // Timing only: no back-off in the way of the repeated failures.
+        lockout: { freeAttempts: 100, lockAfter: 1000, ipFreeAttempts: 1000 },
       },
     });
     try {

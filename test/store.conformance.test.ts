@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chainHash, GENESIS_HASH, verifyLog } from '../src/audit/index.js';
 import { newSessionId, newUserId, type SessionId, type UserId } from '../src/core/index.js';
+import type { UserRecord } from '../src/store/index.js';
 import { openSqliteStore, type Store } from '../src/store/index.js';
 import { type Stack, startStack, tempDir } from './helpers.js';
 
@@ -25,13 +26,21 @@ describe.each(ADAPTERS)('store conformance: %s', (_name, open) => {
     t.cleanup();
   });
 
-  const user = (username: string) => ({
+  const user = (username: string, email: string | null = null): UserRecord => ({
     id: newUserId(),
     username,
+    email,
+    displayName: null,
     passwordHash: '$argon2id$x',
     roles: ['viewer'],
+    groups: [],
+    attributes: {},
     status: 'active' as const,
     createdAt: 1,
+    lockedUntil: null,
+    totpSecret: null,
+    totpPending: null,
+    totpLastStep: 0,
   });
   const session = (userId: UserId, id: SessionId = newSessionId()) => ({
     id,
@@ -40,6 +49,8 @@ describe.each(ADAPTERS)('store conformance: %s', (_name, open) => {
     createdAt: 10,
     expiresAt: 1_000,
     revokedAt: null,
+    authTime: 10,
+    acr: 'aal1',
   });
 
   it('users: create, find, list, count; duplicate usernames conflict', async () => {
@@ -74,6 +85,95 @@ describe.each(ADAPTERS)('store conformance: %s', (_name, open) => {
     const expiring = session(u.id);
     await store.sessions.create(expiring, 'e1');
     expect(await store.sessions.rotateRefresh('e1', 'e2', 1_000)).toMatchObject({ kind: 'inactive' });
+  });
+
+  it('users: find by username or email, update fields, unique emails', async () => {
+    const u = {
+      ...user('ann', 'ann@example.com'),
+      groups: ['g1'],
+      attributes: { department: 'eng', clearance: 3 },
+    };
+    await store.users.create(u);
+    expect(await store.users.findByLogin('ann')).toEqual(u);
+    expect(await store.users.findByLogin('ann@example.com')).toEqual(u);
+    await expect(store.users.create(user('other', 'ann@example.com'))).rejects.toMatchObject({
+      code: 'conflict',
+    });
+    await store.users.update(u.id, {
+      status: 'suspended',
+      lockedUntil: 99,
+      roles: ['admin'],
+      attributes: { a: [1] },
+    });
+    expect(await store.users.get(u.id)).toMatchObject({
+      status: 'suspended',
+      lockedUntil: 99,
+      roles: ['admin'],
+      attributes: { a: [1] },
+      email: 'ann@example.com',
+    });
+  });
+
+  it('users: TOTP steps are accepted once and only forward; recovery codes are single use', async () => {
+    const u = user('ann');
+    await store.users.create(u);
+    expect(await store.users.useTotpStep(u.id, 100)).toBe(true);
+    expect(await store.users.useTotpStep(u.id, 100)).toBe(false);
+    expect(await store.users.useTotpStep(u.id, 99)).toBe(false);
+    expect(await store.users.useTotpStep(u.id, 101)).toBe(true);
+    await store.users.setRecoveryCodes(u.id, ['a', 'b'], 1);
+    expect(await store.users.unusedRecoveryCodes(u.id)).toBe(2);
+    expect(await store.users.useRecoveryCode(u.id, 'a', 2)).toBe(true);
+    expect(await store.users.useRecoveryCode(u.id, 'a', 3)).toBe(false);
+    expect(await store.users.useRecoveryCode(u.id, 'zz', 3)).toBe(false);
+    expect(await store.users.unusedRecoveryCodes(u.id)).toBe(1);
+    await store.users.setRecoveryCodes(u.id, ['c'], 4);
+    expect(await store.users.useRecoveryCode(u.id, 'b', 5)).toBe(false);
+  });
+
+  it('sessions: a duplicate refresh within the grace window gets the same successor; outside it, reuse', async () => {
+    const u = user('ann');
+    await store.users.create(u);
+    const s = session(u.id);
+    await store.sessions.create(s, 'g1');
+    expect(await store.sessions.rotateRefresh('g1', 'g2', 20, 5)).toMatchObject({ kind: 'rotated' });
+    expect(await store.sessions.rotateRefresh('g1', 'g2', 24, 5)).toMatchObject({ kind: 'grace' });
+    // A different successor for the same token is not a duplicate: reuse.
+    const t2 = session(u.id);
+    await store.sessions.create(t2, 'k1');
+    await store.sessions.rotateRefresh('k1', 'k2', 20, 5);
+    expect(await store.sessions.rotateRefresh('k1', 'kX', 21, 5)).toMatchObject({ kind: 'reused' });
+    // Too late: reuse, the family is revoked.
+    expect(await store.sessions.rotateRefresh('g1', 'g2', 26, 5)).toMatchObject({ kind: 'reused' });
+    // After the successor was itself used, the old one is reuse even inside the window.
+    const t3 = session(u.id);
+    await store.sessions.create(t3, 'm1');
+    await store.sessions.rotateRefresh('m1', 'm2', 20, 5);
+    await store.sessions.rotateRefresh('m2', 'm3', 21, 5);
+    expect(await store.sessions.rotateRefresh('m1', 'm2', 22, 5)).toMatchObject({ kind: 'reused' });
+  });
+
+  it('sessions: step-up records the new authentication; MFA challenges are single use', async () => {
+    const u = user('ann');
+    await store.users.create(u);
+    const s = session(u.id);
+    await store.sessions.create(s, 's1');
+    expect(await store.sessions.stepUp(s.id, { authTime: 500, amr: ['pwd', 'otp'], acr: 'aal2' })).toBe(true);
+    expect(await store.sessions.get(s.id)).toMatchObject({ authTime: 500, amr: ['pwd', 'otp'], acr: 'aal2' });
+    await store.sessions.revoke(s.id, 600);
+    expect(await store.sessions.stepUp(s.id, { authTime: 700, amr: ['pwd'], acr: 'aal2' })).toBe(false);
+    await store.mfaChallenges.create({
+      hash: 'c',
+      userId: u.id,
+      createdAt: 1,
+      expiresAt: 9,
+      attempts: 0,
+      usedAt: null,
+    });
+    expect(await store.mfaChallenges.fail('c')).toBe(1);
+    expect(await store.mfaChallenges.get('c')).toMatchObject({ attempts: 1, usedAt: null });
+    expect(await store.mfaChallenges.consume('c', 5)).toBe(true);
+    expect(await store.mfaChallenges.consume('c', 6)).toBe(false);
   });
 
   it('sessions: revoke is idempotent', async () => {

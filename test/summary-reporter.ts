@@ -2,7 +2,8 @@ import type { Reporter, TestModule } from 'vitest/node';
 
 /**
  * Prints one plain closing line, `tests: N passed, N failed, N skipped`, after vitest's own summary,
- * so CI logs carry a runner-neutral count. A run that errors outside tests counts as a failure.
+ * so CI logs carry a runner-neutral count. A run that errors outside tests (a module that fails to load,
+ * a failing suite hook) counts as a failure.
  */
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>): void {
@@ -11,6 +12,8 @@ export default class SummaryReporter implements Reporter {
     let skipped = 0;
     for (const mod of testModules) {
       if (mod.state() === 'failed' && [...mod.children.allTests()].length === 0) failed += 1;
+      // A failing beforeAll/afterAll skips its tests: count the hook's error as a failure.
+      for (const suite of mod.children.allSuites()) failed += suite.errors().length;
       for (const test of mod.children.allTests()) {
         const state = test.result().state;
         if (state === 'passed') passed += 1;

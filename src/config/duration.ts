@@ -23,3 +23,17 @@ export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => 
   }
   return ms;
 });
+
+/** Like {@link duration}, also accepting `0` (or `0s`) to turn a window off. */
+export const durationOrOff = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  if (v === 0 || v === '0' || v === '0s' || v === '0ms') return 0;
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a duration such as 5s, or 0 for none, got ${JSON.stringify(v)}`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});

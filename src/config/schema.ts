@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { duration } from './duration.js';
+import { duration, durationOrOff } from './duration.js';
 
 const host = z.string().min(1);
 const port = z.number().int().min(0).max(65535);
@@ -315,6 +315,36 @@ export const configSchema = z
         /** Absolute lifetime of a session (and so of its refresh tokens). */
         sessionTtl: duration.default(43_200_000),
         passwordHash: argon2Params.prefault({}),
+        /** Two refreshes of the same token within this window both get the same successor (not a reuse). */
+        refreshGrace: durationOrOff
+          .default(5_000)
+          .refine((ms) => ms <= 60_000, 'refreshGrace must be at most 60s (0 turns it off)'),
+        mfa: z
+          .strictObject({
+            /** The name authenticator apps show for the account. */
+            issuerName: z.string().min(1).max(64).default('Portcullis'),
+            /** Lifetime of the MFA step of a login (password accepted, code pending). */
+            challengeTtl: duration
+              .default(300_000)
+              .refine((ms) => ms <= 900_000, 'challengeTtl must be at most 15m'),
+          })
+          .prefault({}),
+        /** Brute-force defence for logins and MFA codes. */
+        lockout: z
+          .strictObject({
+            /** Failures per account before exponential back-off starts. */
+            freeAttempts: z.number().int().min(0).max(100).default(3),
+            baseDelay: duration.default(1_000),
+            maxDelay: duration.default(900_000),
+            /** Failures per account that lock it temporarily. */
+            lockAfter: z.number().int().min(1).max(1000).default(10),
+            lockFor: duration
+              .default(900_000)
+              .refine((ms) => ms <= 86_400_000, 'lockFor must be at most 24h'),
+            /** Failures per client address before its back-off starts. */
+            ipFreeAttempts: z.number().int().min(0).max(100_000).default(30),
+          })
+          .prefault({}),
       })
       .refine((v) => v.accessTokenTtl <= 3_600_000, {
         message: 'accessTokenTtl must be at most 1h',

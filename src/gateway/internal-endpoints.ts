@@ -15,6 +15,28 @@ const loginBody = z.strictObject({
   password: z.string().min(1).max(1024),
 });
 const refreshBody = z.strictObject({ refresh_token: z.string().min(1).max(512) });
+const totpCode = z.string().regex(/^\d{6}$/, 'a 6-digit code');
+const recoveryCode = z.string().min(8).max(32);
+/** A fresh MFA proof: a TOTP code or a recovery code. */
+const proofBody = z.union([
+  z.strictObject({ code: totpCode }),
+  z.strictObject({ recovery_code: recoveryCode }),
+]);
+const mfaLoginBody = z.union([
+  z.strictObject({ mfa_token: z.string().min(1).max(512), code: totpCode }),
+  z.strictObject({ mfa_token: z.string().min(1).max(512), recovery_code: recoveryCode }),
+]);
+const codeBody = z.strictObject({ code: totpCode });
+
+const toProof = (b: { code: string } | { recovery_code: string }) =>
+  'code' in b ? { code: b.code } : { recoveryCode: b.recovery_code };
+
+/** The caller's own session (our tokens only), checked like at the gateway. */
+async function ownSession(gw: Gateway, ctx: RequestContext) {
+  const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
+  await gw.identity.checkSession(principal);
+  return principal;
+}
 
 const NO_STORE = { pragma: 'no-cache' } as const;
 
@@ -40,6 +62,78 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
           gw.metrics.logins.inc({ result: 'failure' });
           throw err;
         }
+      },
+    },
+  ],
+  [
+    '/auth/mfa',
+    {
+      // Second step of a login with MFA: the mfa_token from /auth/login plus a TOTP or recovery code.
+      method: 'POST',
+      handle: async (gw, ctx) => {
+        const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, mfaLoginBody);
+        const tokens = await gw.identity.completeMfaLogin(body.mfa_token, toProof(body), {
+          ip: ctx.ip,
+          requestId: ctx.requestId,
+        });
+        sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
+      },
+    },
+  ],
+  [
+    '/auth/mfa/totp',
+    {
+      // Begin TOTP enrolment: a seed, its otpauth URI and QR code (SVG). Confirm with a code.
+      method: 'POST',
+      handle: async (gw, ctx) => {
+        const principal = await ownSession(gw, ctx);
+        sendJson(ctx, 200, JSON.stringify(await gw.identity.beginTotp(principal.id)), NO_STORE);
+      },
+    },
+  ],
+  [
+    '/auth/mfa/totp/confirm',
+    {
+      method: 'POST',
+      handle: async (gw, ctx) => {
+        const principal = await ownSession(gw, ctx);
+        const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, codeBody);
+        const result = await gw.identity.confirmTotp(principal.id, body.code, {
+          ip: ctx.ip,
+          requestId: ctx.requestId,
+        });
+        sendJson(ctx, 200, JSON.stringify(result), NO_STORE);
+      },
+    },
+  ],
+  [
+    '/auth/mfa/recovery-codes',
+    {
+      method: 'POST',
+      handle: async (gw, ctx) => {
+        const principal = await ownSession(gw, ctx);
+        const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, codeBody);
+        const result = await gw.identity.regenerateRecoveryCodes(principal.id, body.code, {
+          ip: ctx.ip,
+          requestId: ctx.requestId,
+        });
+        sendJson(ctx, 200, JSON.stringify(result), NO_STORE);
+      },
+    },
+  ],
+  [
+    '/auth/step-up',
+    {
+      // Upgrades the caller's session after a fresh MFA proof; answers a new access token.
+      method: 'POST',
+      handle: async (gw, ctx) => {
+        const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
+        const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, proofBody);
+        const tokens = await gw.identity.stepUp(principal, toProof(body), {
+          ip: ctx.ip,
+          requestId: ctx.requestId,
+        });
+        sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
       },
     },
   ],

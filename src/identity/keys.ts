@@ -4,6 +4,7 @@ import {
   generateKeyPairSync,
   type JsonWebKey,
   type KeyObject,
+  randomBytes,
 } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -40,11 +41,14 @@ export type KeyPurpose = 'access-token' | 'assertion';
 export class KeyRing {
   readonly accessToken: SigningKey;
   readonly assertion: SigningKey;
+  /** 256-bit data-encryption key (AES-256-GCM) for secrets the store keeps, such as TOTP seeds. */
+  readonly dataKey: Buffer;
   readonly #jwks: JSONWebKeySet;
 
-  private constructor(accessToken: SigningKey, assertion: SigningKey) {
+  private constructor(accessToken: SigningKey, assertion: SigningKey, dataKey: Buffer) {
     this.accessToken = accessToken;
     this.assertion = assertion;
+    this.dataKey = dataKey;
     this.#jwks = Object.freeze({ keys: [accessToken.publicJwk, assertion.publicJwk] });
   }
 
@@ -52,13 +56,25 @@ export class KeyRing {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const accessToken = await loadOrCreateKey(join(dir, 'access-token.jwk.json'), log);
     const assertion = await loadOrCreateKey(join(dir, 'assertion.jwk.json'), log);
-    return new KeyRing(accessToken, assertion);
+    return new KeyRing(accessToken, assertion, loadOrCreateDataKey(join(dir, 'data.key'), log));
   }
 
   /** Public keys only: what `/.well-known/jwks.json` serves. */
   jwks(): JSONWebKeySet {
     return this.#jwks;
   }
+}
+
+/** The data-encryption key: 32 random bytes, base64url in a 0600 file, kept apart from the database. */
+function loadOrCreateDataKey(file: string, log?: Logger): Buffer {
+  if (!existsSync(file)) {
+    writeSecretFile(file, `${randomBytes(32).toString('base64url')}\n`);
+    log?.info({ file }, 'generated data-encryption key');
+  }
+  if ((statSync(file).mode & 0o777) !== 0o600) chmodSync(file, 0o600);
+  const key = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64url');
+  if (key.length !== 32) throw new Error(`${file}: expected a 32-byte key (base64url)`);
+  return key;
 }
 
 async function loadOrCreateKey(file: string, log?: Logger): Promise<SigningKey> {

@@ -36,6 +36,12 @@ export class PasswordHasher {
     return hash(password, { ...this.#params, algorithm: ARGON2ID });
   }
 
+  /** Whether a stored hash was made with other parameters (or another algorithm) than the configured ones. */
+  needsRehash(phc: string): boolean {
+    const p = this.#params;
+    return !phc.startsWith(`$argon2id$v=19$m=${p.memoryCost},t=${p.timeCost},p=${p.parallelism}$`);
+  }
+
   /** Verifies `password` against `phc`; with `phc` undefined, burns the same time and returns false. */
   async verify(phc: string | undefined, password: string): Promise<boolean> {
     try {

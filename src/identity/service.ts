@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import type { AuditWriter } from '../audit/index.js';
 import {
   type Clock,
@@ -13,8 +14,12 @@ import {
   type UserId,
 } from '../core/index.js';
 import { type SessionRecord, type Store, StoreError, type UserRecord } from '../store/index.js';
+import { checkPassword } from './password-policy.js';
 import type { PasswordHasher } from './passwords.js';
+import { SecretBox } from './secret-box.js';
+import { LoginThrottle, type ThrottleOptions } from './throttle.js';
 import { INVALID_TOKEN_CHALLENGE, type TokenService } from './tokens.js';
+import { hashRecoveryCode, matchTotp, newRecoveryCodes, newTotpSecret, totpQrSvg, totpUri } from './totp.js';
 
 /** Where a request came from, for the audit log. */
 export interface RequestMeta {
@@ -40,31 +45,69 @@ export interface IdentityServiceOptions {
   sessionTtlMs: number;
   /** How identity events are written (default `durable`: committed before the answer). */
   auditMode?: 'durable' | 'batched';
+  /** 32-byte key sealing TOTP seeds and keying recovery-code hashes and refresh successors. */
+  dataKey: Buffer;
+  throttle: ThrottleOptions;
+  /** Window in which a refresh token presented twice yields the same successor (ms; 0 = none). */
+  refreshGraceMs: number;
+  mfa: { issuerName: string; challengeTtlMs: number };
 }
 
 export interface NewUser {
   username: string;
   password: string;
   roles: readonly string[];
+  email?: string;
+  displayName?: string;
+  groups?: readonly string[];
+  attributes?: Readonly<Record<string, unknown>>;
 }
+
+/** The answer to a correct password when the account has MFA: the second step's ticket. */
+export interface MfaChallengeResponse {
+  mfa_required: true;
+  mfa_token: string;
+  mfa_methods: string[];
+  expires_in: number;
+}
+
+/** A fresh MFA proof: a TOTP code or one recovery code. */
+export type MfaProof = { code: string } | { recoveryCode: string };
 
 /** NFKC + lower case: one account per visually-equal name. */
 export function normalizeUsername(name: string): string {
   return name.normalize('NFKC').toLowerCase();
 }
 
+/** NFKC + lower case, the same for every form of one address. */
+export function normalizeEmail(email: string): string {
+  return email.normalize('NFKC').trim().toLowerCase();
+}
+
+const EMAIL = /^[^\s@\p{C}]{1,64}@[^\s@\p{C}]{1,253}\.[^\s@\p{C}]{2,63}$/u;
+const MAX_MFA_ATTEMPTS = 5;
+/** Authentication context classes: password alone, or with a second factor. */
+const ACR_PASSWORD = 'aal1';
+const ACR_MFA = 'aal2';
+
 const storeDown = (err: unknown) =>
   new PortcullisError('store_unavailable', { detail: (err as Error).message, cause: err });
 
 /**
- * Users, password login, sessions with rotating refresh tokens, logout, and the per-request session
- * check. Every login, refresh and logout (success or failure) is a durable audit record.
+ * Users, password login (throttled, with temporary locks), TOTP MFA with recovery codes, sessions with
+ * rotating refresh tokens (reuse detection, a grace window for concurrent refreshes), step-up, logout,
+ * and the per-request session check. Every login, refresh, MFA use, lock and logout (success or
+ * failure) is a durable audit record.
  */
 export class IdentityService {
   readonly #o: IdentityServiceOptions;
+  readonly #box: SecretBox;
+  readonly #throttle: LoginThrottle;
 
   constructor(options: IdentityServiceOptions) {
     this.#o = options;
+    this.#box = new SecretBox(options.dataKey);
+    this.#throttle = new LoginThrottle(options.throttle);
   }
 
   async createUser(input: NewUser): Promise<UserRecord> {
@@ -74,75 +117,277 @@ export class IdentityService {
         message: 'username must be 1–254 characters without spaces',
       });
     }
+    const email = input.email === undefined ? null : normalizeEmail(input.email);
+    if (email !== null && !EMAIL.test(email))
+      throw new PortcullisError('invalid_body', { message: 'email is not a valid address' });
     const badRole = input.roles.find((r) => !ROLE_NAME.test(r));
     if (badRole !== undefined) {
       throw new PortcullisError('invalid_body', {
         message: `role "${badRole}" is not a valid role name (letters, digits, . _ : @ / -)`,
       });
     }
+    checkPassword(input.password, { email });
     const user: UserRecord = {
       id: newUserId(),
       username,
+      email,
+      displayName: input.displayName ?? null,
       passwordHash: await this.#o.passwords.hash(input.password),
       roles: [...new Set(input.roles)],
+      groups: [...new Set(input.groups ?? [])],
+      attributes: { ...(input.attributes ?? {}) },
       status: 'active',
       createdAt: this.#o.clock.now(),
+      lockedUntil: null,
+      totpSecret: null,
+      totpPending: null,
+      totpLastStep: 0,
     };
+    // One account per normalized username and per normalized email, whichever form is used to log in.
+    const clash =
+      (await this.#o.store.users.findByLogin(username)) ??
+      (email ? await this.#o.store.users.findByLogin(email) : undefined);
+    if (clash)
+      throw new PortcullisError('invalid_body', {
+        message: 'a user with this username or email already exists',
+      });
     await this.#o.store.users.create(user);
     await this.#audit('identity.user.created', { userId: user.id, username, roles: user.roles });
     return user;
   }
 
-  /** Password login. Wrong password, unknown user and disabled user answer the same, in the same time. */
-  async login(usernameInput: string, password: string, meta: RequestMeta): Promise<TokenResponse> {
-    const username = normalizeUsername(usernameInput);
+  /**
+   * Password login (by username or email). Wrong password, unknown user and suspended user answer the
+   * same, in the same time; repeated failures back off exponentially and then lock the account for a
+   * while (unknown accounts alike). With MFA enrolled, a correct password yields an MFA challenge.
+   */
+  async login(
+    loginInput: string,
+    password: string,
+    meta: RequestMeta,
+  ): Promise<TokenResponse | MfaChallengeResponse> {
+    const login = normalizeUsername(loginInput);
     let user: UserRecord | undefined;
     try {
-      user = await this.#o.store.users.findByUsername(username);
+      user = await this.#o.store.users.findByLogin(login);
     } catch (err) {
       throw storeDown(err);
     }
+    const username = user?.username ?? login;
+    const key = user ? user.id : `?${login}`;
+    await this.#gate(key, user, { username, ip: meta.ip, requestId: meta.requestId });
     const ok = await this.#o.passwords.verify(user?.passwordHash, password);
     if (!user || !ok || user.status !== 'active') {
-      const reason = !user ? 'unknown_user' : !ok ? 'bad_password' : 'user_disabled';
+      const reason = !user ? 'unknown_user' : !ok ? 'bad_password' : 'user_suspended';
       await this.#audit('auth.login.failed', { username, reason, ip: meta.ip, requestId: meta.requestId });
+      await this.#countFailure(key, user, { username, ip: meta.ip, requestId: meta.requestId });
       throw new PortcullisError('invalid_credentials', { detail: reason });
     }
+    this.#throttle.succeed(key);
+    if (this.#o.passwords.needsRehash(user.passwordHash)) {
+      // The configured argon2 parameters changed since this hash was made: upgrade it now.
+      await this.#o.store.users
+        .update(user.id, { passwordHash: await this.#o.passwords.hash(password) })
+        .catch((err: unknown) => {
+          this.#o.log.warn({ err, userId: user?.id }, 'password re-hash failed; kept the old hash');
+        });
+    }
     const now = this.#o.clock.now();
-    const session: SessionRecord = {
-      id: newSessionId(),
-      userId: user.id,
-      amr: ['pwd'],
-      createdAt: now,
-      expiresAt: now + this.#o.sessionTtlMs,
-      revokedAt: null,
-    };
-    const refresh = randomToken();
+    if (user.totpSecret !== null) {
+      const token = randomToken();
+      try {
+        await this.#o.store.mfaChallenges.create({
+          hash: sha256b64url(token),
+          userId: user.id,
+          createdAt: now,
+          expiresAt: now + this.#o.mfa.challengeTtlMs,
+          attempts: 0,
+          usedAt: null,
+        });
+      } catch (err) {
+        throw storeDown(err);
+      }
+      await this.#audit('auth.login.mfa_required', {
+        userId: user.id,
+        username,
+        ip: meta.ip,
+        requestId: meta.requestId,
+      });
+      return {
+        mfa_required: true,
+        mfa_token: token,
+        mfa_methods: ['otp', 'recovery'],
+        expires_in: Math.floor(this.#o.mfa.challengeTtlMs / 1000),
+      };
+    }
+    return this.#startSession(user, ['pwd'], ACR_PASSWORD, meta);
+  }
+
+  /** The second step of a login with MFA: the challenge from {@link login} plus a code. */
+  async completeMfaLogin(mfaToken: string, proof: MfaProof, meta: RequestMeta): Promise<TokenResponse> {
+    const now = this.#o.clock.now();
+    const hash = sha256b64url(mfaToken);
+    let challenge: Awaited<ReturnType<Store['mfaChallenges']['get']>>;
     try {
-      await this.#o.store.sessions.create(session, sha256b64url(refresh));
+      challenge = await this.#o.store.mfaChallenges.get(hash);
     } catch (err) {
       throw storeDown(err);
     }
-    await this.#audit('auth.login.succeeded', {
-      userId: user.id,
-      username,
-      sessionId: session.id,
-      amr: session.amr,
-      ip: meta.ip,
-      requestId: meta.requestId,
-    });
-    return this.#tokenResponse(user, session, refresh);
+    const base = { ip: meta.ip, requestId: meta.requestId };
+    if (
+      !challenge ||
+      challenge.usedAt !== null ||
+      challenge.expiresAt <= now ||
+      challenge.attempts >= MAX_MFA_ATTEMPTS
+    ) {
+      await this.#audit('auth.mfa.failed', {
+        ...base,
+        reason: 'challenge_invalid',
+        userId: challenge?.userId ?? null,
+      });
+      throw new PortcullisError('invalid_mfa_code', {
+        detail: 'unknown, used, expired or exhausted MFA challenge',
+      });
+    }
+    const user = await this.#user(challenge.userId);
+    if (user?.status !== 'active') throw new PortcullisError('invalid_mfa_code', { detail: 'user inactive' });
+    await this.#gate(user.id, user, { username: user.username, ...base });
+    const method = await this.#checkProof(user, proof, now, base);
+    if (method === undefined) {
+      await this.#o.store.mfaChallenges.fail(hash).catch(() => undefined);
+      await this.#countFailure(user.id, user, { username: user.username, ...base });
+      throw new PortcullisError('invalid_mfa_code');
+    }
+    if (!(await this.#o.store.mfaChallenges.consume(hash, now))) {
+      throw new PortcullisError('invalid_mfa_code', { detail: 'MFA challenge already used' });
+    }
+    this.#throttle.succeed(user.id);
+    return this.#startSession(user, ['pwd', method], ACR_MFA, meta);
+  }
+
+  /**
+   * Starts TOTP enrolment: a new seed (sealed at rest), its otpauth URI and QR code. Nothing changes for
+   * logins until {@link confirmTotp} proves the app has it.
+   */
+  async beginTotp(userId: UserId): Promise<{ secret: string; otpauth_uri: string; qr_svg: string }> {
+    const user = await this.#user(userId);
+    if (!user) throw new PortcullisError('invalid_token', { detail: 'user gone' });
+    if (user.totpSecret !== null)
+      throw new PortcullisError('bad_request', {
+        message: 'TOTP is already enrolled; an administrator can reset it',
+      });
+    const secret = newTotpSecret();
+    await this.#o.store.users.update(user.id, { totpPending: this.#box.seal(secret, `totp:${user.id}`) });
+    const uri = totpUri(secret, this.#o.mfa.issuerName, user.email ?? user.username);
+    return { secret, otpauth_uri: uri, qr_svg: await totpQrSvg(uri) };
+  }
+
+  /** Completes enrolment with a valid code; returns ten single-use recovery codes (shown once). */
+  async confirmTotp(userId: UserId, code: string, meta: RequestMeta): Promise<{ recovery_codes: string[] }> {
+    const user = await this.#user(userId);
+    if (!user?.totpPending)
+      throw new PortcullisError('bad_request', { message: 'no TOTP enrolment in progress' });
+    const base = { ip: meta.ip, requestId: meta.requestId, userId: user.id };
+    await this.#gate(user.id, user, { username: user.username, ...base });
+    const now = this.#o.clock.now();
+    const secret = this.#box.open(user.totpPending, `totp:${user.id}`);
+    const step = matchTotp(secret, code, now);
+    if (step === undefined || !(await this.#o.store.users.useTotpStep(user.id, step))) {
+      await this.#audit('auth.mfa.failed', { ...base, reason: 'bad_code', during: 'enrolment' });
+      await this.#countFailure(user.id, user, { username: user.username, ...base });
+      throw new PortcullisError('invalid_mfa_code');
+    }
+    await this.#o.store.users.update(user.id, { totpSecret: user.totpPending, totpPending: null });
+    const codes = await this.#newRecoveryCodes(user.id, now);
+    await this.#audit('auth.mfa.enrolled', { ...base, method: 'otp' });
+    return { recovery_codes: codes };
+  }
+
+  /** New recovery codes (the old ones stop working), after a fresh TOTP code. */
+  async regenerateRecoveryCodes(
+    userId: UserId,
+    code: string,
+    meta: RequestMeta,
+  ): Promise<{ recovery_codes: string[] }> {
+    const user = await this.#user(userId);
+    if (!user?.totpSecret) throw new PortcullisError('bad_request', { message: 'TOTP is not enrolled' });
+    const base = { ip: meta.ip, requestId: meta.requestId };
+    await this.#gate(user.id, user, { username: user.username, ...base });
+    const now = this.#o.clock.now();
+    if ((await this.#checkProof(user, { code }, now, base)) === undefined) {
+      await this.#countFailure(user.id, user, { username: user.username, ...base });
+      throw new PortcullisError('invalid_mfa_code');
+    }
+    const codes = await this.#newRecoveryCodes(user.id, now);
+    await this.#audit('auth.mfa.recovery_codes_regenerated', { ...base, userId: user.id });
+    return { recovery_codes: codes };
+  }
+
+  /** Removes TOTP and recovery codes (administrator reset). */
+  async resetMfa(userId: UserId): Promise<void> {
+    await this.#o.store.users.update(userId, { totpSecret: null, totpPending: null });
+    await this.#o.store.users.setRecoveryCodes(userId, [], this.#o.clock.now());
+    await this.#audit('identity.user.mfa_reset', { userId });
+  }
+
+  /** Lifts a temporary lock (administrator). */
+  async unlock(userId: UserId): Promise<void> {
+    await this.#o.store.users.update(userId, { lockedUntil: null });
+    this.#throttle.reset(userId);
+    await this.#audit('identity.user.unlocked', { userId });
+  }
+
+  /**
+   * Step-up: a fresh MFA proof upgrades the caller's own session (auth_time now, amr + the method,
+   * acr aal2) and returns an access token that says so. The proof is spent (a TOTP step is never
+   * accepted twice, a recovery code is single-use), so it cannot be replayed on another session.
+   */
+  async stepUp(
+    principal: Principal,
+    proof: MfaProof,
+    meta: RequestMeta,
+  ): Promise<Omit<TokenResponse, 'refresh_token'>> {
+    const sessionId = principal.sessionId;
+    if (sessionId === undefined)
+      throw new PortcullisError('invalid_token', { detail: 'token has no session' });
+    await this.checkSession(principal);
+    const user = await this.#user(principal.id as UserId);
+    if (user?.status !== 'active')
+      throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+    if (!user.totpSecret)
+      throw new PortcullisError('bad_request', { message: 'enrol TOTP first (POST /auth/mfa/totp)' });
+    const base = { ip: meta.ip, requestId: meta.requestId, sessionId };
+    await this.#gate(user.id, user, { username: user.username, ...base });
+    const now = this.#o.clock.now();
+    const method = await this.#checkProof(user, proof, now, base);
+    if (method === undefined) {
+      await this.#countFailure(user.id, user, { username: user.username, ...base });
+      throw new PortcullisError('invalid_mfa_code');
+    }
+    const session = await this.#o.store.sessions.get(sessionId);
+    if (!session) throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+    const amr = [...new Set([...session.amr, method])];
+    if (!(await this.#o.store.sessions.stepUp(sessionId, { authTime: now, amr, acr: ACR_MFA })))
+      throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+    await this.#audit('auth.step_up', { ...base, userId: user.id, amr });
+    const { refresh_token: _, ...access } = await this.#tokenResponse(
+      user,
+      { ...session, authTime: now, amr, acr: ACR_MFA },
+      '',
+    );
+    return access;
   }
 
   /** Spends a refresh token and returns a new pair. Reusing a spent token revokes the whole session. */
   async refresh(refreshToken: string, meta: RequestMeta): Promise<TokenResponse> {
-    const successor = randomToken();
+    const successor = this.#successorOf(refreshToken);
     let result: Awaited<ReturnType<Store['sessions']['rotateRefresh']>>;
     try {
       result = await this.#o.store.sessions.rotateRefresh(
         sha256b64url(refreshToken),
         sha256b64url(successor),
         this.#o.clock.now(),
+        this.#o.refreshGraceMs,
       );
     } catch (err) {
       throw storeDown(err);
@@ -165,6 +410,7 @@ export class IdentityService {
           sessionId: result.session.id,
           userId: result.session.userId,
           action: 'session_revoked',
+          severity: 'critical',
         });
         this.#o.log.warn(
           { sessionId: result.session.id, requestId: meta.requestId },
@@ -173,6 +419,7 @@ export class IdentityService {
         throw new PortcullisError('invalid_grant', {
           detail: 'refresh token reuse detected; session revoked',
         });
+      case 'grace':
       case 'rotated': {
         const user = await this.#user(result.session.userId);
         if (user?.status !== 'active') {
@@ -188,6 +435,7 @@ export class IdentityService {
           ...base,
           sessionId: result.session.id,
           userId: user.id,
+          ...(result.kind === 'grace' ? { grace: true } : {}),
         });
         return this.#tokenResponse(user, result.session, successor);
       }
@@ -227,6 +475,127 @@ export class IdentityService {
     }
   }
 
+  /** Refuses (429 + Retry-After) while the account is locked or backing off, or the address is. */
+  async #gate(key: string, user: UserRecord | undefined, data: Record<string, unknown>): Promise<void> {
+    const now = this.#o.clock.now();
+    const locked = user?.lockedUntil != null && user.lockedUntil > now ? user.lockedUntil - now : 0;
+    const wait = Math.max(locked, this.#throttle.retryAfter(key, String(data.ip ?? ''), now));
+    if (wait > 0) {
+      await this.#audit('auth.login.throttled', { ...data, retryAfterMs: wait, locked: locked > 0 });
+      throw new PortcullisError('too_many_attempts', {
+        detail: locked > 0 ? 'account temporarily locked' : 'backing off',
+        headers: { 'retry-after': String(Math.ceil(wait / 1000)) },
+      });
+    }
+  }
+
+  async #countFailure(
+    key: string,
+    user: UserRecord | undefined,
+    data: Record<string, unknown>,
+  ): Promise<void> {
+    const now = this.#o.clock.now();
+    const { failures, lockUntil } = this.#throttle.fail(key, String(data.ip ?? ''), now);
+    if (lockUntil === undefined) return;
+    if (user) {
+      try {
+        await this.#o.store.users.update(user.id, { lockedUntil: lockUntil });
+      } catch (err) {
+        throw storeDown(err);
+      }
+    }
+    await this.#audit('auth.lockout', {
+      ...data,
+      userId: user?.id ?? null,
+      until: lockUntil,
+      failures: failures || this.#o.throttle.lockAfter,
+    });
+  }
+
+  /** Checks a TOTP code (never the same step twice) or spends a recovery code; the method used, or undefined. */
+  async #checkProof(
+    user: UserRecord,
+    proof: MfaProof,
+    now: number,
+    data: Record<string, unknown>,
+  ): Promise<'otp' | 'recovery' | undefined> {
+    if ('code' in proof) {
+      if (!user.totpSecret) return undefined;
+      const step = matchTotp(this.#box.open(user.totpSecret, `totp:${user.id}`), proof.code, now);
+      if (step !== undefined && (await this.#o.store.users.useTotpStep(user.id, step))) return 'otp';
+      await this.#audit('auth.mfa.failed', {
+        ...data,
+        userId: user.id,
+        reason: step === undefined ? 'bad_code' : 'code_reused',
+      });
+      return undefined;
+    }
+    const used = await this.#o.store.users.useRecoveryCode(
+      user.id,
+      hashRecoveryCode(this.#o.dataKey, proof.recoveryCode),
+      now,
+    );
+    if (!used) {
+      await this.#audit('auth.mfa.failed', { ...data, userId: user.id, reason: 'bad_recovery_code' });
+      return undefined;
+    }
+    const left = await this.#o.store.users.unusedRecoveryCodes(user.id);
+    await this.#audit('auth.mfa.recovery_code_used', { ...data, userId: user.id, remaining: left });
+    return 'recovery';
+  }
+
+  async #newRecoveryCodes(userId: UserId, now: number): Promise<string[]> {
+    const codes = newRecoveryCodes();
+    await this.#o.store.users.setRecoveryCodes(
+      userId,
+      codes.map((c) => hashRecoveryCode(this.#o.dataKey, c)),
+      now,
+    );
+    return codes;
+  }
+
+  async #startSession(
+    user: UserRecord,
+    amr: string[],
+    acr: string,
+    meta: RequestMeta,
+  ): Promise<TokenResponse> {
+    const now = this.#o.clock.now();
+    const session: SessionRecord = {
+      id: newSessionId(),
+      userId: user.id,
+      amr,
+      createdAt: now,
+      expiresAt: now + this.#o.sessionTtlMs,
+      revokedAt: null,
+      authTime: now,
+      acr,
+    };
+    const refresh = randomToken();
+    try {
+      await this.#o.store.sessions.create(session, sha256b64url(refresh));
+    } catch (err) {
+      throw storeDown(err);
+    }
+    await this.#audit('auth.login.succeeded', {
+      userId: user.id,
+      username: user.username,
+      sessionId: session.id,
+      amr,
+      acr,
+      ip: meta.ip,
+      requestId: meta.requestId,
+    });
+    return this.#tokenResponse(user, session, refresh);
+  }
+
+  /** The successor of a refresh token: derived from it with a key, so a concurrent duplicate gets the same one. */
+  #successorOf(refreshToken: string): string {
+    return createHmac('sha256', this.#o.dataKey)
+      .update(`refresh-successor:${refreshToken}`)
+      .digest('base64url');
+  }
+
   async #user(id: UserId): Promise<UserRecord | undefined> {
     try {
       return await this.#o.store.users.get(id);
@@ -241,7 +610,8 @@ export class IdentityService {
       sessionId: session.id,
       roles: user.roles,
       amr: session.amr,
-      authTime: session.createdAt,
+      authTime: session.authTime,
+      acr: session.acr,
     });
     return {
       access_token: access,

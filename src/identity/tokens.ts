@@ -34,6 +34,8 @@ export interface AccessTokenSubject {
   amr: readonly string[];
   /** When the user authenticated (ms): the session's start, or its last step-up. */
   authTime: number;
+  /** Authentication context class: `aal1` (password) or `aal2` (with a second factor). */
+  acr: string;
 }
 
 /**
@@ -62,6 +64,7 @@ export class TokenService {
       roles: [...subject.roles],
       amr: [...subject.amr],
       auth_time: Math.floor(subject.authTime / 1000),
+      acr: subject.acr,
     })
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
       .setIssuer(this.#opts.issuer)
@@ -100,7 +103,7 @@ export class TokenService {
         headers: INVALID_TOKEN_CHALLENGE,
       });
     }
-    const { sub, sid, roles, amr, jti, exp, nbf, auth_time } = claims;
+    const { sub, sid, roles, amr, jti, exp, nbf, auth_time, acr } = claims;
     if (
       typeof sub !== 'string' ||
       typeof sid !== 'string' ||
@@ -123,6 +126,7 @@ export class TokenService {
         amr,
         tokenId: jti,
         ...(typeof auth_time === 'number' ? { authTime: auth_time * 1000 } : {}),
+        ...(typeof acr === 'string' ? { acr } : {}),
       },
       expiresAt: exp ?? 0,
       notBefore: nbf ?? 0,

@@ -6,25 +6,84 @@ import type { SessionId, UserId } from '../core/index.js';
  * and callers turn that into a deny (fail closed).
  */
 
-export type UserStatus = 'active' | 'disabled';
+/** `suspended` by an administrator; a temporary lock is `lockedUntil`, not a status. */
+export type UserStatus = 'active' | 'suspended';
 
 export interface UserRecord {
   id: UserId;
   /** Normalized (NFKC, lower case) login name; unique. */
   username: string;
+  /** Normalized (NFKC, lower case) email; unique when set. */
+  email: string | null;
+  displayName: string | null;
   passwordHash: string;
   roles: string[];
+  groups: string[];
+  /** Attributes for policy (`department`, `clearance`, …). */
+  attributes: Record<string, unknown>;
   status: UserStatus;
   createdAt: number;
+  /** Temporary lock after repeated failures (ms since epoch); expires by itself. */
+  lockedUntil: number | null;
+  /** TOTP secret, sealed (AES-256-GCM), once enrolment is confirmed. */
+  totpSecret: string | null;
+  /** TOTP secret awaiting its first valid code. */
+  totpPending: string | null;
+  /** Last TOTP time step accepted: a code of that step or earlier is never accepted again. */
+  totpLastStep: number;
 }
 
+export type UserUpdate = Partial<
+  Pick<
+    UserRecord,
+    | 'passwordHash'
+    | 'displayName'
+    | 'roles'
+    | 'groups'
+    | 'attributes'
+    | 'status'
+    | 'lockedUntil'
+    | 'totpSecret'
+    | 'totpPending'
+  >
+>;
+
 export interface UserStore {
-  /** Fails with `{ code: 'conflict' }` (a StoreError) when the username exists. */
+  /** Fails with `{ code: 'conflict' }` (a StoreError) when the username or email exists. */
   create(user: UserRecord): Promise<void>;
   get(id: UserId): Promise<UserRecord | undefined>;
   findByUsername(username: string): Promise<UserRecord | undefined>;
+  /** By normalized username or email. */
+  findByLogin(login: string): Promise<UserRecord | undefined>;
   list(): Promise<UserRecord[]>;
   count(): Promise<number>;
+  update(id: UserId, patch: UserUpdate): Promise<void>;
+  /** Accepts TOTP time step `step` if it is later than the last one accepted (atomic); false = replay. */
+  useTotpStep(id: UserId, step: number): Promise<boolean>;
+  /** Replaces the user's recovery codes with these hashes (all unused). */
+  setRecoveryCodes(id: UserId, hashes: readonly string[], at: number): Promise<void>;
+  /** Spends one recovery code (atomic); false when unknown or already used. */
+  useRecoveryCode(id: UserId, hash: string, at: number): Promise<boolean>;
+  unusedRecoveryCodes(id: UserId): Promise<number>;
+}
+
+/** The short-lived second step of a login with MFA: stored hashed, single use, few attempts. */
+export interface MfaChallengeRecord {
+  hash: string;
+  userId: UserId;
+  createdAt: number;
+  expiresAt: number;
+  attempts: number;
+  usedAt: number | null;
+}
+
+export interface MfaChallengeStore {
+  create(challenge: MfaChallengeRecord): Promise<void>;
+  get(hash: string): Promise<MfaChallengeRecord | undefined>;
+  /** Counts a failed attempt; returns the new count. */
+  fail(hash: string): Promise<number>;
+  /** Marks it used (atomic); false when already used. */
+  consume(hash: string, at: number): Promise<boolean>;
 }
 
 export interface SessionRecord {
@@ -36,10 +95,15 @@ export interface SessionRecord {
   /** Absolute end of the session, ms since epoch. */
   expiresAt: number;
   revokedAt: number | null;
+  /** Last (step-up) authentication: its time, methods in `amr`, and context class. */
+  authTime: number;
+  acr: string;
 }
 
 export type RefreshRotation =
   | { kind: 'rotated'; session: SessionRecord }
+  /** The same token again within the grace window: the caller answers with the same successor. */
+  | { kind: 'grace'; session: SessionRecord }
   /** The presented token had already been used: the session (its whole family) is now revoked. */
   | { kind: 'reused'; session: SessionRecord }
   /** The session is revoked or past its lifetime. */
@@ -54,9 +118,12 @@ export interface SessionStore {
   revoke(id: SessionId, at: number): Promise<boolean>;
   /**
    * Atomically spends the refresh token `oldHash` and stores its successor `newHash`. A token that was
-   * already spent revokes the session (reuse detection).
+   * already spent revokes the session (reuse detection) — unless it was spent less than `graceMs` ago,
+   * for this very successor, which is still unused: then it is a concurrent duplicate (`grace`).
    */
-  rotateRefresh(oldHash: string, newHash: string, at: number): Promise<RefreshRotation>;
+  rotateRefresh(oldHash: string, newHash: string, at: number, graceMs?: number): Promise<RefreshRotation>;
+  /** Records a fresh authentication on the session (step-up); false when it is not active. */
+  stepUp(id: SessionId, auth: { authTime: number; amr: string[]; acr: string }): Promise<boolean>;
 }
 
 /** An audit record as stored: one link of the hash chain. */
@@ -105,6 +172,7 @@ export interface AuditStore {
 export interface Store {
   readonly users: UserStore;
   readonly sessions: SessionStore;
+  readonly mfaChallenges: MfaChallengeStore;
   readonly audit: AuditStore;
   /** Throws when the store is unreachable. */
   ping(): Promise<void>;

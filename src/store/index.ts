@@ -3,6 +3,8 @@ export type {
   AuditRecord,
   AuditStore,
   ChainHasher,
+  MfaChallengeRecord,
+  MfaChallengeStore,
   RefreshRotation,
   SessionRecord,
   SessionStore,
@@ -11,6 +13,7 @@ export type {
   UserRecord,
   UserStatus,
   UserStore,
+  UserUpdate,
 } from './contracts.js';
 export { StoreError } from './contracts.js';
 export { openSqliteStore, type SqliteStoreOptions } from './sqlite.js';

@@ -6,11 +6,13 @@ import {
   type AuditDraft,
   type AuditRecord,
   type ChainHasher,
+  type MfaChallengeRecord,
   type RefreshRotation,
   type SessionRecord,
   type Store,
   StoreError,
   type UserRecord,
+  type UserUpdate,
 } from './contracts.js';
 
 /** Ordered schema migrations; a migration is never edited once released, only appended. */
@@ -53,15 +55,52 @@ const MIGRATIONS: readonly string[] = [
      note TEXT NOT NULL,
      created_at INTEGER NOT NULL
    ) STRICT;`,
+  `ALTER TABLE users ADD COLUMN email TEXT;
+   CREATE UNIQUE INDEX users_email ON users(email) WHERE email IS NOT NULL;
+   ALTER TABLE users ADD COLUMN display_name TEXT;
+   ALTER TABLE users ADD COLUMN groups TEXT NOT NULL DEFAULT '[]';
+   ALTER TABLE users ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+   ALTER TABLE users ADD COLUMN locked_until INTEGER;
+   ALTER TABLE users ADD COLUMN totp_secret TEXT;
+   ALTER TABLE users ADD COLUMN totp_pending TEXT;
+   ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;
+   UPDATE users SET status = 'suspended' WHERE status = 'disabled';
+   CREATE TABLE recovery_codes (
+     user_id TEXT NOT NULL REFERENCES users(id),
+     hash TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     used_at INTEGER,
+     PRIMARY KEY (user_id, hash)
+   ) STRICT;
+   ALTER TABLE sessions ADD COLUMN auth_time INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE sessions ADD COLUMN acr TEXT NOT NULL DEFAULT 'aal1';
+   UPDATE sessions SET auth_time = created_at;
+   ALTER TABLE refresh_tokens ADD COLUMN successor TEXT;
+   CREATE TABLE mfa_challenges (
+     hash TEXT PRIMARY KEY,
+     user_id TEXT NOT NULL REFERENCES users(id),
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     used_at INTEGER
+   ) STRICT;`,
 ];
 
 interface UserRow {
   id: string;
   username: string;
+  email: string | null;
+  display_name: string | null;
   password_hash: string;
   roles: string;
+  groups: string;
+  attributes: string;
   status: string;
   created_at: number;
+  locked_until: number | null;
+  totp_secret: string | null;
+  totp_pending: string | null;
+  totp_last_step: number;
 }
 interface SessionRow {
   id: string;
@@ -70,6 +109,16 @@ interface SessionRow {
   created_at: number;
   expires_at: number;
   revoked_at: number | null;
+  auth_time: number;
+  acr: string;
+}
+interface ChallengeRow {
+  hash: string;
+  user_id: string;
+  created_at: number;
+  expires_at: number;
+  attempts: number;
+  used_at: number | null;
 }
 interface AuditRow {
   seq: number;
@@ -83,10 +132,19 @@ interface AuditRow {
 const toUser = (r: UserRow): UserRecord => ({
   id: r.id as UserId,
   username: r.username,
+  email: r.email,
+  displayName: r.display_name,
   passwordHash: r.password_hash,
   roles: JSON.parse(r.roles) as string[],
-  status: r.status === 'active' ? 'active' : 'disabled',
+  groups: JSON.parse(r.groups) as string[],
+  attributes: JSON.parse(r.attributes) as Record<string, unknown>,
+  // Anything but `active` (including a status this version does not know) is suspended: fail closed.
+  status: r.status === 'active' ? 'active' : 'suspended',
   createdAt: r.created_at,
+  lockedUntil: r.locked_until,
+  totpSecret: r.totp_secret,
+  totpPending: r.totp_pending,
+  totpLastStep: r.totp_last_step,
 });
 const toSession = (r: SessionRow): SessionRecord => ({
   id: r.id as SessionId,
@@ -95,7 +153,30 @@ const toSession = (r: SessionRow): SessionRecord => ({
   createdAt: r.created_at,
   expiresAt: r.expires_at,
   revokedAt: r.revoked_at,
+  authTime: r.auth_time,
+  acr: r.acr,
 });
+const toChallenge = (r: ChallengeRow): MfaChallengeRecord => ({
+  hash: r.hash,
+  userId: r.user_id as UserId,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  attempts: r.attempts,
+  usedAt: r.used_at,
+});
+
+/** Column of each updatable user field, with how it is stored. */
+const USER_COLUMNS: Record<keyof UserUpdate, [string, (v: never) => unknown]> = {
+  passwordHash: ['password_hash', (v: string) => v],
+  displayName: ['display_name', (v: string | null) => v],
+  roles: ['roles', (v: string[]) => JSON.stringify(v)],
+  groups: ['groups', (v: string[]) => JSON.stringify(v)],
+  attributes: ['attributes', (v: Record<string, unknown>) => JSON.stringify(v)],
+  status: ['status', (v: string) => v],
+  lockedUntil: ['locked_until', (v: number | null) => v],
+  totpSecret: ['totp_secret', (v: string | null) => v],
+  totpPending: ['totp_pending', (v: string | null) => v],
+};
 const toAudit = (r: AuditRow): AuditRecord => ({
   seq: r.seq,
   ts: r.ts,
@@ -138,10 +219,19 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     userInsert: readonly
       ? undefined
       : db.prepare(
-          'INSERT INTO users (id, username, password_hash, roles, status, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+          `INSERT INTO users (id, username, email, display_name, password_hash, roles, groups, attributes, status,
+             created_at, locked_until, totp_secret, totp_pending, totp_last_step)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ),
     userById: db.prepare<[string], UserRow>('SELECT * FROM users WHERE id = ?'),
     userByName: db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?'),
+    userByLogin: db.prepare<[{ login: string }], UserRow>(
+      'SELECT * FROM users WHERE username = @login OR email = @login ORDER BY username = @login DESC LIMIT 1',
+    ),
+    recoveryUnused: db.prepare<[string], { n: number }>(
+      'SELECT count(*) AS n FROM recovery_codes WHERE user_id = ? AND used_at IS NULL',
+    ),
+    challengeByHash: db.prepare<[string], ChallengeRow>('SELECT * FROM mfa_challenges WHERE hash = ?'),
     userList: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, username'),
     userCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM users'),
     sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
@@ -159,16 +249,37 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     ? undefined
     : {
         sessionInsert: db.prepare(
-          'INSERT INTO sessions (id, user_id, amr, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)',
+          'INSERT INTO sessions (id, user_id, amr, created_at, expires_at, revoked_at, auth_time, acr) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)',
         ),
+        sessionStepUp: db.prepare(
+          'UPDATE sessions SET auth_time = ?, amr = ?, acr = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?',
+        ),
+        totpStep: db.prepare('UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?'),
+        recoveryDelete: db.prepare('DELETE FROM recovery_codes WHERE user_id = ?'),
+        recoveryInsert: db.prepare(
+          'INSERT INTO recovery_codes (user_id, hash, created_at, used_at) VALUES (?, ?, ?, NULL)',
+        ),
+        recoveryUse: db.prepare(
+          'UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND hash = ? AND used_at IS NULL',
+        ),
+        challengeInsert: db.prepare(
+          'INSERT INTO mfa_challenges (hash, user_id, created_at, expires_at, attempts, used_at) VALUES (?, ?, ?, ?, 0, NULL)',
+        ),
+        challengeFail: db.prepare<[string], { attempts: number }>(
+          'UPDATE mfa_challenges SET attempts = attempts + 1 WHERE hash = ? RETURNING attempts',
+        ),
+        challengeUse: db.prepare('UPDATE mfa_challenges SET used_at = ? WHERE hash = ? AND used_at IS NULL'),
         sessionRevoke: db.prepare('UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
         refreshInsert: db.prepare(
           'INSERT INTO refresh_tokens (hash, session_id, created_at, used_at) VALUES (?, ?, ?, NULL)',
         ),
-        refreshByHash: db.prepare<[string], { session_id: string; used_at: number | null }>(
-          'SELECT session_id, used_at FROM refresh_tokens WHERE hash = ?',
+        refreshByHash: db.prepare<
+          [string],
+          { session_id: string; used_at: number | null; successor: string | null }
+        >('SELECT session_id, used_at, successor FROM refresh_tokens WHERE hash = ?'),
+        refreshSpend: db.prepare(
+          'UPDATE refresh_tokens SET used_at = ?, successor = ? WHERE hash = ? AND used_at IS NULL',
         ),
-        refreshSpend: db.prepare('UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL'),
         auditHead: db.prepare<[], { seq: number; hash: string }>(
           'SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1',
         ),
@@ -186,28 +297,48 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
 
   const createSession = db.transaction((s: SessionRecord, refreshHash: string) => {
     const ww = writable();
-    ww.sessionInsert.run(s.id, s.userId, JSON.stringify(s.amr), s.createdAt, s.expiresAt);
+    ww.sessionInsert.run(s.id, s.userId, JSON.stringify(s.amr), s.createdAt, s.expiresAt, s.authTime, s.acr);
     ww.refreshInsert.run(refreshHash, s.id, s.createdAt);
   });
 
-  const rotate = db.transaction((oldHash: string, newHash: string, at: number): RefreshRotation => {
-    const ww = writable();
-    const tok = ww.refreshByHash.get(oldHash);
-    if (!tok) return { kind: 'unknown' };
-    const row = q.sessionById.get(tok.session_id);
-    if (!row) return { kind: 'unknown' };
-    const session = toSession(row);
-    if (tok.used_at !== null) {
-      if (session.revokedAt === null) {
-        ww.sessionRevoke.run(at, session.id);
-        session.revokedAt = at;
+  const rotate = db.transaction(
+    (oldHash: string, newHash: string, at: number, graceMs: number): RefreshRotation => {
+      const ww = writable();
+      const tok = ww.refreshByHash.get(oldHash);
+      if (!tok) return { kind: 'unknown' };
+      const row = q.sessionById.get(tok.session_id);
+      if (!row) return { kind: 'unknown' };
+      const session = toSession(row);
+      if (tok.used_at !== null) {
+        // The same token again, moments later, asking for the same successor that nobody has used yet:
+        // two tabs or a retry racing, not a thief. Both get the same successor.
+        if (
+          graceMs > 0 &&
+          at - tok.used_at <= graceMs &&
+          tok.successor === newHash &&
+          session.revokedAt === null &&
+          session.expiresAt > at &&
+          ww.refreshByHash.get(newHash)?.used_at === null
+        ) {
+          return { kind: 'grace', session };
+        }
+        if (session.revokedAt === null) {
+          ww.sessionRevoke.run(at, session.id);
+          session.revokedAt = at;
+        }
+        return { kind: 'reused', session };
       }
-      return { kind: 'reused', session };
-    }
-    if (session.revokedAt !== null || session.expiresAt <= at) return { kind: 'inactive', session };
-    ww.refreshSpend.run(at, oldHash);
-    ww.refreshInsert.run(newHash, session.id, at);
-    return { kind: 'rotated', session };
+      if (session.revokedAt !== null || session.expiresAt <= at) return { kind: 'inactive', session };
+      ww.refreshSpend.run(at, newHash, oldHash);
+      ww.refreshInsert.run(newHash, session.id, at);
+      return { kind: 'rotated', session };
+    },
+  );
+
+  const replaceRecovery = db.transaction((id: string, hashes: readonly string[], at: number) => {
+    const ww = writable();
+    ww.recoveryDelete.run(id);
+    for (const h of hashes) ww.recoveryInsert.run(id, h, at);
   });
 
   const appendAudit = db.transaction(
@@ -249,12 +380,43 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           writable().userInsert.run(
             u.id,
             u.username,
+            u.email,
+            u.displayName,
             u.passwordHash,
             JSON.stringify(u.roles),
+            JSON.stringify(u.groups),
+            JSON.stringify(u.attributes),
             u.status,
             u.createdAt,
+            u.lockedUntil,
+            u.totpSecret,
+            u.totpPending,
+            u.totpLastStep,
           );
         }),
+      findByLogin: (login) =>
+        guard(() => {
+          const r = q.userByLogin.get({ login });
+          return r ? toUser(r) : undefined;
+        }),
+      update: (id, patch) =>
+        guard(() => {
+          writable();
+          const sets: string[] = [];
+          const values: unknown[] = [];
+          for (const [k, v] of Object.entries(patch)) {
+            const col = USER_COLUMNS[k as keyof UserUpdate];
+            if (!col || v === undefined) continue;
+            sets.push(`${col[0]} = ?`);
+            values.push(col[1](v as never));
+          }
+          if (sets.length === 0) return;
+          db.prepare(`UPDATE users SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
+        }),
+      useTotpStep: (id, step) => guard(() => writable().totpStep.run(step, id, step).changes > 0),
+      setRecoveryCodes: (id, hashes, at) => guard(() => replaceRecovery.immediate(id, hashes, at)),
+      useRecoveryCode: (id, hash, at) => guard(() => writable().recoveryUse.run(at, id, hash).changes > 0),
+      unusedRecoveryCodes: (id) => guard(() => q.recoveryUnused.get(id)?.n ?? 0),
       get: (id) =>
         guard(() => {
           const r = q.userById.get(id);
@@ -276,7 +438,25 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           return r ? toSession(r) : undefined;
         }),
       revoke: (id, at) => guard(() => writable().sessionRevoke.run(at, id).changes > 0),
-      rotateRefresh: (oldHash, newHash, at) => guard(() => rotate.immediate(oldHash, newHash, at)),
+      rotateRefresh: (oldHash, newHash, at, graceMs = 0) =>
+        guard(() => rotate.immediate(oldHash, newHash, at, graceMs)),
+      stepUp: (id, auth) =>
+        guard(
+          () =>
+            writable().sessionStepUp.run(auth.authTime, JSON.stringify(auth.amr), auth.acr, id, auth.authTime)
+              .changes > 0,
+        ),
+    },
+    mfaChallenges: {
+      create: (c) =>
+        guard(() => void writable().challengeInsert.run(c.hash, c.userId, c.createdAt, c.expiresAt)),
+      get: (hash) =>
+        guard(() => {
+          const r = q.challengeByHash.get(hash);
+          return r ? toChallenge(r) : undefined;
+        }),
+      fail: (hash) => guard(() => writable().challengeFail.get(hash)?.attempts ?? Number.MAX_SAFE_INTEGER),
+      consume: (hash, at) => guard(() => writable().challengeUse.run(at, hash).changes > 0),
     },
     audit: {
       append: (drafts, hasher, genesis) => guard(() => appendAudit.immediate(drafts, hasher, genesis)),
