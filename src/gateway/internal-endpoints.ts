@@ -31,6 +31,30 @@ const codeBody = z.strictObject({ code: totpCode });
 const toProof = (b: { code: string } | { recovery_code: string }) =>
   'code' in b ? { code: b.code } : { recoveryCode: b.recovery_code };
 
+/**
+ * A POST endpoint for the caller's own session: bearer checked like at the gateway, JSON body
+ * validated, the answer sent as JSON and never cached.
+ */
+function withSession<S extends z.ZodType>(
+  schema: S,
+  run: (
+    gw: Gateway,
+    principal: Awaited<ReturnType<typeof ownSession>>,
+    body: z.output<S>,
+    meta: { ip: string; requestId: string },
+  ) => Promise<unknown>,
+): Endpoint {
+  return {
+    method: 'POST',
+    handle: async (gw, ctx) => {
+      const principal = await ownSession(gw, ctx);
+      const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, schema);
+      const result = await run(gw, principal, body, { ip: ctx.ip, requestId: ctx.requestId });
+      sendJson(ctx, 200, JSON.stringify(result), NO_STORE);
+    },
+  };
+}
+
 /** The caller's own session (our tokens only), checked like at the gateway. */
 async function ownSession(gw: Gateway, ctx: RequestContext) {
   const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
@@ -56,7 +80,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
             ip: ctx.ip,
             requestId: ctx.requestId,
           });
-          gw.metrics.logins.inc({ result: 'success' });
+          gw.metrics.logins.inc({ result: 'mfa_required' in tokens ? 'mfa_required' : 'success' });
           sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
         } catch (err) {
           gw.metrics.logins.inc({ result: 'failure' });
@@ -93,33 +117,11 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
   ],
   [
     '/auth/mfa/totp/confirm',
-    {
-      method: 'POST',
-      handle: async (gw, ctx) => {
-        const principal = await ownSession(gw, ctx);
-        const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, codeBody);
-        const result = await gw.identity.confirmTotp(principal.id, body.code, {
-          ip: ctx.ip,
-          requestId: ctx.requestId,
-        });
-        sendJson(ctx, 200, JSON.stringify(result), NO_STORE);
-      },
-    },
+    withSession(codeBody, (gw, p, body, meta) => gw.identity.confirmTotp(p.id, body.code, meta)),
   ],
   [
     '/auth/mfa/recovery-codes',
-    {
-      method: 'POST',
-      handle: async (gw, ctx) => {
-        const principal = await ownSession(gw, ctx);
-        const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, codeBody);
-        const result = await gw.identity.regenerateRecoveryCodes(principal.id, body.code, {
-          ip: ctx.ip,
-          requestId: ctx.requestId,
-        });
-        sendJson(ctx, 200, JSON.stringify(result), NO_STORE);
-      },
-    },
+    withSession(codeBody, (gw, p, body, meta) => gw.identity.regenerateRecoveryCodes(p.id, body.code, meta)),
   ],
   [
     '/auth/step-up',
