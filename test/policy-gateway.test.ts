@@ -25,7 +25,9 @@ describe('policy at the gateway', () => {
         { id: 'admin', path: '/api/admin/*', methods: ['GET', 'POST'], upstream: 'app' },
       ],
       policy: {
-        schema: { resourceTypes: { Order: { ownerId: 'string', total: 'int' } } },
+        schema: {
+          resourceTypes: { Order: { ownerId: 'string', total: 'int' }, Report: { department: 'string' } },
+        },
         roles: {
           viewer: { permissions: ['orders:read'] },
           admin: { includes: ['viewer'], permissions: ['orders:*'] },
@@ -52,6 +54,13 @@ describe('policy at the gateway', () => {
             types: ['Order'],
             actions: ['orders:cancel'],
             when: 'resource.total > 1000',
+          },
+          {
+            id: 'dept-reports',
+            groups: ['engineering'],
+            types: ['Report'],
+            actions: ['reports:read'],
+            when: 'principal.department == resource.department',
           },
         ],
       },
@@ -158,6 +167,31 @@ describe('policy at the gateway', () => {
       ['o3', 'deny'],
       ['o4', 'allow'],
     ]);
+  });
+
+  it('user groups and attributes travel in our access token and reach policy conditions', async () => {
+    await s.pc.core.identity.createUser({
+      username: 'dora',
+      password: 'dora-long-password-1',
+      roles: [],
+      groups: ['engineering'],
+      attributes: { department: 'eng', clearance: 3 },
+    });
+    const token = (await s.login('dora', 'dora-long-password-1')).body.access_token as string;
+    const claims = JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString());
+    expect(claims).toMatchObject({ groups: ['engineering'], attrs: { department: 'eng', clearance: 3 } });
+    const ask = async (department: string, who = token) =>
+      (
+        await (
+          await call('POST', '/v1/authorize', who, {
+            action: 'reports:read',
+            resource: { type: 'Report', attributes: { department } },
+          })
+        ).json()
+      ).decision;
+    expect(await ask('eng')).toBe('allow');
+    expect(await ask('sales')).toBe('deny');
+    expect(await ask('eng', viewer)).toBe('deny'); // not in the group
   });
 
   it('POST /v1/authorize refuses anonymous callers, bad bodies and principals smuggled in the body', async () => {

@@ -17,6 +17,9 @@ export interface Principal {
   readonly authTime?: number;
   /** Authentication context class (the token's `acr`), for policies' `require.acr`. */
   readonly acr?: string;
+  /** Groups and attributes of the user (our tokens' `groups` / `attrs`), for policy conditions. */
+  readonly groups?: readonly string[];
+  readonly attributes?: Readonly<Record<string, unknown>>;
 }
 
 /**

@@ -612,6 +612,8 @@ export class IdentityService {
       amr: session.amr,
       authTime: session.authTime,
       acr: session.acr,
+      groups: user.groups,
+      attributes: user.attributes,
     });
     return {
       access_token: access,

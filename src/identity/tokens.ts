@@ -36,6 +36,9 @@ export interface AccessTokenSubject {
   authTime: number;
   /** Authentication context class: `aal1` (password) or `aal2` (with a second factor). */
   acr: string;
+  groups?: readonly string[];
+  /** The user's attributes, for policy (`principal.department`). */
+  attributes?: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -65,6 +68,8 @@ export class TokenService {
       amr: [...subject.amr],
       auth_time: Math.floor(subject.authTime / 1000),
       acr: subject.acr,
+      ...(subject.groups?.length ? { groups: [...subject.groups] } : {}),
+      ...(subject.attributes && Object.keys(subject.attributes).length ? { attrs: subject.attributes } : {}),
     })
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
       .setIssuer(this.#opts.issuer)
@@ -103,13 +108,15 @@ export class TokenService {
         headers: INVALID_TOKEN_CHALLENGE,
       });
     }
-    const { sub, sid, roles, amr, jti, exp, nbf, auth_time, acr } = claims;
+    const { sub, sid, roles, amr, jti, exp, nbf, auth_time, acr, groups, attrs } = claims;
     if (
       typeof sub !== 'string' ||
       typeof sid !== 'string' ||
       typeof jti !== 'string' ||
       !isStringArray(roles) ||
-      !isStringArray(amr)
+      !isStringArray(amr) ||
+      (groups !== undefined && !isStringArray(groups)) ||
+      (attrs !== undefined && (attrs === null || typeof attrs !== 'object' || Array.isArray(attrs)))
     ) {
       throw new PortcullisError('invalid_token', {
         detail: 'claims have the wrong types',
@@ -127,6 +134,8 @@ export class TokenService {
         tokenId: jti,
         ...(typeof auth_time === 'number' ? { authTime: auth_time * 1000 } : {}),
         ...(typeof acr === 'string' ? { acr } : {}),
+        ...(groups !== undefined ? { groups } : {}),
+        ...(attrs !== undefined ? { attributes: attrs as Record<string, unknown> } : {}),
       },
       expiresAt: exp ?? 0,
       notBefore: nbf ?? 0,
