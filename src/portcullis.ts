@@ -210,6 +210,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       clock,
       log,
       sessionTtlMs: config.identity.sessionTtl,
+      sessionIdleMs: config.identity.sessionIdleTimeout,
       dataKey: keys.dataKey,
       refreshGraceMs: config.identity.refreshGrace,
       mfa: { issuerName: config.identity.mfa.issuerName, challengeTtlMs: config.identity.mfa.challengeTtl },

@@ -5,7 +5,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ConfigInput, defineConfig } from '../src/config/index.js';
-import { createLogger } from '../src/core/index.js';
+import { type Clock, createLogger } from '../src/core/index.js';
 import { type RunningPortcullis, startPortcullis } from '../src/portcullis.js';
 
 export function tempDir(prefix = 'portcullis-test-'): { dir: string; cleanup: () => void } {
@@ -109,11 +109,18 @@ export interface Stack {
 }
 
 /** The real gateway (real SQLite in a temp dir) in front of a recording upstream, with an admin and a viewer. */
-export async function startStack(overrides: Partial<ConfigInput> = {}, upstreamUrl?: string): Promise<Stack> {
+export async function startStack(
+  overrides: Partial<ConfigInput> = {},
+  upstreamUrl?: string,
+  options: { clock?: Clock } = {},
+): Promise<Stack> {
   const tmp = tempDir();
   const upstream = await startRecordingUpstream();
   const loaded = defineConfig(testConfig(tmp.dir, upstreamUrl ?? upstream.url, overrides));
-  const pc = await startPortcullis(loaded, { log: createLogger({ level: 'silent' }) });
+  const pc = await startPortcullis(loaded, {
+    log: createLogger({ level: 'silent' }),
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
   const users = {
     admin: { username: 'alice', password: 'alice-password-123' },
     viewer: { username: 'victor', password: 'victor-password-123' },

@@ -51,6 +51,9 @@ describe.each(ADAPTERS)('store conformance: %s', (_name, open) => {
     revokedAt: null,
     authTime: 10,
     acr: 'aal1',
+    lastSeenAt: 10,
+    ip: '127.0.0.1',
+    userAgent: 'test',
   });
 
   it('users: create, find, list, count; duplicate usernames conflict', async () => {
@@ -174,6 +177,25 @@ describe.each(ADAPTERS)('store conformance: %s', (_name, open) => {
     expect(await store.mfaChallenges.get('c')).toMatchObject({ attempts: 1, usedAt: null });
     expect(await store.mfaChallenges.consume('c', 5)).toBe(true);
     expect(await store.mfaChallenges.consume('c', 6)).toBe(false);
+  });
+
+  it('sessions: touch, list by user (newest first), revoke all of a user', async () => {
+    const u = user('ann');
+    await store.users.create(u);
+    const a = { ...session(u.id), createdAt: 10 };
+    const b = { ...session(u.id), createdAt: 20 };
+    await store.sessions.create(a, 'la');
+    await store.sessions.create(b, 'lb');
+    await store.sessions.touch(a.id, 50, '10.0.0.9', 'curl/8');
+    expect(await store.sessions.get(a.id)).toMatchObject({
+      lastSeenAt: 50,
+      ip: '10.0.0.9',
+      userAgent: 'curl/8',
+    });
+    expect((await store.sessions.listByUser(u.id)).map((s) => s.id)).toEqual([b.id, a.id]);
+    expect(await store.sessions.revokeAll(u.id, 60)).toBe(2);
+    expect(await store.sessions.revokeAll(u.id, 70)).toBe(0);
+    expect((await store.sessions.listByUser(u.id)).every((s) => s.revokedAt === 60)).toBe(true);
   });
 
   it('sessions: revoke is idempotent', async () => {

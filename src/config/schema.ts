@@ -314,6 +314,8 @@ export const configSchema = z
         accessTokenTtl: duration.default(600_000),
         /** Absolute lifetime of a session (and so of its refresh tokens). */
         sessionTtl: duration.default(43_200_000),
+        /** A session with no login or refresh for this long ends (at least twice the access-token lifetime). */
+        sessionIdleTimeout: duration.default(3_600_000),
         passwordHash: argon2Params.prefault({}),
         /** Two refreshes of the same token within this window both get the same successor (not a reuse). */
         refreshGrace: durationOrOff
@@ -345,6 +347,11 @@ export const configSchema = z
             ipFreeAttempts: z.number().int().min(0).max(100_000).default(30),
           })
           .prefault({}),
+      })
+      .refine((v) => v.sessionIdleTimeout >= 2 * v.accessTokenTtl, {
+        message:
+          'sessionIdleTimeout must be at least twice accessTokenTtl (a token is refreshed before it is idle)',
+        path: ['sessionIdleTimeout'],
       })
       .refine((v) => v.accessTokenTtl <= 3_600_000, {
         message: 'accessTokenTtl must be at most 1h',

@@ -55,6 +55,16 @@ function withSession<S extends z.ZodType>(
   };
 }
 
+/** Where a request came from, for the audit log and the session list. */
+function meta(ctx: RequestContext): { ip: string; requestId: string; userAgent: string | undefined } {
+  return { ip: ctx.ip, requestId: ctx.requestId, userAgent: ctx.req.headers['user-agent'] };
+}
+
+const revokeBody = z.union([
+  z.strictObject({ session_id: z.string().min(1).max(64) }),
+  z.strictObject({ all: z.literal(true) }),
+]);
+
 /** The caller's own session (our tokens only), checked like at the gateway. */
 async function ownSession(gw: Gateway, ctx: RequestContext) {
   const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
@@ -76,10 +86,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       handle: async (gw, ctx) => {
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, loginBody);
         try {
-          const tokens = await gw.identity.login(body.username, body.password, {
-            ip: ctx.ip,
-            requestId: ctx.requestId,
-          });
+          const tokens = await gw.identity.login(body.username, body.password, meta(ctx));
           gw.metrics.logins.inc({ result: 'mfa_required' in tokens ? 'mfa_required' : 'success' });
           sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
         } catch (err) {
@@ -96,10 +103,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       method: 'POST',
       handle: async (gw, ctx) => {
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, mfaLoginBody);
-        const tokens = await gw.identity.completeMfaLogin(body.mfa_token, toProof(body), {
-          ip: ctx.ip,
-          requestId: ctx.requestId,
-        });
+        const tokens = await gw.identity.completeMfaLogin(body.mfa_token, toProof(body), meta(ctx));
         sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
       },
     },
@@ -114,6 +118,36 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
         sendJson(ctx, 200, JSON.stringify(await gw.identity.beginTotp(principal.id)), NO_STORE);
       },
     },
+  ],
+  [
+    '/auth/sessions',
+    {
+      // The caller's sessions (device = user agent, address, last seen); the current one is marked.
+      method: 'GET',
+      handle: async (gw, ctx) => {
+        const principal = await ownSession(gw, ctx);
+        const list = (await gw.identity.sessions(principal.id)).map((x) => ({
+          id: x.id,
+          current: x.id === principal.sessionId,
+          active: x.active,
+          createdAt: new Date(x.createdAt).toISOString(),
+          lastSeenAt: new Date(x.lastSeenAt).toISOString(),
+          ip: x.ip,
+          userAgent: x.userAgent,
+          amr: x.amr,
+          acr: x.acr,
+        }));
+        sendJson(ctx, 200, JSON.stringify({ sessions: list }), NO_STORE);
+      },
+    },
+  ],
+  [
+    '/auth/sessions/revoke',
+    withSession(revokeBody, async (gw, p, body, m) =>
+      'all' in body
+        ? { revoked: await gw.identity.revokeAllSessions(p.id, m) }
+        : { revoked: (await gw.identity.revokeSession(p.id, body.session_id as never, m)) ? 1 : 0 },
+    ),
   ],
   [
     '/auth/mfa/totp/confirm',
@@ -145,10 +179,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       method: 'POST',
       handle: async (gw, ctx) => {
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, refreshBody);
-        const tokens = await gw.identity.refresh(body.refresh_token, {
-          ip: ctx.ip,
-          requestId: ctx.requestId,
-        });
+        const tokens = await gw.identity.refresh(body.refresh_token, meta(ctx));
         sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
       },
     },

@@ -25,6 +25,8 @@ import { hashRecoveryCode, matchTotp, newRecoveryCodes, newTotpSecret, totpQrSvg
 export interface RequestMeta {
   ip: string;
   requestId: string;
+  /** The client's User-Agent (logins and refreshes record it on the session). */
+  userAgent?: string | undefined;
 }
 
 /** OAuth 2.0 token response (RFC 6749 §5.1). */
@@ -43,6 +45,8 @@ export interface IdentityServiceOptions {
   clock: Clock;
   log: Logger;
   sessionTtlMs: number;
+  /** A session with no login/refresh for this long ends (idle timeout). */
+  sessionIdleMs: number;
   /** How identity events are written (default `durable`: committed before the answer). */
   auditMode?: 'durable' | 'batched';
   /** 32-byte key sealing TOTP seeds and keying recovery-code hashes and refresh successors. */
@@ -337,6 +341,55 @@ export class IdentityService {
     await this.#audit('identity.user.unlocked', { userId });
   }
 
+  /** Suspends a user: logins refused, every session ended at once. */
+  async suspend(userId: UserId): Promise<number> {
+    await this.#o.store.users.update(userId, { status: 'suspended' });
+    const ended = await this.#o.store.sessions.revokeAll(userId, this.#o.clock.now());
+    await this.#audit('identity.user.suspended', { userId, sessionsRevoked: ended });
+    return ended;
+  }
+
+  async activate(userId: UserId): Promise<void> {
+    await this.#o.store.users.update(userId, { status: 'active' });
+    await this.#audit('identity.user.activated', { userId });
+  }
+
+  /** A user's sessions, newest first, with whether each is still active. */
+  async sessions(userId: UserId): Promise<(SessionRecord & { active: boolean })[]> {
+    const now = this.#o.clock.now();
+    return (await this.#o.store.sessions.listByUser(userId)).map((s) => ({
+      ...s,
+      active: s.revokedAt === null && s.expiresAt > now && now - s.lastSeenAt <= this.#o.sessionIdleMs,
+    }));
+  }
+
+  /** Ends one session of a user (false when it is not theirs or already ended). */
+  async revokeSession(userId: UserId, sessionId: SessionId, meta?: RequestMeta): Promise<boolean> {
+    const s = await this.#o.store.sessions.get(sessionId);
+    if (!s || s.userId !== userId) return false;
+    const revoked = await this.#o.store.sessions.revoke(sessionId, this.#o.clock.now());
+    await this.#audit('auth.session.revoked', {
+      userId,
+      sessionId,
+      revoked,
+      ip: meta?.ip,
+      requestId: meta?.requestId,
+    });
+    return revoked;
+  }
+
+  /** Ends every session of a user; returns how many were active. */
+  async revokeAllSessions(userId: UserId, meta?: RequestMeta): Promise<number> {
+    const n = await this.#o.store.sessions.revokeAll(userId, this.#o.clock.now());
+    await this.#audit('auth.session.revoked_all', {
+      userId,
+      count: n,
+      ip: meta?.ip,
+      requestId: meta?.requestId,
+    });
+    return n;
+  }
+
   /**
    * Step-up: a fresh MFA proof upgrades the caller's own session (auth_time now, amr + the method,
    * acr aal2) and returns an access token that says so. The proof is spent (a TOTP step is never
@@ -421,6 +474,25 @@ export class IdentityService {
         });
       case 'grace':
       case 'rotated': {
+        if (this.#o.clock.now() - result.session.lastSeenAt > this.#o.sessionIdleMs) {
+          await this.#o.store.sessions.revoke(result.session.id, this.#o.clock.now()).catch(() => false);
+          await this.#audit('auth.refresh.failed', {
+            ...base,
+            reason: 'session_idle',
+            sessionId: result.session.id,
+          });
+          throw new PortcullisError('invalid_grant', { detail: 'session idle too long' });
+        }
+        await this.#o.store.sessions
+          .touch(
+            result.session.id,
+            this.#o.clock.now(),
+            meta.ip || null,
+            meta.userAgent?.slice(0, 256) ?? null,
+          )
+          .catch((err: unknown) => {
+            throw storeDown(err);
+          });
         const user = await this.#user(result.session.userId);
         if (user?.status !== 'active') {
           await this.#o.store.sessions.revoke(result.session.id, this.#o.clock.now()).catch(() => false);
@@ -465,10 +537,12 @@ export class IdentityService {
     } catch (err) {
       throw storeDown(err);
     }
+    const now = this.#o.clock.now();
     if (
       !session ||
       session.revokedAt !== null ||
-      session.expiresAt <= this.#o.clock.now() ||
+      session.expiresAt <= now ||
+      now - session.lastSeenAt > this.#o.sessionIdleMs ||
       session.userId !== principal.id
     ) {
       throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
@@ -570,6 +644,9 @@ export class IdentityService {
       revokedAt: null,
       authTime: now,
       acr,
+      lastSeenAt: now,
+      ip: meta.ip || null,
+      userAgent: meta.userAgent?.slice(0, 256) ?? null,
     };
     const refresh = randomToken();
     try {

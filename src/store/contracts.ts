@@ -98,6 +98,11 @@ export interface SessionRecord {
   /** Last (step-up) authentication: its time, methods in `amr`, and context class. */
   authTime: number;
   acr: string;
+  /** Last login or refresh (for the idle timeout and the session list). */
+  lastSeenAt: number;
+  /** Client address and user agent at the last login or refresh. */
+  ip: string | null;
+  userAgent: string | null;
 }
 
 export type RefreshRotation =
@@ -122,6 +127,12 @@ export interface SessionStore {
    * for this very successor, which is still unused: then it is a concurrent duplicate (`grace`).
    */
   rotateRefresh(oldHash: string, newHash: string, at: number, graceMs?: number): Promise<RefreshRotation>;
+  /** Records activity (a refresh): last seen time, address and user agent. */
+  touch(id: SessionId, at: number, ip: string | null, userAgent: string | null): Promise<void>;
+  /** A user's sessions, newest first (active and ended). */
+  listByUser(userId: UserId): Promise<SessionRecord[]>;
+  /** Revokes every active session of a user; returns how many. */
+  revokeAll(userId: UserId, at: number): Promise<number>;
   /** Records a fresh authentication on the session (step-up); false when it is not active. */
   stepUp(id: SessionId, auth: { authTime: number; amr: string[]; acr: string }): Promise<boolean>;
 }

@@ -84,6 +84,10 @@ const MIGRATIONS: readonly string[] = [
      attempts INTEGER NOT NULL DEFAULT 0,
      used_at INTEGER
    ) STRICT;`,
+  `ALTER TABLE sessions ADD COLUMN last_seen_at INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE sessions ADD COLUMN ip TEXT;
+   ALTER TABLE sessions ADD COLUMN user_agent TEXT;
+   UPDATE sessions SET last_seen_at = created_at;`,
 ];
 
 interface UserRow {
@@ -111,6 +115,9 @@ interface SessionRow {
   revoked_at: number | null;
   auth_time: number;
   acr: string;
+  last_seen_at: number;
+  ip: string | null;
+  user_agent: string | null;
 }
 interface ChallengeRow {
   hash: string;
@@ -155,6 +162,9 @@ const toSession = (r: SessionRow): SessionRecord => ({
   revokedAt: r.revoked_at,
   authTime: r.auth_time,
   acr: r.acr,
+  lastSeenAt: r.last_seen_at,
+  ip: r.ip,
+  userAgent: r.user_agent,
 });
 const toChallenge = (r: ChallengeRow): MfaChallengeRecord => ({
   hash: r.hash,
@@ -235,6 +245,9 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     userList: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, username'),
     userCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM users'),
     sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
+    sessionsByUser: db.prepare<[string], SessionRow>(
+      'SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at DESC, id',
+    ),
     auditScan: db.prepare<[number], AuditRow>('SELECT * FROM audit_log WHERE seq >= ? ORDER BY seq'),
     auditLast: db.prepare<[], { s: number | null }>('SELECT max(seq) AS s FROM audit_log'),
     auditCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM audit_log'),
@@ -249,7 +262,7 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     ? undefined
     : {
         sessionInsert: db.prepare(
-          'INSERT INTO sessions (id, user_id, amr, created_at, expires_at, revoked_at, auth_time, acr) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)',
+          'INSERT INTO sessions (id, user_id, amr, created_at, expires_at, revoked_at, auth_time, acr, last_seen_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)',
         ),
         sessionStepUp: db.prepare(
           'UPDATE sessions SET auth_time = ?, amr = ?, acr = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?',
@@ -270,6 +283,10 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
         ),
         challengeUse: db.prepare('UPDATE mfa_challenges SET used_at = ? WHERE hash = ? AND used_at IS NULL'),
         sessionRevoke: db.prepare('UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+        sessionRevokeAll: db.prepare(
+          'UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL',
+        ),
+        sessionTouch: db.prepare('UPDATE sessions SET last_seen_at = ?, ip = ?, user_agent = ? WHERE id = ?'),
         refreshInsert: db.prepare(
           'INSERT INTO refresh_tokens (hash, session_id, created_at, used_at) VALUES (?, ?, ?, NULL)',
         ),
@@ -297,7 +314,18 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
 
   const createSession = db.transaction((s: SessionRecord, refreshHash: string) => {
     const ww = writable();
-    ww.sessionInsert.run(s.id, s.userId, JSON.stringify(s.amr), s.createdAt, s.expiresAt, s.authTime, s.acr);
+    ww.sessionInsert.run(
+      s.id,
+      s.userId,
+      JSON.stringify(s.amr),
+      s.createdAt,
+      s.expiresAt,
+      s.authTime,
+      s.acr,
+      s.lastSeenAt,
+      s.ip,
+      s.userAgent,
+    );
     ww.refreshInsert.run(refreshHash, s.id, s.createdAt);
   });
 
@@ -438,6 +466,12 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           return r ? toSession(r) : undefined;
         }),
       revoke: (id, at) => guard(() => writable().sessionRevoke.run(at, id).changes > 0),
+      revokeAll: (userId, at) => guard(() => writable().sessionRevokeAll.run(at, userId).changes),
+      touch: (id, at, ip, userAgent) =>
+        guard(() => {
+          writable().sessionTouch.run(at, ip, userAgent, id);
+        }),
+      listByUser: (userId) => guard(() => q.sessionsByUser.all(userId).map(toSession)),
       rotateRefresh: (oldHash, newHash, at, graceMs = 0) =>
         guard(() => rotate.immediate(oldHash, newHash, at, graceMs)),
       stepUp: (id, auth) =>
