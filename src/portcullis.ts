@@ -32,6 +32,7 @@ import {
 } from './gateway/index.js';
 import {
   BearerAuthenticator,
+  ClientService,
   IdentityService,
   KeyRing,
   keyResolver,
@@ -63,6 +64,7 @@ export interface PortcullisCore {
   readonly passwords: PasswordHasher;
   readonly tokens: TokenService;
   readonly identity: IdentityService;
+  readonly clients: ClientService;
   close(): Promise<void>;
 }
 
@@ -224,6 +226,16 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
         forgetAfterMs: 3_600_000,
       },
     });
+    const clients = new ClientService({
+      store,
+      tokens,
+      audit,
+      clock,
+      issuer: config.identity.issuer,
+      tokenEndpoint: `${config.identity.issuer.replace(/\/$/, '')}/oauth2/token`,
+      defaultAudience: config.identity.audience,
+      serviceTokenTtlSec: Math.floor(config.identity.serviceTokenTtl / 1000),
+    });
     return {
       loaded,
       log,
@@ -235,6 +247,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       passwords,
       tokens,
       identity,
+      clients,
       checkpointer,
       checkpointSigner,
       alerts,
@@ -425,6 +438,7 @@ async function buildGateway(
         onLookup: countLookup(core.metrics),
       }),
       identity: core.identity,
+      clients: core.clients,
       keys: core.keys,
       policy,
       rateLimits,

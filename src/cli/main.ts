@@ -3,11 +3,20 @@ import { audit } from './commands/audit.js';
 import { init } from './commands/init.js';
 import { jwt } from './commands/jwt.js';
 import { policy } from './commands/policy.js';
+import { serviceAccount } from './commands/service-account.js';
 import { up } from './commands/up.js';
 import { user } from './commands/user.js';
 import { type CliIO, type Command, UsageError } from './io.js';
 
-const COMMANDS: Readonly<Record<string, Command>> = { up, init, user, audit, jwt, policy };
+const COMMANDS: Readonly<Record<string, Command>> = {
+  up,
+  init,
+  user,
+  'service-account': serviceAccount,
+  audit,
+  jwt,
+  policy,
+};
 
 const HELP = `portcullis — zero-trust access gateway
 
@@ -16,7 +25,8 @@ usage: portcullis <command> [options]
 commands:
   up            start the gateway, identity, admin listener (and the demo upstream)
   init          write a starter portcullis.yaml and generate signing keys
-  user          add | list users
+  user          add | list | show | suspend | unlock | reset-mfa | sessions | revoke
+  service-account  add | list | rotate-key (client credentials)
   audit         verify the hash-chained audit log
   jwt           verify a token against a JWKS
   policy        check | explain | test the access policy

@@ -314,6 +314,10 @@ export const configSchema = z
         accessTokenTtl: duration.default(600_000),
         /** Absolute lifetime of a session (and so of its refresh tokens). */
         sessionTtl: duration.default(43_200_000),
+        /** Lifetime of service-account tokens (client credentials). */
+        serviceTokenTtl: duration
+          .default(300_000)
+          .refine((ms) => ms <= 900_000, 'serviceTokenTtl must be at most 15m'),
         /** A session with no login or refresh for this long ends (at least twice the access-token lifetime). */
         sessionIdleTimeout: duration.default(3_600_000),
         passwordHash: argon2Params.prefault({}),

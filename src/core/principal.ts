@@ -2,7 +2,8 @@ import type { SessionId, UserId } from './ids.js';
 
 /** Who is making a request, as established by authentication. Produced by identity, read by policy. */
 export interface Principal {
-  readonly kind: 'user';
+  /** A person (sessions, MFA) or a service account (client credentials). */
+  readonly kind: 'user' | 'service';
   readonly id: UserId;
   /** Id of the issuer that vouched for it: `portcullis` (our own tokens) or an external issuer's id. */
   readonly issuer: string;
@@ -20,6 +21,8 @@ export interface Principal {
   /** Groups and attributes of the user (our tokens' `groups` / `attrs`), for policy conditions. */
   readonly groups?: readonly string[];
   readonly attributes?: Readonly<Record<string, unknown>>;
+  /** A service's workload identity (`spiffe://…`), for microsegmentation rules. */
+  readonly spiffeId?: string;
 }
 
 /**

@@ -2,7 +2,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditWriter } from '../audit/index.js';
 import type { Config } from '../config/index.js';
 import type { Clock, Logger, Metrics, Principal, RequestId } from '../core/index.js';
-import type { BearerAuthenticator, IdentityService, KeyRing, TokenService } from '../identity/index.js';
+import type {
+  BearerAuthenticator,
+  ClientService,
+  IdentityService,
+  KeyRing,
+  TokenService,
+} from '../identity/index.js';
 import type { Decision, PolicyEngine } from '../policy/index.js';
 import type { RateLimitStore } from '../ratelimit/index.js';
 import type { CanonicalTarget } from './canonical-target.js';
@@ -16,6 +22,7 @@ export interface Gateway {
   readonly tokens: TokenService;
   readonly bearer: BearerAuthenticator;
   readonly identity: IdentityService;
+  readonly clients: ClientService;
   readonly keys: KeyRing;
   readonly policy: PolicyEngine;
   readonly rateLimits: RateLimitStore;

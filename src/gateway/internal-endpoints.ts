@@ -5,10 +5,16 @@ import { authorizeBodySchema, type Decision, type PolicyInput } from '../policy/
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
 import { withSecurityHeaders } from './headers.js';
+import { OAUTH_ENDPOINTS } from './oauth-endpoints.js';
 import { sendJson } from './respond.js';
 import { bearerToken } from './steps/authenticate.js';
 
-type Endpoint = { method: 'GET' | 'POST'; handle: (gw: Gateway, ctx: RequestContext) => Promise<void> };
+type Endpoint = {
+  method: 'GET' | 'POST';
+  /** A second method the endpoint answers too (userinfo: GET and POST). */
+  also?: 'GET' | 'POST';
+  handle: (gw: Gateway, ctx: RequestContext) => Promise<void>;
+};
 
 const loginBody = z.strictObject({
   username: z.string().min(1).max(254),
@@ -289,13 +295,17 @@ function answer(d: Decision): Record<string, unknown> {
 
 /** Serves an internal endpoint if the path is one; returns whether it did. */
 export async function serveInternal(gw: Gateway, ctx: RequestContext, path: string): Promise<boolean> {
-  const endpoint = INTERNAL_ENDPOINTS.get(path);
+  const endpoint = INTERNAL_ENDPOINTS.get(path) ?? OAUTH_ENDPOINTS.get(path);
   if (!endpoint) return false;
   ctx.internal = true;
   const method = ctx.req.method === 'HEAD' && endpoint.method === 'GET' ? 'GET' : ctx.req.method;
-  if (method !== endpoint.method) {
+  if (method !== endpoint.method && method !== endpoint.also) {
     throw new PortcullisError('method_not_allowed', {
-      headers: { allow: endpoint.method === 'GET' ? 'GET, HEAD' : endpoint.method },
+      headers: {
+        allow: [endpoint.method === 'GET' ? 'GET, HEAD' : endpoint.method, endpoint.also]
+          .filter(Boolean)
+          .join(', '),
+      },
     });
   }
   await endpoint.handle(gw, ctx);

@@ -1,4 +1,11 @@
 export { BearerAuthenticator, type BearerAuthenticatorOptions } from './bearer.js';
+export {
+  type ClientAuth,
+  ClientService,
+  type ClientServiceOptions,
+  type NewServiceAccount,
+  OAuthError,
+} from './clients.js';
 export { type KeyPurpose, KeyRing, type SigningKey } from './keys.js';
 export { type Argon2Params, PasswordHasher } from './passwords.js';
 export {

@@ -514,6 +514,49 @@ export class IdentityService {
     }
   }
 
+  /**
+   * RFC 7009 revocation: a refresh token or one of our access tokens ends its session. Anything else
+   * (unknown, already ended, a service token that simply expires soon) is not an error.
+   */
+  async revokeToken(token: string, meta: RequestMeta): Promise<void> {
+    let session = await this.#o.store.sessions.byRefreshHash(sha256b64url(token)).catch((err: unknown) => {
+      throw storeDown(err);
+    });
+    if (!session && token.split('.').length === 3) {
+      const claims = await this.#o.tokens.claimsOf(token);
+      if (typeof claims?.sid === 'string')
+        session = await this.#o.store.sessions.get(claims.sid as SessionId);
+    }
+    if (!session) return;
+    const revoked = await this.#o.store.sessions.revoke(session.id, this.#o.clock.now());
+    await this.#audit('auth.token.revoked', {
+      sessionId: session.id,
+      userId: session.userId,
+      revoked,
+      ip: meta.ip,
+      requestId: meta.requestId,
+    });
+  }
+
+  /** OIDC userinfo for the caller's own (user) token. */
+  async userinfo(principal: Principal): Promise<Record<string, unknown>> {
+    await this.checkSession(principal);
+    const user = principal.kind === 'user' ? await this.#user(principal.id) : undefined;
+    if (!user)
+      throw new PortcullisError('invalid_token', {
+        detail: 'not a user token',
+        headers: INVALID_TOKEN_CHALLENGE,
+      });
+    return {
+      sub: user.id,
+      preferred_username: user.username,
+      ...(user.email ? { email: user.email } : {}),
+      ...(user.displayName ? { name: user.displayName } : {}),
+      roles: user.roles,
+      groups: user.groups,
+    };
+  }
+
   /** Ends a session: its access tokens stop working at the gateway on the next request. */
   async logout(sessionId: SessionId, meta: RequestMeta): Promise<void> {
     let revoked: boolean;
@@ -530,6 +573,17 @@ export class IdentityService {
    * within its lifetime. A store error denies (fail closed).
    */
   async checkSession(principal: Principal): Promise<void> {
+    if (principal.kind === 'service') {
+      // A service account's token has no session: the account itself must still be active.
+      let active = false;
+      try {
+        active = (await this.#o.store.serviceAccounts.get(principal.id))?.status === 'active';
+      } catch (err) {
+        throw storeDown(err);
+      }
+      if (!active) throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+      return;
+    }
     const sessionId = principal.sessionId;
     let session: SessionRecord | undefined;
     try {

@@ -41,6 +41,15 @@ export interface AccessTokenSubject {
   attributes?: Readonly<Record<string, unknown>>;
 }
 
+export interface ServiceTokenSubject {
+  clientId: string;
+  scopes: readonly string[];
+  roles: readonly string[];
+  audience: string;
+  ttlSec: number;
+  spiffeId?: string | null | undefined;
+}
+
 /**
  * Mints and verifies access tokens: ES256 JWTs (RFC 9068 `typ: at+jwt`) carrying iss, aud, sub, exp,
  * iat, nbf, jti, sid, roles and amr. Verification accepts only the access-token key, so an identity
@@ -57,6 +66,47 @@ export class TokenService {
 
   get accessTokenTtlSec(): number {
     return Math.floor(this.#opts.accessTokenTtlMs / 1000);
+  }
+
+  /**
+   * A service account's token (client credentials grant): no session; `client_id`, `scope` and the
+   * account's roles (and SPIFFE ID, if it has one); `aud` is the audience it asked for.
+   */
+  async issueServiceToken(subject: ServiceTokenSubject): Promise<string> {
+    const key = this.#opts.keys.accessToken;
+    const now = Math.floor(this.#opts.clock.now() / 1000);
+    return new SignJWT({
+      client_id: subject.clientId,
+      scope: subject.scopes.join(' '),
+      roles: [...subject.roles],
+      ...(subject.spiffeId ? { spiffe_id: subject.spiffeId } : {}),
+    })
+      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
+      .setIssuer(this.#opts.issuer)
+      .setAudience(subject.audience)
+      .setSubject(subject.clientId)
+      .setIssuedAt(now)
+      .setNotBefore(now)
+      .setExpirationTime(now + subject.ttlSec)
+      .setJti(randomUUID())
+      .sign(key.privateKey);
+  }
+
+  /** Verifies one of our tokens for any audience (introspection): its claims, or undefined. */
+  async claimsOf(token: string): Promise<Record<string, unknown> | undefined> {
+    try {
+      return (await verifyToken(token, this.#resolver, {
+        issuer: this.#opts.issuer,
+        audience: null,
+        algorithms: ['ES256'],
+        typ: ACCESS_TOKEN_TYP,
+        requiredClaims: ['sub', 'jti', 'iat', 'exp'],
+        maxLifetimeSec: Math.max(this.accessTokenTtlSec, 3600),
+        currentDate: new Date(this.#opts.clock.now()),
+      })) as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
   }
 
   async issueAccessToken(subject: AccessTokenSubject): Promise<string> {
@@ -96,7 +146,7 @@ export class TokenService {
         audience: this.#opts.audience,
         algorithms: ['ES256'],
         typ: ACCESS_TOKEN_TYP,
-        requiredClaims: ['sub', 'jti', 'iat', 'sid'],
+        requiredClaims: ['sub', 'jti', 'iat'],
         maxLifetimeSec: this.accessTokenTtlSec,
         currentDate: new Date(this.#opts.clock.now()),
       });
@@ -108,7 +158,35 @@ export class TokenService {
         headers: INVALID_TOKEN_CHALLENGE,
       });
     }
-    const { sub, sid, roles, amr, jti, exp, nbf, auth_time, acr, groups, attrs } = claims;
+    const { sub, sid, roles, amr, jti, exp, nbf, auth_time, acr, groups, attrs, client_id, spiffe_id } =
+      claims;
+    if (client_id !== undefined) {
+      // A service account's token: no session; its account is checked on every request instead.
+      if (
+        typeof client_id !== 'string' ||
+        sub !== client_id ||
+        typeof jti !== 'string' ||
+        !isStringArray(roles)
+      )
+        throw new PortcullisError('invalid_token', {
+          detail: 'claims have the wrong types',
+          headers: INVALID_TOKEN_CHALLENGE,
+        });
+      return {
+        principal: {
+          kind: 'service',
+          id: client_id as UserId,
+          issuer: OWN_ISSUER_ID,
+          sessionId: undefined,
+          roles,
+          amr: [],
+          tokenId: jti,
+          ...(typeof spiffe_id === 'string' ? { spiffeId: spiffe_id } : {}),
+        },
+        expiresAt: exp ?? 0,
+        notBefore: nbf ?? 0,
+      };
+    }
     if (
       typeof sub !== 'string' ||
       typeof sid !== 'string' ||

@@ -67,6 +67,44 @@ export interface UserStore {
   unusedRecoveryCodes(id: UserId): Promise<number>;
 }
 
+/** A machine identity that gets tokens with the OAuth 2.0 client credentials grant. */
+export interface ServiceAccountRecord {
+  /** Also its OAuth `client_id`. */
+  id: string;
+  /** Unique, lower case. */
+  name: string;
+  /** SHA-256 of its client secret (high-entropy, generated), or null when it uses keys only. */
+  secretHash: string | null;
+  /** Public keys (JWKs) for `private_key_jwt` client authentication, or null. */
+  jwks: Record<string, unknown>[] | null;
+  scopes: string[];
+  roles: string[];
+  /** Audiences it may ask tokens for (`resource`/`audience` parameter). */
+  audiences: string[];
+  /** Its workload identity, for microsegmentation rules by SPIFFE ID. */
+  spiffeId: string | null;
+  status: UserStatus;
+  createdAt: number;
+}
+
+export type ServiceAccountUpdate = Partial<
+  Pick<ServiceAccountRecord, 'secretHash' | 'jwks' | 'scopes' | 'roles' | 'audiences' | 'status' | 'spiffeId'>
+>;
+
+export interface ServiceAccountStore {
+  /** Conflict when the name exists. */
+  create(account: ServiceAccountRecord): Promise<void>;
+  get(id: string): Promise<ServiceAccountRecord | undefined>;
+  findByName(name: string): Promise<ServiceAccountRecord | undefined>;
+  list(): Promise<ServiceAccountRecord[]>;
+  update(id: string, patch: ServiceAccountUpdate): Promise<void>;
+  /**
+   * Records a client assertion's `jti` until it expires; false when it was already seen (a replay).
+   * Expired entries are forgotten on the way.
+   */
+  rememberAssertion(clientId: string, jti: string, expiresAt: number, now: number): Promise<boolean>;
+}
+
 /** The short-lived second step of a login with MFA: stored hashed, single use, few attempts. */
 export interface MfaChallengeRecord {
   hash: string;
@@ -127,6 +165,8 @@ export interface SessionStore {
    * for this very successor, which is still unused: then it is a concurrent duplicate (`grace`).
    */
   rotateRefresh(oldHash: string, newHash: string, at: number, graceMs?: number): Promise<RefreshRotation>;
+  /** The session a refresh token belongs to (spent or not), for revocation (RFC 7009). */
+  byRefreshHash(hash: string): Promise<SessionRecord | undefined>;
   /** Records activity (a refresh): last seen time, address and user agent. */
   touch(id: SessionId, at: number, ip: string | null, userAgent: string | null): Promise<void>;
   /** A user's sessions, newest first (active and ended). */
@@ -184,6 +224,7 @@ export interface Store {
   readonly users: UserStore;
   readonly sessions: SessionStore;
   readonly mfaChallenges: MfaChallengeStore;
+  readonly serviceAccounts: ServiceAccountStore;
   readonly audit: AuditStore;
   /** Throws when the store is unreachable. */
   ping(): Promise<void>;

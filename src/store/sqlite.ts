@@ -8,6 +8,8 @@ import {
   type ChainHasher,
   type MfaChallengeRecord,
   type RefreshRotation,
+  type ServiceAccountRecord,
+  type ServiceAccountUpdate,
   type SessionRecord,
   type Store,
   StoreError,
@@ -88,6 +90,25 @@ const MIGRATIONS: readonly string[] = [
    ALTER TABLE sessions ADD COLUMN ip TEXT;
    ALTER TABLE sessions ADD COLUMN user_agent TEXT;
    UPDATE sessions SET last_seen_at = created_at;`,
+  `CREATE TABLE service_accounts (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     secret_hash TEXT,
+     jwks TEXT,
+     scopes TEXT NOT NULL,
+     roles TEXT NOT NULL,
+     audiences TEXT NOT NULL,
+     spiffe_id TEXT,
+     status TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE client_assertions (
+     client_id TEXT NOT NULL,
+     jti TEXT NOT NULL,
+     expires_at INTEGER NOT NULL,
+     PRIMARY KEY (client_id, jti)
+   ) STRICT;
+   CREATE INDEX client_assertions_expiry ON client_assertions(expires_at);`,
 ];
 
 interface UserRow {
@@ -119,6 +140,40 @@ interface SessionRow {
   ip: string | null;
   user_agent: string | null;
 }
+interface ServiceAccountRow {
+  id: string;
+  name: string;
+  secret_hash: string | null;
+  jwks: string | null;
+  scopes: string;
+  roles: string;
+  audiences: string;
+  spiffe_id: string | null;
+  status: string;
+  created_at: number;
+}
+const toServiceAccount = (r: ServiceAccountRow): ServiceAccountRecord => ({
+  id: r.id,
+  name: r.name,
+  secretHash: r.secret_hash,
+  jwks: r.jwks === null ? null : (JSON.parse(r.jwks) as Record<string, unknown>[]),
+  scopes: JSON.parse(r.scopes) as string[],
+  roles: JSON.parse(r.roles) as string[],
+  audiences: JSON.parse(r.audiences) as string[],
+  spiffeId: r.spiffe_id,
+  status: r.status === 'active' ? 'active' : 'suspended',
+  createdAt: r.created_at,
+});
+const SA_COLUMNS: Record<keyof ServiceAccountUpdate, [string, (v: never) => unknown]> = {
+  secretHash: ['secret_hash', (v: string | null) => v],
+  jwks: ['jwks', (v: unknown[] | null) => (v === null ? null : JSON.stringify(v))],
+  scopes: ['scopes', (v: string[]) => JSON.stringify(v)],
+  roles: ['roles', (v: string[]) => JSON.stringify(v)],
+  audiences: ['audiences', (v: string[]) => JSON.stringify(v)],
+  status: ['status', (v: string) => v],
+  spiffeId: ['spiffe_id', (v: string | null) => v],
+};
+
 interface ChallengeRow {
   hash: string;
   user_id: string;
@@ -242,9 +297,15 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
       'SELECT count(*) AS n FROM recovery_codes WHERE user_id = ? AND used_at IS NULL',
     ),
     challengeByHash: db.prepare<[string], ChallengeRow>('SELECT * FROM mfa_challenges WHERE hash = ?'),
+    saById: db.prepare<[string], ServiceAccountRow>('SELECT * FROM service_accounts WHERE id = ?'),
+    saByName: db.prepare<[string], ServiceAccountRow>('SELECT * FROM service_accounts WHERE name = ?'),
+    saList: db.prepare<[], ServiceAccountRow>('SELECT * FROM service_accounts ORDER BY name'),
     userList: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, username'),
     userCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM users'),
     sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
+    sessionByRefresh: db.prepare<[string], SessionRow>(
+      'SELECT s.* FROM sessions s JOIN refresh_tokens r ON r.session_id = s.id WHERE r.hash = ?',
+    ),
     sessionsByUser: db.prepare<[string], SessionRow>(
       'SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at DESC, id',
     ),
@@ -282,6 +343,14 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           'UPDATE mfa_challenges SET attempts = attempts + 1 WHERE hash = ? RETURNING attempts',
         ),
         challengeUse: db.prepare('UPDATE mfa_challenges SET used_at = ? WHERE hash = ? AND used_at IS NULL'),
+        saInsert: db.prepare(
+          `INSERT INTO service_accounts (id, name, secret_hash, jwks, scopes, roles, audiences, spiffe_id, status, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ),
+        assertionPrune: db.prepare('DELETE FROM client_assertions WHERE expires_at <= ?'),
+        assertionInsert: db.prepare(
+          'INSERT INTO client_assertions (client_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+        ),
         sessionRevoke: db.prepare('UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
         sessionRevokeAll: db.prepare(
           'UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL',
@@ -472,6 +541,11 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           writable().sessionTouch.run(at, ip, userAgent, id);
         }),
       listByUser: (userId) => guard(() => q.sessionsByUser.all(userId).map(toSession)),
+      byRefreshHash: (hash) =>
+        guard(() => {
+          const r = q.sessionByRefresh.get(hash);
+          return r ? toSession(r) : undefined;
+        }),
       rotateRefresh: (oldHash, newHash, at, graceMs = 0) =>
         guard(() => rotate.immediate(oldHash, newHash, at, graceMs)),
       stepUp: (id, auth) =>
@@ -480,6 +554,54 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
             writable().sessionStepUp.run(auth.authTime, JSON.stringify(auth.amr), auth.acr, id, auth.authTime)
               .changes > 0,
         ),
+    },
+    serviceAccounts: {
+      create: (a) =>
+        guard(() => {
+          writable().saInsert.run(
+            a.id,
+            a.name,
+            a.secretHash,
+            a.jwks === null ? null : JSON.stringify(a.jwks),
+            JSON.stringify(a.scopes),
+            JSON.stringify(a.roles),
+            JSON.stringify(a.audiences),
+            a.spiffeId,
+            a.status,
+            a.createdAt,
+          );
+        }),
+      get: (id) =>
+        guard(() => {
+          const r = q.saById.get(id);
+          return r ? toServiceAccount(r) : undefined;
+        }),
+      findByName: (name) =>
+        guard(() => {
+          const r = q.saByName.get(name);
+          return r ? toServiceAccount(r) : undefined;
+        }),
+      list: () => guard(() => q.saList.all().map(toServiceAccount)),
+      update: (id, patch) =>
+        guard(() => {
+          writable();
+          const sets: string[] = [];
+          const values: unknown[] = [];
+          for (const [k, v] of Object.entries(patch)) {
+            const col = SA_COLUMNS[k as keyof ServiceAccountUpdate];
+            if (!col || v === undefined) continue;
+            sets.push(`${col[0]} = ?`);
+            values.push(col[1](v as never));
+          }
+          if (sets.length > 0)
+            db.prepare(`UPDATE service_accounts SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
+        }),
+      rememberAssertion: (clientId, jti, expiresAt, now) =>
+        guard(() => {
+          const ww = writable();
+          ww.assertionPrune.run(now);
+          return ww.assertionInsert.run(clientId, jti, expiresAt).changes > 0;
+        }),
     },
     mfaChallenges: {
       create: (c) =>
