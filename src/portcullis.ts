@@ -123,13 +123,23 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
   try {
     // Key files that do not exist yet are created below; each creation becomes a durable audit event.
     const keyFiles = {
-      'access-token': join(dataDir, 'keys', 'access-token.jwk.json'),
-      assertion: join(dataDir, 'keys', 'assertion.jwk.json'),
       'audit-checkpoint': checkpointKeyFile(loaded),
       'audit-hmac': auditHmacKeyFile(loaded),
     };
-    const newKeys = Object.entries(keyFiles).filter(([, file]) => !existsSync(file));
-    const keys = await KeyRing.loadOrCreate(join(dataDir, 'keys'), log);
+    const newKeys: [string, string, string | undefined][] = Object.entries(keyFiles)
+      .filter(([, file]) => !existsSync(file))
+      .map(([purpose, file]) => [purpose, file, undefined]);
+    const keys = await KeyRing.loadOrCreate(join(dataDir, 'keys'), {
+      log,
+      clock,
+      alg: config.identity.signingKeys.algorithm,
+      // A replaced key stays published until every token it signed has expired (plus clock skew).
+      retainMs: config.identity.accessTokenTtl + 60_000,
+      ...(config.identity.dataKeyFile
+        ? { dataKeyFile: resolve(dirname(loaded.file ?? join(dataDir, 'x')), config.identity.dataKeyFile) }
+        : {}),
+    });
+    for (const g of keys.generated) newKeys.push([g.purpose, g.file, g.kid]);
     const fieldHasher = loadFieldHasher(auditHmacKeyFile(loaded), config.audit.sensitiveFields);
     // Alerts watch committed records, and are themselves audited (so each points into the verifiable log).
     let auditAlert: (alert: Alert) => void = () => undefined;
@@ -185,14 +195,8 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       }
     };
     metrics.auditPending = () => audit.pending;
-    for (const [purpose, file] of newKeys) {
-      const kid =
-        purpose === 'access-token'
-          ? keys.accessToken.kid
-          : purpose === 'assertion'
-            ? keys.assertion.kid
-            : undefined;
-      await audit.write({ type: 'keys.generated', data: { purpose, file, kid } }, 'durable');
+    for (const [purpose, file, kid] of newKeys) {
+      await audit.write({ type: 'keys.generated', data: { purpose, file, kid: kid ?? null } }, 'durable');
     }
     metrics.lastCheckpointAt = () => checkpointer.lastCheckpointAt;
     const passwords = await PasswordHasher.create(config.identity.passwordHash);
@@ -285,6 +289,8 @@ export interface RunningPortcullis {
    * (listeners, identity, keys, storage, audit, alerts) are kept and listed in `restartRequired`.
    */
   reload(next: LoadedConfig): Promise<{ ok: true; restartRequired: string[] } | { ok: false; error: string }>;
+  /** Re-reads the key folder and applies the rotation schedule now (also runs every 10 minutes and on reload). */
+  maintainKeys(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -325,6 +331,41 @@ export async function startPortcullis(
       servers.push(demo);
     }
 
+    // Scheduled key rotation: re-read the key folder (a `keys rotate` from the CLI), publish the next key
+    // ahead of time, retire replaced keys once their tokens have expired. Every change is audited.
+    const sk = config.identity.signingKeys;
+    const maintainKeys = async (): Promise<void> => {
+      try {
+        core.keys.reload();
+        const r = await core.keys.maintain({
+          alg: sk.algorithm,
+          rotateEveryMs: sk.rotateEvery,
+          publishAheadMs: sk.publishAhead,
+          retainMs: config.identity.accessTokenTtl + 60_000,
+        });
+        if (r.added)
+          await core.audit.write(
+            {
+              type: 'keys.rotated',
+              data: {
+                purpose: 'access-token',
+                kid: r.added.kid,
+                alg: r.added.alg,
+                activatesAt: r.added.activatesAt,
+              },
+            },
+            'durable',
+          );
+        for (const kid of r.removed)
+          await core.audit.write({ type: 'keys.retired', data: { purpose: 'access-token', kid } }, 'durable');
+      } catch (err) {
+        core.log.error({ err }, 'key maintenance failed; the current keys stay');
+      }
+    };
+    await maintainKeys();
+    const keyTimer = setInterval(() => void maintainKeys(), 600_000);
+    keyTimer.unref();
+
     const rateLimits = new MemoryRateLimitStore(); // kept across reloads: quotas do not reset
     active = await buildGateway(loaded, core, rateLimits);
     const gw = createGatewayServer(() => (active as { gateway: Gateway }).gateway);
@@ -347,7 +388,9 @@ export async function startPortcullis(
       adminUrl,
       demoUrl,
       seededUsers,
+      maintainKeys,
       reload: async (next) => {
+        await maintainKeys();
         const current = active as { gateway: Gateway; upstreams: Map<string, Upstream> };
         const { merged, restartRequired } = reloadable(current.gateway.config, next.config);
         let built: { gateway: Gateway; upstreams: Map<string, Upstream> };
@@ -365,6 +408,7 @@ export async function startPortcullis(
       },
       close: () => {
         closing ??= (async () => {
+          clearInterval(keyTimer);
           await Promise.all(servers.map(closeServer));
           if (active) await closeUpstreams(active.upstreams);
           await core.close();

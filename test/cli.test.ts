@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -73,15 +73,22 @@ describe('portcullis CLI', () => {
     expect(existsSync(file)).toBe(true);
     const keys = join(t.dir, '.portcullis', 'keys');
     expect(statSync(keys).mode & 0o777).toBe(0o700);
-    for (const f of ['access-token.jwk.json', 'assertion.jwk.json']) {
+    expect(statSync(join(keys, 'access-token')).mode & 0o777).toBe(0o700);
+    const accessKeys = readdirSync(join(keys, 'access-token')).map((f) => join('access-token', f));
+    expect(accessKeys).toHaveLength(1);
+    for (const f of [...accessKeys, 'assertion.key.json']) {
       expect(statSync(join(keys, f)).mode & 0o777).toBe(0o600);
-      expect(JSON.parse(readFileSync(join(keys, f), 'utf8'))).toMatchObject({
-        kty: 'EC',
-        crv: 'P-256',
+      // Private keys are sealed (AES-256-GCM under the data key): no "d" in clear.
+      const content = JSON.parse(readFileSync(join(keys, f), 'utf8'));
+      expect(content).toMatchObject({
         alg: 'ES256',
-        d: expect.any(String),
+        kid: expect.any(String),
+        sealed: expect.stringMatching(/^v1\./),
       });
+      expect(content.d).toBeUndefined();
+      expect(readFileSync(join(keys, f), 'utf8')).not.toMatch(/"d"/);
     }
+    expect(statSync(join(keys, 'data.key')).mode & 0o777).toBe(0o600);
     expect(await runCli(['init', '--config', file], captureIO().io)).toBe(1);
   });
 });
@@ -200,7 +207,7 @@ describe('portcullis up + jwt verify, against the bundled demo upstream', () => 
     await expect(fetch(`${gw}/api/orders`)).rejects.toThrow();
 
     // Keys survive a restart: the same kid is served again.
-    const kid = JSON.parse(readFileSync(join(t.dir, 'data', 'keys', 'access-token.jwk.json'), 'utf8')).kid;
+    const kid = readdirSync(join(t.dir, 'data', 'keys', 'access-token'))[0]?.replace(/\.json$/, '');
     const again = new AbortController();
     const c2 = captureIO({ signal: again.signal });
     const running2 = runCli(['up', '--config', configFile], c2.io);

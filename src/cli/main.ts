@@ -2,6 +2,7 @@ import { ConfigError } from '../config/index.js';
 import { audit } from './commands/audit.js';
 import { init } from './commands/init.js';
 import { jwt } from './commands/jwt.js';
+import { keys } from './commands/keys.js';
 import { policy } from './commands/policy.js';
 import { serviceAccount } from './commands/service-account.js';
 import { up } from './commands/up.js';
@@ -13,6 +14,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   init,
   user,
   'service-account': serviceAccount,
+  keys,
   audit,
   jwt,
   policy,
@@ -29,6 +31,7 @@ commands:
   service-account  add | list | rotate-key (client credentials)
   audit         verify the hash-chained audit log
   jwt           verify a token against a JWKS
+  keys          list | rotate the access-token signing keys
   policy        check | explain | test the access policy
 
 options common to most commands: --config FILE (default: $PORTCULLIS_CONFIG or ./portcullis.yaml)

@@ -314,6 +314,19 @@ export const configSchema = z
         accessTokenTtl: duration.default(600_000),
         /** Absolute lifetime of a session (and so of its refresh tokens). */
         sessionTtl: duration.default(43_200_000),
+        /** Access-token signing keys: algorithm and scheduled rotation (the next key is published ahead). */
+        signingKeys: z
+          .strictObject({
+            algorithm: z.enum(['ES256', 'EdDSA']).default('ES256'),
+            rotateEvery: duration.default(30 * 86_400_000),
+            publishAhead: duration.default(86_400_000),
+          })
+          .prefault({})
+          .refine((v) => v.publishAhead < v.rotateEvery, {
+            message: 'publishAhead must be shorter than rotateEvery',
+          }),
+        /** The data-encryption key (seals private keys and TOTP seeds); default `<dataDir>/keys/data.key`. */
+        dataKeyFile: z.string().min(1).optional(),
         /** Lifetime of service-account tokens (client credentials). */
         serviceTokenTtl: duration
           .default(300_000)

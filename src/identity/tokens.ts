@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { type JWTVerifyGetKey, SignJWT } from 'jose';
+import { errors, type JWTVerifyGetKey, SignJWT } from 'jose';
 import { OWN_ISSUER_ID } from '../config/index.js';
 import { type Clock, PortcullisError, type Principal, type SessionId, type UserId } from '../core/index.js';
 import type { KeyRing } from './keys.js';
-import { keyResolver, TokenVerificationError, verifyToken } from './verify-token.js';
+import { TokenVerificationError, verifyToken } from './verify-token.js';
 
 export const ACCESS_TOKEN_TYP = 'at+jwt';
 
@@ -61,7 +61,12 @@ export class TokenService {
 
   constructor(opts: TokenServiceOptions) {
     this.#opts = opts;
-    this.#resolver = keyResolver({ keys: [opts.keys.accessToken.publicJwk] });
+    // Any published access-token key (next, current, retiring) verifies, each only with its own algorithm.
+    this.#resolver = async (header) => {
+      const key = opts.keys.accessTokenKey(header.kid);
+      if (!key || key.alg !== header.alg) throw new errors.JWKSNoMatchingKey();
+      return key.publicKey;
+    };
   }
 
   get accessTokenTtlSec(): number {
@@ -98,7 +103,7 @@ export class TokenService {
       return (await verifyToken(token, this.#resolver, {
         issuer: this.#opts.issuer,
         audience: null,
-        algorithms: ['ES256'],
+        algorithms: ['ES256', 'EdDSA'],
         typ: ACCESS_TOKEN_TYP,
         requiredClaims: ['sub', 'jti', 'iat', 'exp'],
         maxLifetimeSec: Math.max(this.accessTokenTtlSec, 3600),
@@ -144,7 +149,7 @@ export class TokenService {
       claims = await verifyToken(token, this.#resolver, {
         issuer: this.#opts.issuer,
         audience: this.#opts.audience,
-        algorithms: ['ES256'],
+        algorithms: ['ES256', 'EdDSA'],
         typ: ACCESS_TOKEN_TYP,
         requiredClaims: ['sub', 'jti', 'iat'],
         maxLifetimeSec: this.accessTokenTtlSec,
