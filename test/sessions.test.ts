@@ -160,3 +160,70 @@ describe('portcullis user (admin commands)', () => {
     }
   });
 });
+
+describe('browser mode: the refresh token lives in an HttpOnly cookie', () => {
+  let s: Stack;
+  beforeAll(async () => {
+    s = await startStack({
+      identity: {
+        issuer: 'http://portcullis.test',
+        audience: 'portcullis',
+        passwordHash: FAST_ARGON2,
+        refreshGrace: '200ms',
+      },
+    });
+  });
+  afterAll(() => s.close());
+
+  const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+    fetch(`${s.pc.gatewayUrl}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: JSON.stringify(body),
+    });
+  const cookieOf = (res: Response) => res.headers.get('set-cookie') ?? '';
+
+  it('login sets a Secure, HttpOnly, SameSite=Strict cookie scoped to the refresh path; the body has no refresh token', async () => {
+    const login = await post('/auth/login', {
+      username: s.users.viewer.username,
+      password: s.users.viewer.password,
+      client: 'browser',
+    });
+    expect(login.status).toBe(200);
+    const body = await login.json();
+    expect(body.refresh_token).toBeUndefined();
+    expect(body.access_token).toBeTruthy();
+    const cookie = cookieOf(login);
+    expect(cookie).toMatch(
+      /^__Secure-portcullis-rt=[A-Za-z0-9_-]{20,}; Path=\/auth\/refresh; Max-Age=43200; HttpOnly; Secure; SameSite=Strict$/,
+    );
+
+    const value = cookie.split(';')[0] as string;
+    const refreshed = await post('/auth/refresh', {}, { cookie: value });
+    expect(refreshed.status).toBe(200);
+    expect((await refreshed.json()).refresh_token).toBeUndefined();
+    const next = cookieOf(refreshed).split(';')[0] as string;
+    expect(next).not.toBe(value);
+    // The spent cookie is a reused refresh token (after the grace window): the session ends.
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await post('/auth/refresh', {}, { cookie: value })).status).toBe(400);
+    expect((await post('/auth/refresh', {}, { cookie: next })).status).toBe(400);
+  });
+
+  it('API mode keeps the refresh token in the body and sets no cookie; logout clears the cookie', async () => {
+    const login = await post('/auth/login', {
+      username: s.users.viewer.username,
+      password: s.users.viewer.password,
+    });
+    expect(cookieOf(login)).toBe('');
+    const body = await login.json();
+    expect(body.refresh_token).toBeTruthy();
+    expect((await post('/auth/refresh', {})).status).toBe(400);
+    const out = await fetch(`${s.pc.gatewayUrl}/auth/logout`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${body.access_token}` },
+    });
+    expect(out.status).toBe(204);
+    expect(cookieOf(out)).toMatch(/^__Secure-portcullis-rt=; Path=\/auth\/refresh; Max-Age=0;/);
+  });
+});

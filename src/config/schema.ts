@@ -370,8 +370,9 @@ export const configSchema = z
           'sessionIdleTimeout must be at least twice accessTokenTtl (a token is refreshed before it is idle)',
         path: ['sessionIdleTimeout'],
       })
-      .refine((v) => v.accessTokenTtl <= 3_600_000, {
-        message: 'accessTokenTtl must be at most 1h',
+      .refine((v) => v.accessTokenTtl >= 300_000 && v.accessTokenTtl <= 900_000, {
+        // Short enough that revocation by expiry is quick, long enough not to refresh constantly.
+        message: 'accessTokenTtl must be between 5m and 15m',
         path: ['accessTokenTtl'],
       }),
     assertion: z

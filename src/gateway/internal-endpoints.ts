@@ -16,11 +16,48 @@ type Endpoint = {
   handle: (gw: Gateway, ctx: RequestContext) => Promise<void>;
 };
 
+/** `browser`: the refresh token goes in an HttpOnly cookie, never in the body; `api` (default): in the body. */
+const client = z.enum(['api', 'browser']).optional();
 const loginBody = z.strictObject({
   username: z.string().min(1).max(254),
   password: z.string().min(1).max(1024),
+  client,
 });
-const refreshBody = z.strictObject({ refresh_token: z.string().min(1).max(512) });
+const refreshBody = z.strictObject({ refresh_token: z.string().min(1).max(512).optional(), client });
+
+/** The browser-mode refresh cookie: HttpOnly, Secure, SameSite=Strict, sent only to the refresh path. */
+const REFRESH_COOKIE = '__Secure-portcullis-rt';
+const REFRESH_PATH = '/auth/refresh';
+
+function refreshCookie(value: string, maxAgeSec: number): string {
+  return `${REFRESH_COOKIE}=${value}; Path=${REFRESH_PATH}; Max-Age=${maxAgeSec}; HttpOnly; Secure; SameSite=Strict`;
+}
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+/** Answers a token response; in browser mode the refresh token moves from the body into the cookie. */
+function sendTokens(
+  gw: Gateway,
+  ctx: RequestContext,
+  tokens: object,
+  mode: 'api' | 'browser' | undefined,
+): void {
+  if (mode !== 'browser' || !('refresh_token' in tokens)) {
+    sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
+    return;
+  }
+  const { refresh_token, ...rest } = tokens as { refresh_token: string };
+  sendJson(ctx, 200, JSON.stringify(rest), {
+    ...NO_STORE,
+    'set-cookie': refreshCookie(refresh_token, Math.floor(gw.config.identity.sessionTtl / 1000)),
+  });
+}
 const totpCode = z.string().regex(/^\d{6}$/, 'a 6-digit code');
 const recoveryCode = z.string().min(8).max(32);
 /** A fresh MFA proof: a TOTP code or a recovery code. */
@@ -29,8 +66,8 @@ const proofBody = z.union([
   z.strictObject({ recovery_code: recoveryCode }),
 ]);
 const mfaLoginBody = z.union([
-  z.strictObject({ mfa_token: z.string().min(1).max(512), code: totpCode }),
-  z.strictObject({ mfa_token: z.string().min(1).max(512), recovery_code: recoveryCode }),
+  z.strictObject({ mfa_token: z.string().min(1).max(512), code: totpCode, client }),
+  z.strictObject({ mfa_token: z.string().min(1).max(512), recovery_code: recoveryCode, client }),
 ]);
 const codeBody = z.strictObject({ code: totpCode });
 
@@ -94,7 +131,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
         try {
           const tokens = await gw.identity.login(body.username, body.password, meta(ctx));
           gw.metrics.logins.inc({ result: 'mfa_required' in tokens ? 'mfa_required' : 'success' });
-          sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
+          sendTokens(gw, ctx, tokens, body.client);
         } catch (err) {
           gw.metrics.logins.inc({ result: 'failure' });
           throw err;
@@ -110,7 +147,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       handle: async (gw, ctx) => {
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, mfaLoginBody);
         const tokens = await gw.identity.completeMfaLogin(body.mfa_token, toProof(body), meta(ctx));
-        sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
+        sendTokens(gw, ctx, tokens, body.client);
       },
     },
   ],
@@ -185,8 +222,17 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       method: 'POST',
       handle: async (gw, ctx) => {
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, refreshBody);
-        const tokens = await gw.identity.refresh(body.refresh_token, meta(ctx));
-        sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
+        // Browser mode: the token comes in the cookie (SameSite=Strict; the JSON body requirement
+        // keeps plain cross-site form posts out) and the successor goes back in it.
+        const fromCookie =
+          body.refresh_token === undefined ? cookieValue(ctx.req.headers.cookie, REFRESH_COOKIE) : undefined;
+        const token = body.refresh_token ?? fromCookie;
+        if (!token)
+          throw new PortcullisError('invalid_body', {
+            message: 'refresh_token is required (in the body, or the browser cookie)',
+          });
+        const tokens = await gw.identity.refresh(token, meta(ctx));
+        sendTokens(gw, ctx, tokens, fromCookie !== undefined ? 'browser' : body.client);
       },
     },
   ],
@@ -202,7 +248,12 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
         await gw.identity.logout(principal.sessionId, { ip: ctx.ip, requestId: ctx.requestId });
         ctx.res.writeHead(
           204,
-          withSecurityHeaders({ 'cache-control': 'no-store', 'x-request-id': ctx.requestId }),
+          withSecurityHeaders({
+            'cache-control': 'no-store',
+            'x-request-id': ctx.requestId,
+            // Browser mode: the refresh cookie is cleared too (a no-op for API clients).
+            'set-cookie': refreshCookie('', 0),
+          }),
         );
         ctx.res.end();
       },
