@@ -33,10 +33,12 @@ import {
 import {
   BearerAuthenticator,
   ClientService,
+  FederationService,
   IdentityService,
   KeyRing,
   keyResolver,
   PasswordHasher,
+  SecretBox,
   TokenService,
 } from './identity/index.js';
 import { loadPolicy } from './policy/index.js';
@@ -65,6 +67,7 @@ export interface PortcullisCore {
   readonly tokens: TokenService;
   readonly identity: IdentityService;
   readonly clients: ClientService;
+  readonly federation: FederationService;
   close(): Promise<void>;
 }
 
@@ -240,6 +243,14 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       defaultAudience: config.identity.audience,
       serviceTokenTtlSec: Math.floor(config.identity.serviceTokenTtl / 1000),
     });
+    const federation = new FederationService({
+      providers: config.identity.federation,
+      ourIssuer: config.identity.issuer,
+      redirectAllowList: config.identity.redirectAllowList,
+      box: new SecretBox(keys.dataKey),
+      clock,
+      log,
+    });
     return {
       loaded,
       log,
@@ -252,6 +263,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       tokens,
       identity,
       clients,
+      federation,
       checkpointer,
       checkpointSigner,
       alerts,
@@ -483,6 +495,7 @@ async function buildGateway(
       }),
       identity: core.identity,
       clients: core.clients,
+      federation: core.federation,
       keys: core.keys,
       policy,
       rateLimits,

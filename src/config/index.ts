@@ -15,6 +15,7 @@ export {
   type ConfigInput,
   configSchema,
   type ExternalIssuerConfig,
+  type FederationProviderConfig,
   type HttpMethod,
   OWN_ISSUER_ID,
   type PolicyConfig,

@@ -66,6 +66,25 @@ const upstream = z.strictObject({
 export const OWN_ISSUER_ID = 'portcullis';
 
 /** An external token issuer whose bearer JWTs routes may accept. Exactly one key source. */
+/** An external OpenID Provider users can log in through (authorization code + PKCE). */
+const federationProvider = z.strictObject({
+  /** The OP's issuer URL; its discovery document is read from `<issuer>/.well-known/openid-configuration`. */
+  issuer: z.url(),
+  clientId: z.string().min(1),
+  clientSecret: z.string().min(1),
+  /** Default `<identity.issuer>/auth/federated/<id>/callback`. */
+  redirectUri: z.url().optional(),
+  scopes: z.array(z.string().min(1)).default(['openid', 'profile', 'email']),
+  /** ID-token/userinfo claim holding the user's groups or roles at the OP (`groups`). */
+  rolesClaim: z.string().min(1).optional(),
+  /** OP group/role → our role(s); values not listed give no role. */
+  roleMap: z.record(z.string(), z.union([z.string(), z.array(z.string())])).default({}),
+  /** Roles every user of this OP gets. */
+  defaultRoles: z.array(z.string()).default([]),
+  /** Allow an http:// issuer (loopback tests and labs only). */
+  allowInsecure: z.boolean().default(false),
+});
+
 const externalIssuer = z
   .strictObject({
     issuer: z.string().min(1),
@@ -327,6 +346,10 @@ export const configSchema = z
           }),
         /** The data-encryption key (seals private keys and TOTP seeds); default `<dataDir>/keys/data.key`. */
         dataKeyFile: z.string().min(1).optional(),
+        /** External OpenID Providers to log in through (`GET /auth/federated/<id>/start`). */
+        federation: z.record(id, federationProvider).default({}),
+        /** Origins (besides our own issuer's) that `return_to` after a federated login may point at. */
+        redirectAllowList: z.array(z.url()).default([]),
         /** Lifetime of service-account tokens (client credentials). */
         serviceTokenTtl: duration
           .default(300_000)
@@ -493,6 +516,7 @@ export type RouteConfig = Config['routes'][number];
 export type UpstreamConfig = Config['upstreams'][string];
 export type PolicyRuleConfig = Config['policy']['rules'][number];
 export type PolicyConfig = Config['policy'];
+export type FederationProviderConfig = Config['identity']['federation'][string];
 export type PolicyDocument = z.output<typeof policyDocument>;
 export type ExternalIssuerConfig = Config['issuers'][string];
 export type AlertSinkConfig = Config['alerts']['sinks'][number];

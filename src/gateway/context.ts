@@ -5,6 +5,7 @@ import type { Clock, Logger, Metrics, Principal, RequestId } from '../core/index
 import type {
   BearerAuthenticator,
   ClientService,
+  FederationService,
   IdentityService,
   KeyRing,
   TokenService,
@@ -23,6 +24,7 @@ export interface Gateway {
   readonly bearer: BearerAuthenticator;
   readonly identity: IdentityService;
   readonly clients: ClientService;
+  readonly federation: FederationService;
   readonly keys: KeyRing;
   readonly policy: PolicyEngine;
   readonly rateLimits: RateLimitStore;

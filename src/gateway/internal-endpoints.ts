@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { OWN_ISSUER_ID } from '../config/index.js';
 import { PortcullisError } from '../core/index.js';
+import { FEDERATION_COOKIE } from '../identity/index.js';
 import { authorizeBodySchema, type Decision, type PolicyInput } from '../policy/index.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
@@ -344,8 +345,63 @@ function answer(d: Decision): Record<string, unknown> {
   };
 }
 
+const FEDERATED = /^\/auth\/federated\/([a-z0-9][a-z0-9_-]{0,62})\/(start|callback)$/;
+
+/** `GET /auth/federated/<id>/start?return_to=/path&client=browser|api`: off to the OP. */
+async function federatedStart(gw: Gateway, ctx: RequestContext, id: string): Promise<void> {
+  const params = new URLSearchParams(ctx.target?.query ?? '');
+  const client = params.get('client') === 'api' ? 'api' : 'browser';
+  const { location, cookie } = await gw.federation.start(id, params.get('return_to'), client);
+  ctx.res.writeHead(
+    302,
+    withSecurityHeaders({
+      location,
+      'set-cookie': cookie,
+      'cache-control': 'no-store',
+      'x-request-id': ctx.requestId,
+    }),
+  );
+  ctx.res.end();
+}
+
+/**
+ * `GET /auth/federated/<id>/callback`: the OP sends the browser back here. Browser mode: the refresh
+ * cookie is set and the browser goes on to `return_to` (the app then refreshes for an access token);
+ * API mode: the token response as JSON.
+ */
+async function federatedCallback(gw: Gateway, ctx: RequestContext, id: string): Promise<void> {
+  const url = new URL(`http://callback.invalid${ctx.target?.path ?? '/'}${ctx.target?.query ?? ''}`);
+  const sealed = cookieValue(ctx.req.headers.cookie, FEDERATION_COOKIE);
+  const identity = await gw.federation.callback(id, url, sealed);
+  const tokens = await gw.identity.federatedLogin(identity, meta(ctx));
+  const clearFlow = `${FEDERATION_COOKIE}=; Path=/auth/federated; Max-Age=0; HttpOnly; Secure; SameSite=Lax`;
+  if (identity.mode === 'api') {
+    sendJson(ctx, 200, JSON.stringify(tokens), { ...NO_STORE, 'set-cookie': clearFlow });
+    return;
+  }
+  const refresh = refreshCookie(tokens.refresh_token, Math.floor(gw.config.identity.sessionTtl / 1000));
+  ctx.res.writeHead(
+    302,
+    withSecurityHeaders({
+      location: identity.returnTo,
+      'set-cookie': [refresh, clearFlow],
+      'cache-control': 'no-store',
+      'x-request-id': ctx.requestId,
+    }),
+  );
+  ctx.res.end();
+}
+
 /** Serves an internal endpoint if the path is one; returns whether it did. */
 export async function serveInternal(gw: Gateway, ctx: RequestContext, path: string): Promise<boolean> {
+  const fed = FEDERATED.exec(path);
+  if (fed && gw.federation.has(fed[1] as string)) {
+    ctx.internal = true;
+    if (ctx.req.method !== 'GET')
+      throw new PortcullisError('method_not_allowed', { headers: { allow: 'GET, HEAD' } });
+    await (fed[2] === 'start' ? federatedStart : federatedCallback)(gw, ctx, fed[1] as string);
+    return true;
+  }
   const endpoint = INTERNAL_ENDPOINTS.get(path) ?? OAUTH_ENDPOINTS.get(path);
   if (!endpoint) return false;
   ctx.internal = true;

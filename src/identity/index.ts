@@ -6,8 +6,10 @@ export {
   type NewServiceAccount,
   OAuthError,
 } from './clients.js';
+export { FEDERATION_COOKIE, type FederatedIdentity, FederationService } from './federation.js';
 export { type KeyPurpose, KeyRing, type SigningKey } from './keys.js';
 export { type Argon2Params, PasswordHasher } from './passwords.js';
+export { SecretBox } from './secret-box.js';
 export {
   IdentityService,
   type IdentityServiceOptions,

@@ -515,6 +515,77 @@ export class IdentityService {
   }
 
   /**
+   * A login through an external OP (its ID token already verified): finds the local user linked to
+   * (provider, sub) — or creates one, with no usable password — syncs its roles from the OP's claims,
+   * and starts a session. `amr`/`acr` come from the OP when it sends them. Never links by email (an OP
+   * that lets users set any email would otherwise take over local accounts).
+   */
+  async federatedLogin(
+    identity: { provider: string; subject: string; claims: Record<string, unknown>; roles: string[] },
+    meta: RequestMeta,
+  ): Promise<TokenResponse> {
+    const { provider, subject, claims } = identity;
+    let user = await this.#o.store.users.findFederated(provider, subject);
+    const displayName = typeof claims.name === 'string' ? claims.name.slice(0, 256) : null;
+    if (!user) {
+      const preferred = typeof claims.preferred_username === 'string' ? claims.preferred_username : subject;
+      let username = normalizeUsername(`${provider}:${preferred}`)
+        .replace(/[\s\p{C}]/gu, '')
+        .slice(0, 254);
+      if (await this.#o.store.users.findByLogin(username))
+        username = normalizeUsername(`${provider}:${subject}`).slice(0, 254);
+      const email =
+        typeof claims.email === 'string' &&
+        claims.email_verified === true &&
+        EMAIL.test(normalizeEmail(claims.email))
+          ? normalizeEmail(claims.email)
+          : null;
+      const emailFree = email !== null && !(await this.#o.store.users.findByLogin(email));
+      user = {
+        id: newUserId(),
+        username,
+        email: emailFree ? email : null,
+        displayName,
+        passwordHash: '!federated', // not a PHC string: no password ever verifies
+        roles: identity.roles.filter((r) => ROLE_NAME.test(r)),
+        groups: [],
+        attributes: {},
+        status: 'active',
+        createdAt: this.#o.clock.now(),
+        lockedUntil: null,
+        totpSecret: null,
+        totpPending: null,
+        totpLastStep: 0,
+      };
+      await this.#o.store.users.create(user);
+      await this.#o.store.users.linkFederated(provider, subject, user.id, this.#o.clock.now());
+      await this.#audit('identity.user.created', { userId: user.id, username, roles: user.roles, provider });
+    } else {
+      const roles = identity.roles.filter((r) => ROLE_NAME.test(r));
+      if (JSON.stringify(roles) !== JSON.stringify(user.roles)) {
+        await this.#o.store.users.update(user.id, { roles, displayName });
+        user = { ...user, roles };
+      }
+    }
+    if (user.status !== 'active') {
+      await this.#audit('auth.login.failed', {
+        username: user.username,
+        reason: 'user_suspended',
+        provider,
+        ip: meta.ip,
+        requestId: meta.requestId,
+      });
+      throw new PortcullisError('invalid_credentials', { detail: 'user_suspended' });
+    }
+    const idpAmr = Array.isArray(claims.amr)
+      ? claims.amr.filter((m): m is string => typeof m === 'string')
+      : [];
+    const amr = idpAmr.length > 0 ? idpAmr : ['fed'];
+    const acr = typeof claims.acr === 'string' ? claims.acr : ACR_PASSWORD;
+    return this.#startSession(user, amr, acr, meta);
+  }
+
+  /**
    * RFC 7009 revocation: a refresh token or one of our access tokens ends its session. Anything else
    * (unknown, already ended, a service token that simply expires soon) is not an error.
    */

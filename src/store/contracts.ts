@@ -58,6 +58,10 @@ export interface UserStore {
   list(): Promise<UserRecord[]>;
   count(): Promise<number>;
   update(id: UserId, patch: UserUpdate): Promise<void>;
+  /** The local user linked to an external identity (OP issuer + subject). */
+  findFederated(provider: string, subject: string): Promise<UserRecord | undefined>;
+  /** Links an external identity to a local user (a link never moves to another user). */
+  linkFederated(provider: string, subject: string, userId: UserId, at: number): Promise<void>;
   /** Accepts TOTP time step `step` if it is later than the last one accepted (atomic); false = replay. */
   useTotpStep(id: UserId, step: number): Promise<boolean>;
   /** Replaces the user's recovery codes with these hashes (all unused). */

@@ -109,6 +109,13 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (client_id, jti)
    ) STRICT;
    CREATE INDEX client_assertions_expiry ON client_assertions(expires_at);`,
+  `CREATE TABLE federated_identities (
+     provider TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     user_id TEXT NOT NULL REFERENCES users(id),
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (provider, subject)
+   ) STRICT;`,
 ];
 
 interface UserRow {
@@ -293,6 +300,9 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     userByLogin: db.prepare<[{ login: string }], UserRow>(
       'SELECT * FROM users WHERE username = @login OR email = @login ORDER BY username = @login DESC LIMIT 1',
     ),
+    userByFederated: db.prepare<[string, string], UserRow>(
+      'SELECT u.* FROM users u JOIN federated_identities f ON f.user_id = u.id WHERE f.provider = ? AND f.subject = ?',
+    ),
     recoveryUnused: db.prepare<[string], { n: number }>(
       'SELECT count(*) AS n FROM recovery_codes WHERE user_id = ? AND used_at IS NULL',
     ),
@@ -329,6 +339,9 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           'UPDATE sessions SET auth_time = ?, amr = ?, acr = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?',
         ),
         totpStep: db.prepare('UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?'),
+        federatedLink: db.prepare(
+          'INSERT INTO federated_identities (provider, subject, user_id, created_at) VALUES (?, ?, ?, ?)',
+        ),
         recoveryDelete: db.prepare('DELETE FROM recovery_codes WHERE user_id = ?'),
         recoveryInsert: db.prepare(
           'INSERT INTO recovery_codes (user_id, hash, created_at, used_at) VALUES (?, ?, ?, NULL)',
@@ -509,6 +522,15 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           }
           if (sets.length === 0) return;
           db.prepare(`UPDATE users SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
+        }),
+      findFederated: (provider, subject) =>
+        guard(() => {
+          const r = q.userByFederated.get(provider, subject);
+          return r ? toUser(r) : undefined;
+        }),
+      linkFederated: (provider, subject, userId, at) =>
+        guard(() => {
+          writable().federatedLink.run(provider, subject, userId, at);
         }),
       useTotpStep: (id, step) => guard(() => writable().totpStep.run(step, id, step).changes > 0),
       setRecoveryCodes: (id, hashes, at) => guard(() => replaceRecovery.immediate(id, hashes, at)),
