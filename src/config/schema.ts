@@ -346,6 +346,10 @@ export const configSchema = z
           }),
         /** The data-encryption key (seals private keys and TOTP seeds); default `<dataDir>/keys/data.key`. */
         dataKeyFile: z.string().min(1).optional(),
+        /** Roles allowed to use the admin API (`/_portcullis/admin/…`). */
+        adminRoles: z.array(z.string().min(1)).min(1).default(['admin']),
+        /** The admin API needs a multi-factor sign-in (acr aal2). */
+        adminRequireMfa: z.boolean().default(true),
         /** External OpenID Providers to log in through (`GET /auth/federated/<id>/start`). */
         federation: z.record(id, federationProvider).default({}),
         /** Origins (besides our own issuer's) that `return_to` after a federated login may point at. */

@@ -3,6 +3,7 @@ import { OWN_ISSUER_ID } from '../config/index.js';
 import { PortcullisError } from '../core/index.js';
 import { FEDERATION_COOKIE } from '../identity/index.js';
 import { authorizeBodySchema, type Decision, type PolicyInput } from '../policy/index.js';
+import { serveAdminApi } from './admin-api.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
 import { withSecurityHeaders } from './headers.js';
@@ -394,6 +395,7 @@ async function federatedCallback(gw: Gateway, ctx: RequestContext, id: string): 
 
 /** Serves an internal endpoint if the path is one; returns whether it did. */
 export async function serveInternal(gw: Gateway, ctx: RequestContext, path: string): Promise<boolean> {
+  if (await serveAdminApi(gw, ctx, path)) return true;
   const fed = FEDERATED.exec(path);
   if (fed && gw.federation.has(fed[1] as string)) {
     ctx.internal = true;

@@ -191,6 +191,10 @@ export class ClientService {
     };
   }
 
+  list(): Promise<ServiceAccountRecord[]> {
+    return this.#o.store.serviceAccounts.list();
+  }
+
   /** Whether a service account may still use its tokens (checked on every request, like a session). */
   async isActive(clientId: string): Promise<boolean> {
     const account = await this.#o.store.serviceAccounts.get(clientId);

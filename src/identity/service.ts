@@ -341,6 +341,18 @@ export class IdentityService {
     await this.#audit('identity.user.unlocked', { userId });
   }
 
+  async listUsers(): Promise<UserRecord[]> {
+    return this.#o.store.users.list();
+  }
+
+  /** By id, username or email. */
+  async findUser(idOrLogin: string): Promise<UserRecord | undefined> {
+    return (
+      (await this.#o.store.users.get(idOrLogin as UserId)) ??
+      (await this.#o.store.users.findByLogin(normalizeUsername(idOrLogin)))
+    );
+  }
+
   /** Suspends a user: logins refused, every session ended at once. */
   async suspend(userId: UserId): Promise<number> {
     await this.#o.store.users.update(userId, { status: 'suspended' });
