@@ -235,6 +235,29 @@ describe('MFA, step-up and brute-force defence (real gateway, manual clock)', ()
     );
   });
 
+  it('refuses a second enrolment; regenerating recovery codes needs a fresh code and voids the old ones', async () => {
+    clock.advance(30_000);
+    const first = await post('/auth/login', { username: 'mia', password });
+    const tokens = await post('/auth/mfa', { mfa_token: first.body.mfa_token, recovery_code: recovery[2] });
+    const token = tokens.body.access_token as string;
+    expect((await post('/auth/mfa/totp', {}, token)).status).toBe(400);
+    expect((await post('/auth/mfa/recovery-codes', { code: '000000' }, token)).status).toBe(401);
+    clock.advance(30_000);
+    const fresh = await post('/auth/mfa/recovery-codes', { code: codeAt(secret, clock.now()) }, token);
+    expect(fresh.status).toBe(200);
+    expect(fresh.body.recovery_codes).toHaveLength(10);
+    const next = await post('/auth/login', { username: 'mia', password });
+    expect(
+      (await post('/auth/mfa', { mfa_token: next.body.mfa_token, recovery_code: recovery[3] })).status,
+    ).toBe(401);
+    const ok = await post('/auth/mfa', {
+      mfa_token: next.body.mfa_token,
+      recovery_code: fresh.body.recovery_codes[0],
+    });
+    expect(ok.status).toBe(200);
+    recovery = fresh.body.recovery_codes.slice(1);
+  });
+
   it('an MFA challenge expires, and allows only a few wrong codes', async () => {
     const a = await post('/auth/login', { username: 'mia', password });
     clock.advance(301_000);

@@ -28,7 +28,10 @@ try {
       log: { level: 'silent' },
       // OWASP argon2id defaults: m=19456 KiB, t=2, p=1. The login throttle is opened wide: this measures
       // the cost of a login, not the back-off (which answers a throttled attempt without hashing).
-      identity: { issuer: 'http://bench.invalid', lockout: { freeAttempts: 100_000, lockAfter: 1_000_000, ipFreeAttempts: 1_000_000 } },
+      identity: {
+        issuer: 'http://bench.invalid',
+        lockout: { freeAttempts: 100_000, lockAfter: 1_000_000, ipFreeAttempts: 1_000_000 },
+      },
       upstreams: { app: { url: 'http://127.0.0.1:9' } },
       routes: [{ id: 'r', path: '/', upstream: 'app' }],
     },
