@@ -30,7 +30,7 @@ try {
       // the cost of a login, not the back-off (which answers a throttled attempt without hashing).
       identity: {
         issuer: 'http://bench.invalid',
-        lockout: { freeAttempts: 100_000, lockAfter: 1_000_000, ipFreeAttempts: 1_000_000 },
+        lockout: { freeAttempts: 100, lockAfter: 1000, ipFreeAttempts: 100_000 },
       },
       upstreams: { app: { url: 'http://127.0.0.1:9' } },
       routes: [{ id: 'r', path: '/', upstream: 'app' }],

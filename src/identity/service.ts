@@ -453,6 +453,11 @@ export class IdentityService {
         sha256b64url(successor),
         this.#o.clock.now(),
         this.#o.refreshGraceMs,
+        {
+          ip: meta.ip || null,
+          userAgent: meta.userAgent?.slice(0, 256) ?? null,
+          idleMs: this.#o.sessionIdleMs,
+        },
       );
     } catch (err) {
       throw storeDown(err);
@@ -486,25 +491,6 @@ export class IdentityService {
         });
       case 'grace':
       case 'rotated': {
-        if (this.#o.clock.now() - result.session.lastSeenAt > this.#o.sessionIdleMs) {
-          await this.#o.store.sessions.revoke(result.session.id, this.#o.clock.now()).catch(() => false);
-          await this.#audit('auth.refresh.failed', {
-            ...base,
-            reason: 'session_idle',
-            sessionId: result.session.id,
-          });
-          throw new PortcullisError('invalid_grant', { detail: 'session idle too long' });
-        }
-        await this.#o.store.sessions
-          .touch(
-            result.session.id,
-            this.#o.clock.now(),
-            meta.ip || null,
-            meta.userAgent?.slice(0, 256) ?? null,
-          )
-          .catch((err: unknown) => {
-            throw storeDown(err);
-          });
         const user = await this.#user(result.session.userId);
         if (user?.status !== 'active') {
           await this.#o.store.sessions.revoke(result.session.id, this.#o.clock.now()).catch(() => false);

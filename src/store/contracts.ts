@@ -147,6 +147,14 @@ export interface SessionRecord {
   userAgent: string | null;
 }
 
+/** Recorded on the session in the same transaction as a rotation; `idleMs` ends an idle session instead. */
+export interface RefreshActivity {
+  ip: string | null;
+  userAgent: string | null;
+  /** A session unseen for longer than this is inactive (0 = no idle timeout). */
+  idleMs: number;
+}
+
 export type RefreshRotation =
   | { kind: 'rotated'; session: SessionRecord }
   /** The same token again within the grace window: the caller answers with the same successor. */
@@ -168,7 +176,13 @@ export interface SessionStore {
    * already spent revokes the session (reuse detection) — unless it was spent less than `graceMs` ago,
    * for this very successor, which is still unused: then it is a concurrent duplicate (`grace`).
    */
-  rotateRefresh(oldHash: string, newHash: string, at: number, graceMs?: number): Promise<RefreshRotation>;
+  rotateRefresh(
+    oldHash: string,
+    newHash: string,
+    at: number,
+    graceMs?: number,
+    activity?: RefreshActivity,
+  ): Promise<RefreshRotation>;
   /** The session a refresh token belongs to (spent or not), for revocation (RFC 7009). */
   byRefreshHash(hash: string): Promise<SessionRecord | undefined>;
   /** Records activity (a refresh): last seen time, address and user agent. */

@@ -5,6 +5,7 @@ export type {
   ChainHasher,
   MfaChallengeRecord,
   MfaChallengeStore,
+  RefreshActivity,
   RefreshRotation,
   ServiceAccountRecord,
   ServiceAccountStore,

@@ -7,6 +7,7 @@ import {
   type AuditRecord,
   type ChainHasher,
   type MfaChallengeRecord,
+  type RefreshActivity,
   type RefreshRotation,
   type ServiceAccountRecord,
   type ServiceAccountUpdate,
@@ -412,7 +413,13 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
   });
 
   const rotate = db.transaction(
-    (oldHash: string, newHash: string, at: number, graceMs: number): RefreshRotation => {
+    (
+      oldHash: string,
+      newHash: string,
+      at: number,
+      graceMs: number,
+      activity?: RefreshActivity,
+    ): RefreshRotation => {
       const ww = writable();
       const tok = ww.refreshByHash.get(oldHash);
       if (!tok) return { kind: 'unknown' };
@@ -438,9 +445,18 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
         }
         return { kind: 'reused', session };
       }
-      if (session.revokedAt !== null || session.expiresAt <= at) return { kind: 'inactive', session };
+      const idle = activity !== undefined && activity.idleMs > 0 && at - session.lastSeenAt > activity.idleMs;
+      if (session.revokedAt !== null || session.expiresAt <= at || idle) {
+        if (idle && session.revokedAt === null) {
+          ww.sessionRevoke.run(at, session.id);
+          session.revokedAt = at;
+        }
+        return { kind: 'inactive', session };
+      }
       ww.refreshSpend.run(at, newHash, oldHash);
       ww.refreshInsert.run(newHash, session.id, at);
+      // Activity is recorded in the same transaction: one commit (one fsync) per refresh.
+      if (activity) ww.sessionTouch.run(at, activity.ip, activity.userAgent, session.id);
       return { kind: 'rotated', session };
     },
   );
@@ -568,8 +584,8 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           const r = q.sessionByRefresh.get(hash);
           return r ? toSession(r) : undefined;
         }),
-      rotateRefresh: (oldHash, newHash, at, graceMs = 0) =>
-        guard(() => rotate.immediate(oldHash, newHash, at, graceMs)),
+      rotateRefresh: (oldHash, newHash, at, graceMs = 0, activity) =>
+        guard(() => rotate.immediate(oldHash, newHash, at, graceMs, activity)),
       stepUp: (id, auth) =>
         guard(
           () =>
