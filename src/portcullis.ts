@@ -43,6 +43,7 @@ import {
 } from './identity/index.js';
 import { loadPolicy } from './policy/index.js';
 import { MemoryRateLimitStore } from './ratelimit/index.js';
+import { GeoIp, RiskEngine, ThreatIntel } from './risk/index.js';
 import { openSqliteStore, type Store } from './store/index.js';
 
 export interface CoreOptions {
@@ -378,8 +379,10 @@ export async function startPortcullis(
     const keyTimer = setInterval(() => void maintainKeys(), 600_000);
     keyTimer.unref();
 
+    const riskParts = config.risk.enabled ? await startRisk(loaded, core) : undefined;
+
     const rateLimits = new MemoryRateLimitStore(); // kept across reloads: quotas do not reset
-    active = await buildGateway(loaded, core, rateLimits);
+    active = await buildGateway(loaded, core, rateLimits, riskParts?.engine);
     const gw = createGatewayServer(() => (active as { gateway: Gateway }).gateway);
     const gatewayUrl = await listen(gw, config.gateway.listen.host, config.gateway.listen.port);
     servers.push(gw);
@@ -407,7 +410,7 @@ export async function startPortcullis(
         const { merged, restartRequired } = reloadable(current.gateway.config, next.config);
         let built: { gateway: Gateway; upstreams: Map<string, Upstream> };
         try {
-          built = await buildGateway({ ...next, config: merged }, core, rateLimits);
+          built = await buildGateway({ ...next, config: merged }, core, rateLimits, riskParts?.engine);
         } catch (err) {
           core.log.error({ err }, 'config reload failed; the running config stays');
           return { ok: false, error: (err as Error).message };
@@ -421,6 +424,7 @@ export async function startPortcullis(
       close: () => {
         closing ??= (async () => {
           clearInterval(keyTimer);
+          if (riskParts) await riskParts.stop();
           await Promise.all(servers.map(closeServer));
           if (active) await closeUpstreams(active.upstreams);
           await core.close();
@@ -436,8 +440,64 @@ export async function startPortcullis(
   }
 }
 
+/**
+ * The risk engine with its geo-IP databases, threat lists (reloaded on schedule) and write-behind of the
+ * principals' profiles (every 5 s, and at stop).
+ */
+async function startRisk(
+  loaded: LoadedConfig,
+  core: PortcullisCore,
+): Promise<{ engine: RiskEngine; stop: () => Promise<void> }> {
+  const r = loaded.config.risk;
+  const base = loaded.file ? dirname(loaded.file) : process.cwd();
+  const { geo, missing } = GeoIp.open(r.geoip.map((f) => resolve(base, f)));
+  for (const f of missing)
+    core.log.warn(
+      { file: f },
+      'geo-IP database not found: travel, country and ASN signals are off until it is installed',
+    );
+  const threats = r.threatLists.length
+    ? new ThreatIntel(
+        r.threatLists.map((t) => ({
+          ...t,
+          source: /^https?:\/\//.test(t.source) ? t.source : resolve(base, t.source),
+        })),
+        core.log,
+      )
+    : undefined;
+  if (threats) {
+    await threats.reload();
+    threats.schedule(r.threatRefresh);
+  }
+  const engine = new RiskEngine({
+    settings: {
+      thresholds: r.thresholds,
+      weights: r.weights,
+      travel: r.travel,
+      unusualTime: r.unusualTime,
+      velocity: r.velocity,
+      staleAuthenticationMs: r.staleAuthenticationAfter,
+    },
+    geo: geo.databases > 0 ? geo : undefined,
+    threats,
+    store: core.store.riskProfiles,
+    clock: core.clock,
+    log: core.log,
+  });
+  const timer = setInterval(() => void engine.flush(), 5_000);
+  timer.unref();
+  return {
+    engine,
+    stop: async () => {
+      clearInterval(timer);
+      threats?.stop();
+      await engine.flush();
+    },
+  };
+}
+
 /** Sections a reload cannot change without a restart (listeners, keys, storage, audit). */
-const RESTART_ONLY = ['dataDir', 'log', 'admin', 'identity', 'assertion', 'audit', 'demo'] as const;
+const RESTART_ONLY = ['dataDir', 'log', 'admin', 'identity', 'assertion', 'audit', 'risk', 'demo'] as const;
 
 /**
  * The config a reload runs with: routes, upstreams, issuers, policy and the gateway's settings other
@@ -465,6 +525,7 @@ async function buildGateway(
   loaded: LoadedConfig,
   core: PortcullisCore,
   rateLimits: MemoryRateLimitStore,
+  risk: RiskEngine | undefined,
 ): Promise<{ gateway: Gateway; upstreams: Map<string, Upstream> }> {
   const { config } = loaded;
   const upstreams = createUpstreams(config.upstreams, {
@@ -496,6 +557,7 @@ async function buildGateway(
       identity: core.identity,
       clients: core.clients,
       federation: core.federation,
+      risk,
       keys: core.keys,
       policy,
       rateLimits,

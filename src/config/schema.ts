@@ -469,6 +469,66 @@ export const configSchema = z
         sinks: z.array(alertSink).default([]),
       })
       .prefault({}),
+    /** Continuous verification: the risk score computed on every authenticated request. */
+    risk: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** MaxMind-format (MMDB) geo-IP databases: city and/or ASN (files that are missing are reported). */
+        geoip: z.array(z.string().min(1)).default([]),
+        thresholds: z
+          .strictObject({
+            challenge: z.number().int().min(1).max(100).default(40),
+            deny: z.number().int().min(1).max(101).default(80),
+          })
+          .prefault({})
+          .refine((t) => t.challenge <= t.deny, { message: 'challenge must not exceed deny' }),
+        weights: z
+          .strictObject({
+            impossibleTravel: z.number().int().min(0).max(100).default(60),
+            newCountry: z.number().int().min(0).max(100).default(20),
+            newAsn: z.number().int().min(0).max(100).default(10),
+            unusualTime: z.number().int().min(0).max(100).default(15),
+            threatIntel: z.number().int().min(0).max(100).default(70),
+            requestVelocity: z.number().int().min(0).max(100).default(20),
+            failureVelocity: z.number().int().min(0).max(100).default(25),
+            staleAuthentication: z.number().int().min(0).max(100).default(10),
+            noRecentMfa: z.number().int().min(0).max(100).default(5),
+          })
+          .prefault({}),
+        travel: z
+          .strictObject({
+            maxSpeedKmh: z.number().min(1).max(100_000).default(1000),
+            /** Distance always allowed (geo-IP is inexact); the databases' accuracy radii are added. */
+            toleranceKm: z.number().min(0).max(20_000).default(100),
+          })
+          .prefault({}),
+        unusualTime: z
+          .strictObject({
+            /** Requests a principal needs before its usual hours are judged (cold start). */
+            minObservations: z.number().int().min(1).max(1_000_000).default(50),
+            /** An hour of the week (± 1 h) holding less than this share of the history is unusual. */
+            rareBelow: z.number().min(0).max(1).default(0.01),
+          })
+          .prefault({}),
+        velocity: z
+          .strictObject({
+            requestsPerMinute: z.number().int().min(1).default(6000),
+            failuresPerMinute: z.number().int().min(1).default(30),
+          })
+          .prefault({}),
+        staleAuthenticationAfter: duration.default(43_200_000),
+        threatLists: z
+          .array(
+            z.strictObject({
+              name: id,
+              source: z.string().min(1),
+              format: z.enum(['plain', 'netset', 'tor']).default('plain'),
+            }),
+          )
+          .default([]),
+        threatRefresh: duration.default(3_600_000),
+      })
+      .prefault({}),
     demo: z
       .strictObject({
         /** Start the bundled demo upstream on this address (used by `portcullis up`). */

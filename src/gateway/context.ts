@@ -12,6 +12,7 @@ import type {
 } from '../identity/index.js';
 import type { Decision, PolicyEngine } from '../policy/index.js';
 import type { RateLimitStore } from '../ratelimit/index.js';
+import type { RiskAssessment, RiskEngine } from '../risk/index.js';
 import type { CanonicalTarget } from './canonical-target.js';
 import type { CompiledRoute, RouteTable } from './route-table.js';
 import type { Upstream } from './upstream.js';
@@ -25,6 +26,8 @@ export interface Gateway {
   readonly identity: IdentityService;
   readonly clients: ClientService;
   readonly federation: FederationService;
+  /** The risk engine (`risk.enabled`), or undefined. */
+  readonly risk: RiskEngine | undefined;
   readonly keys: KeyRing;
   readonly policy: PolicyEngine;
   readonly rateLimits: RateLimitStore;
@@ -56,6 +59,8 @@ export interface RequestContext {
   params: Readonly<Record<string, string>>;
   principal: Principal | undefined;
   decision: Decision | undefined;
+  /** The request's risk assessment (after authentication). */
+  risk: RiskAssessment | undefined;
   /** Served by one of the gateway's own endpoints (which audit their own events). */
   internal: boolean;
   /** `RateLimit-Policy` / `RateLimit` values for the response, when the route is rate-limited. */

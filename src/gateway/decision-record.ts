@@ -27,5 +27,7 @@ export function decisionRecord(
     sub: ctx.principal?.id ?? null,
     sid: ctx.principal?.sessionId ?? null,
     ip: ctx.ip,
+    // The score and the signals that made it, when there were any.
+    ...(ctx.risk && ctx.risk.score > 0 ? { risk: { score: ctx.risk.score, signals: ctx.risk.signals } } : {}),
   };
 }

@@ -10,6 +10,7 @@ import { canonicalize } from './steps/canonicalize.js';
 import { forward } from './steps/forward.js';
 import { answerForwardAuth, forwardedRequest } from './steps/forward-auth.js';
 import { limit } from './steps/limit.js';
+import { assessRisk } from './steps/risk.js';
 import { route } from './steps/route.js';
 
 /**
@@ -32,6 +33,7 @@ const STEPS: readonly Step[] = [
   (gw, ctx) => serveInternal(gw, ctx, ctx.target?.path ?? ''),
   route,
   authenticate,
+  assessRisk,
   authorize,
   limit,
   auditDecision,
@@ -47,6 +49,7 @@ const FORWARD_AUTH_STEPS: readonly Step[] = [
   forwardedRequest,
   route,
   authenticate,
+  assessRisk,
   authorize,
   limit,
   auditDecision,
@@ -113,6 +116,7 @@ export function createHandler(current: () => Gateway): (req: IncomingMessage, re
       params: {},
       principal: undefined,
       decision: undefined,
+      risk: undefined,
       internal: false,
       rateLimitHeaders: undefined,
     };
@@ -136,6 +140,7 @@ async function run(gw: Gateway, ctx: RequestContext, steps: readonly Step[]): Pr
     // A refusal (4xx) is a deny even after policy allowed (e.g. 429); a 5xx after an allow is an error.
     outcome = error.status < 500 || ctx.decision?.outcome !== 'allow' ? 'deny' : 'error';
     if (error.code === 'store_unavailable') gw.metrics.storeErrors.inc();
+    if (error.status === 401 || error.status === 403) gw.risk?.recordFailure(ctx.ip);
     let answer = error;
     if (outcome === 'deny' && !ctx.internal) {
       try {

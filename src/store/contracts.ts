@@ -243,6 +243,11 @@ export interface Store {
   readonly sessions: SessionStore;
   readonly mfaChallenges: MfaChallengeStore;
   readonly serviceAccounts: ServiceAccountStore;
+  /** Risk-engine history per principal (JSON), written behind. */
+  readonly riskProfiles: {
+    get(id: string): Promise<string | undefined>;
+    putMany(entries: readonly (readonly [string, string])[], at: number): Promise<void>;
+  };
   readonly audit: AuditStore;
   /** Throws when the store is unreachable. */
   ping(): Promise<void>;

@@ -117,6 +117,11 @@ const MIGRATIONS: readonly string[] = [
      created_at INTEGER NOT NULL,
      PRIMARY KEY (provider, subject)
    ) STRICT;`,
+  `CREATE TABLE risk_profiles (
+     id TEXT PRIMARY KEY,
+     data TEXT NOT NULL,
+     updated_at INTEGER NOT NULL
+   ) STRICT;`,
 ];
 
 interface UserRow {
@@ -311,6 +316,7 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     saById: db.prepare<[string], ServiceAccountRow>('SELECT * FROM service_accounts WHERE id = ?'),
     saByName: db.prepare<[string], ServiceAccountRow>('SELECT * FROM service_accounts WHERE name = ?'),
     saList: db.prepare<[], ServiceAccountRow>('SELECT * FROM service_accounts ORDER BY name'),
+    riskById: db.prepare<[string], { data: string }>('SELECT data FROM risk_profiles WHERE id = ?'),
     userList: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, username'),
     userCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM users'),
     sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
@@ -362,6 +368,9 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ),
         assertionPrune: db.prepare('DELETE FROM client_assertions WHERE expires_at <= ?'),
+        riskUpsert: db.prepare(
+          'INSERT INTO risk_profiles (id, data, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at',
+        ),
         assertionInsert: db.prepare(
           'INSERT INTO client_assertions (client_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
         ),
@@ -460,6 +469,11 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
       return { kind: 'rotated', session };
     },
   );
+
+  const putRisk = db.transaction((entries: readonly (readonly [string, string])[], at: number) => {
+    const ww = writable();
+    for (const [id, data] of entries) ww.riskUpsert.run(id, data, at);
+  });
 
   const replaceRecovery = db.transaction((id: string, hashes: readonly string[], at: number) => {
     const ww = writable();
@@ -592,6 +606,10 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
             writable().sessionStepUp.run(auth.authTime, JSON.stringify(auth.amr), auth.acr, id, auth.authTime)
               .changes > 0,
         ),
+    },
+    riskProfiles: {
+      get: (id) => guard(() => q.riskById.get(id)?.data),
+      putMany: (entries, at) => guard(() => putRisk.immediate(entries, at)),
     },
     serviceAccounts: {
       create: (a) =>

@@ -25,6 +25,16 @@ export function authorize(gw: Gateway, ctx: RequestContext): void {
       time: gw.clock.now(),
       ip: ctx.ip,
       authentication: principal,
+      ...(ctx.risk
+        ? {
+            risk: {
+              score: ctx.risk.score,
+              level: ctx.risk.level,
+              signals: ctx.risk.signals.map((s) => s.name),
+            },
+            ...(ctx.risk.geo.country ? { geo: { country: ctx.risk.geo.country } } : {}),
+          }
+        : {}),
     },
   };
   const decision = gw.policy.decide(input);
