@@ -61,6 +61,14 @@ sections.push([
   ]),
 ]);
 sections.push([
+  'Risk step',
+  run('risk', process.execPath, [
+    join(root, 'bench/micro/risk.mjs'),
+    '--requests',
+    smoke ? '20000' : '500000',
+  ]),
+]);
+sections.push([
   'Identity',
   run('identity', process.execPath, [
     join(root, 'bench/micro/identity.mjs'),
