@@ -369,6 +369,11 @@ describe('risk at the gateway: step-up and revocation mid-session', () => {
     expect((await jump.json()).error.code).toBe('step_up_required');
     expect(jump.headers.get('www-authenticate')).toContain('insufficient_user_authentication');
     expect((await events('risk.raised')).map((e) => e.signals)).toEqual([['impossible_travel', 'new_asn']]);
+    expect(await events('security.impossible_travel')).toMatchObject([{ from: 'GB', to: 'JP', minutes: 5 }]);
+    const alerts = await events('security.alert');
+    expect(alerts.filter((a) => a.rule === 'impossible-travel')).toMatchObject([
+      { severity: 'critical', count: 1 },
+    ]);
 
     clock.advance(30_000);
     const up = await fetch(`${s.pc.gatewayUrl}/auth/step-up`, {

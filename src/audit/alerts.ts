@@ -73,6 +73,16 @@ export const DEFAULT_ALERT_RULES: readonly AlertRule[] = [
     severity: 'warning',
   },
   {
+    id: 'impossible-travel',
+    type: 'security.impossible_travel',
+    where: {},
+    groupBy: 'sub',
+    threshold: 1,
+    windowMs: 60_000,
+    suppressMs: 0,
+    severity: 'critical',
+  },
+  {
     id: 'refresh-token-reuse',
     type: 'auth.refresh.reused',
     where: {},

@@ -26,9 +26,28 @@ async function apply(gw: Gateway, ctx: RequestContext, a: RiskAssessment): Promi
   if (!principal || !gw.risk) return;
   const sessionKey = principal.sessionId ?? `${principal.kind}:${principal.id}`;
   const names = a.signals.map((s) => s.name);
+  const travel = a.signals.find((s) => s.name === 'impossible_travel');
+  // A derived security event of its own (alert rules count it), once per rise of a session's risk.
+  const reportTravel = async () => {
+    if (travel)
+      await gw.audit.write(
+        {
+          type: 'security.impossible_travel',
+          data: {
+            sub: principal.id,
+            sid: principal.sessionId ?? null,
+            ...travel.evidence,
+            ip: ctx.ip,
+            requestId: ctx.requestId,
+          },
+        },
+        'durable',
+      );
+  };
   if (a.outcome === 'deny') {
     if (principal.sessionId !== undefined && principal.issuer === OWN_ISSUER_ID) {
       await gw.identity.revokeSession(principal.id, principal.sessionId);
+      await reportTravel();
       await gw.audit.write(
         {
           type: 'risk.session_revoked',
@@ -48,6 +67,7 @@ async function apply(gw: Gateway, ctx: RequestContext, a: RiskAssessment): Promi
   }
   if (a.outcome === 'challenge') {
     const raised = gw.risk.raisedAt(sessionKey);
+    if (raised.first) await reportTravel();
     if (raised.first)
       await gw.audit.write(
         {
