@@ -234,6 +234,8 @@ export interface AuditStore {
   count(): Promise<number>;
   /** Records a checkpoint; a second checkpoint for the same size must be identical (else it throws). */
   saveCheckpoint(checkpoint: StoredCheckpoint): Promise<void>;
+  /** The checkpoint with the largest size, if any. */
+  latestCheckpoint(): Promise<StoredCheckpoint | undefined>;
   /** All checkpoints, by size. */
   checkpoints(): Promise<StoredCheckpoint[]>;
 }

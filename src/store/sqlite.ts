@@ -332,6 +332,9 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     checkpoints: db.prepare<[], { size: number; root: string; note: string; created_at: number }>(
       'SELECT * FROM audit_checkpoints ORDER BY size',
     ),
+    checkpointLatest: db.prepare<[], { size: number; root: string; note: string; created_at: number }>(
+      'SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT 1',
+    ),
     checkpointAt: db.prepare<[number], { root: string; note: string }>(
       'SELECT root, note FROM audit_checkpoints WHERE size = ?',
     ),
@@ -684,6 +687,11 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           if (stored?.root !== cp.root) {
             throw new StoreError('conflict', `a different checkpoint for size ${cp.size} already exists`);
           }
+        }),
+      latestCheckpoint: () =>
+        guard(() => {
+          const r = q.checkpointLatest.get();
+          return r ? { size: r.size, root: r.root, note: r.note, createdAt: r.created_at } : undefined;
         }),
       checkpoints: () =>
         guard(() =>
