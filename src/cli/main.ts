@@ -7,6 +7,7 @@ import { policy } from './commands/policy.js';
 import { serviceAccount } from './commands/service-account.js';
 import { up } from './commands/up.js';
 import { user } from './commands/user.js';
+import { ca, svid } from './commands/workload.js';
 import { type CliIO, type Command, UsageError } from './io.js';
 
 const COMMANDS: Readonly<Record<string, Command>> = {
@@ -15,6 +16,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   user,
   'service-account': serviceAccount,
   keys,
+  ca,
+  svid,
   audit,
   jwt,
   policy,
@@ -32,6 +35,8 @@ commands:
   audit         verify the hash-chained audit log
   jwt           verify a token against a JWKS
   keys          list | rotate the access-token signing keys
+  ca            init the internal CA (workload identity)
+  svid          issue | verify X.509-SVIDs
   policy        check | explain | test the access policy
 
 options common to most commands: --config FILE (default: $PORTCULLIS_CONFIG or ./portcullis.yaml)

@@ -1,0 +1,11 @@
+export { type CaFiles, caFiles, initCa, WorkloadCa } from './ca.js';
+export { isSpiffeId, parseSpiffeId, type SpiffeId } from './spiffe-id.js';
+export {
+  checkLeaf,
+  parseCertificates,
+  parseSvid,
+  pemBlocks,
+  SvidError,
+  type VerifiedSvid,
+  verifySvid,
+} from './svid.js';
