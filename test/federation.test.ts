@@ -210,6 +210,8 @@ describe('federated login against a real OpenID Provider (oidc-provider on loopb
       'https://evil.example/',
       '//evil.example/x',
       '/\\evil.example',
+      '/\t/evil.example',
+      '/\n/evil',
       'javascript:alert(1)',
     ]) {
       const res = await gw(`/auth/federated/corp/start?return_to=${encodeURIComponent(bad)}`);

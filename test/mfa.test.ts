@@ -354,6 +354,39 @@ describe('MFA, step-up and brute-force defence (real gateway, manual clock)', ()
     expect(events.filter((e) => e.type === 'auth.login.throttled').length).toBeGreaterThanOrEqual(3);
   });
 
+  it('concurrent guesses cannot all slip past the throttle while the first are being hashed', async () => {
+    await pc.core.identity.createUser({ username: 'pia', password, roles: [] });
+    const statuses = await Promise.all(
+      Array.from({ length: 40 }, () =>
+        post('/auth/login', { username: 'pia', password: 'wrong-password-xyz' }).then((r) => r.status),
+      ),
+    );
+    // freeAttempts (2) + 1 may be checked at once; the rest are refused before any hashing.
+    expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(3);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(37);
+  });
+
+  it('a right password does not reset the count of wrong MFA codes: guessing codes ends in a lock', async () => {
+    clock.advance(3_600_000);
+    const mia = await pc.core.store.users.findByUsername('mia');
+    await pc.core.identity.unlock(mia?.id as never);
+    const results: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      clock.advance(120_000); // past any back-off
+      const first = await post('/auth/login', { username: 'mia', password });
+      if (first.status !== 200) {
+        results.push(first.status);
+        continue;
+      }
+      results.push((await post('/auth/mfa', { mfa_token: first.body.mfa_token, code: '000000' })).status);
+    }
+    // lockAfter is 6: the sixth wrong code locks the account, and the next logins are refused.
+    expect(results.slice(0, 6)).toEqual([401, 401, 401, 401, 401, 401]);
+    expect(results.slice(6)).toEqual([429, 429]);
+    expect((await pc.core.store.users.findByUsername('mia'))?.lockedUntil).toBeGreaterThan(clock.now());
+    await pc.core.identity.unlock(mia?.id as never);
+  });
+
   it('refuses weak passwords: too short, too long, common, or containing the email local part', async () => {
     const make = (pw: string, email = 'pat.smith@example.com') =>
       pc.core.identity.createUser({

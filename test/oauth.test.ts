@@ -146,6 +146,12 @@ describe('OAuth 2.0 endpoints', () => {
     expect(
       (await form('/oauth2/token', { grant_type: 'client_credentials' }, basic('nobody', 'x'))).status,
     ).toBe(401);
+    const malformed = await form(
+      '/oauth2/token',
+      { grant_type: 'client_credentials' },
+      { authorization: `Basic ${Buffer.from('%zz:%zz').toString('base64')}` },
+    );
+    expect(malformed).toMatchObject({ status: 401, body: { error: 'invalid_client' } });
     expect(
       await form(
         '/oauth2/token',
@@ -218,6 +224,8 @@ describe('OAuth 2.0 endpoints', () => {
     expect(await call('GET', '/api/orders', token)).toBe(200);
     expect(s.upstream.received.at(-1)?.headers['x-portcullis-assertion']).toBeTruthy();
     expect(await call('POST', '/api/orders', token)).toBe(403);
+    // A service token is not a person's session: no session or MFA endpoints for it.
+    expect(await call('GET', '/auth/sessions', token)).toBe(403);
     expect(await call('GET', '/api/orders/1', token)).toBe(403);
     const signerToken = (
       await form('/oauth2/token', {

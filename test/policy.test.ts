@@ -239,6 +239,18 @@ describe('policy semantics', () => {
     });
   });
 
+  it('a deny whose condition is not a bool (an open attribute holding 1) matches, with the error named', () => {
+    const p = compile({
+      rules: [{ id: 'all' }, { id: 'blocked', effect: 'deny', when: 'principal.blocked' }],
+    });
+    for (const v of [true, 1, 'yes']) {
+      const d = p.decide(req(user('u', [], { blocked: v }), 'GET'));
+      expect(d.outcome, String(v)).toBe('deny');
+    }
+    expect(p.decide(req(user('u', [], { blocked: 1 }), 'GET')).errors?.[0]?.message).toMatch(/not a bool/);
+    expect(p.decide(req(user('u', [], { blocked: false }), 'GET')).outcome).toBe('allow');
+  });
+
   it('matches users, groups, paths with parameters, routes, types and methods (HEAD as GET)', () => {
     const p = compile({
       rules: [

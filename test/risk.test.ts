@@ -185,6 +185,31 @@ describe('risk signals (manual clock, test geo database)', () => {
     ]);
   });
 
+  it('measures travel from where the principal was last located, not from its last (unlocated) request', () => {
+    const { clock, e } = engine();
+    step(e, LONDON);
+    for (let h = 0; h < 10; h++) {
+      clock.advance(HOUR);
+      step(e, '192.0.2.1'); // no geo match
+    }
+    clock.advance(HOUR);
+    // London → Tokyo in 11 h is ~870 km/h: possible.
+    expect(names(e.assess({ ...user, authTime: clock.now() }, TOKYO) as RiskAssessment)).not.toContain(
+      'impossible_travel',
+    );
+  });
+
+  it('a rise is remembered until the session is calm again; the next rise needs a new step-up', () => {
+    const { clock, e } = engine();
+    const first = e.raisedAt('s1');
+    expect(first.first).toBe(true);
+    clock.advance(60_000);
+    expect(e.raisedAt('s1')).toEqual({ at: first.at, first: false });
+    e.clearRaised('s1');
+    clock.advance(3 * 24 * HOUR);
+    expect(e.raisedAt('s1')).toEqual({ at: clock.now(), first: true });
+  });
+
   it('tolerates geo inaccuracy: two nearby addresses minutes apart are not travel', () => {
     const { clock, e } = engine();
     step(e, LONDON);

@@ -81,6 +81,8 @@ const federationProvider = z.strictObject({
   roleMap: z.record(z.string(), z.union([z.string(), z.array(z.string())])).default({}),
   /** Roles every user of this OP gets. */
   defaultRoles: z.array(z.string()).default([]),
+  /** Believe the OP's `amr`/`acr` (e.g. its MFA) for policies' `require`; otherwise a federated sign-in is `amr: [fed]`, `acr: aal1`. */
+  trustAuthContext: z.boolean().default(false),
   /** Allow an http:// issuer (loopback tests and labs only). */
   allowInsecure: z.boolean().default(false),
 });

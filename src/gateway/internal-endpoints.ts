@@ -110,9 +110,26 @@ const revokeBody = z.union([
   z.strictObject({ all: z.literal(true) }),
 ]);
 
+const ENROL_MAX_AGE_MS = 15 * 60_000;
+
+/**
+ * Enrolling a second factor needs a sign-in from the last 15 minutes: a stolen access token alone must
+ * not be enough to put the thief's authenticator on the account.
+ */
+function requireRecentSignIn(gw: Gateway, p: { authTime?: number }): void {
+  if (p.authTime === undefined || gw.clock.now() - p.authTime > ENROL_MAX_AGE_MS)
+    throw new PortcullisError('step_up_required', {
+      detail: 'MFA enrolment needs a recent sign-in',
+      headers: { 'www-authenticate': 'Bearer error="insufficient_user_authentication", max_age=900' },
+    });
+}
+
 /** The caller's own session (our tokens only), checked like at the gateway. */
 async function ownSession(gw: Gateway, ctx: RequestContext) {
   const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
+  // A person's session only: a service account has no sessions or MFA to manage.
+  if (principal.kind !== 'user')
+    throw new PortcullisError('forbidden', { detail: 'a user token is required' });
   await gw.identity.checkSession(principal);
   return principal;
 }
@@ -160,6 +177,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       method: 'POST',
       handle: async (gw, ctx) => {
         const principal = await ownSession(gw, ctx);
+        requireRecentSignIn(gw, principal);
         sendJson(ctx, 200, JSON.stringify(await gw.identity.beginTotp(principal.id)), NO_STORE);
       },
     },
@@ -196,7 +214,10 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
   ],
   [
     '/auth/mfa/totp/confirm',
-    withSession(codeBody, (gw, p, body, meta) => gw.identity.confirmTotp(p.id, body.code, meta)),
+    withSession(codeBody, (gw, p, body, meta) => {
+      requireRecentSignIn(gw, p);
+      return gw.identity.confirmTotp(p.id, body.code, meta);
+    }),
   ],
   [
     '/auth/mfa/recovery-codes',

@@ -47,7 +47,13 @@ export function clientAuthOf(req: IncomingMessage, form: URLSearchParams): Clien
     const colon = decoded.indexOf(':');
     if (colon < 1) throw new OAuthError('invalid_client', 'malformed Basic credentials');
     // RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
-    const unform = (s: string) => decodeURIComponent(s.replace(/\+/g, ' '));
+    const unform = (s: string) => {
+      try {
+        return decodeURIComponent(s.replace(/\+/g, ' '));
+      } catch {
+        throw new OAuthError('invalid_client', 'malformed Basic credentials');
+      }
+    };
     methods.push({
       method: 'client_secret_basic',
       clientId: unform(decoded.slice(0, colon)),

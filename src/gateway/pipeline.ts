@@ -140,7 +140,14 @@ async function run(gw: Gateway, ctx: RequestContext, steps: readonly Step[]): Pr
     // A refusal (4xx) is a deny even after policy allowed (e.g. 429); a 5xx after an allow is an error.
     outcome = error.status < 500 || ctx.decision?.outcome !== 'allow' ? 'deny' : 'error';
     if (error.code === 'store_unavailable') gw.metrics.storeErrors.inc();
-    if (error.status === 401 || error.status === 403) gw.risk?.recordFailure(ctx.ip);
+    // Failure velocity counts refusals of authenticated callers that the risk step itself did not cause:
+    // anonymous noise from a shared address must not raise the risk of everyone behind it.
+    if (
+      (error.status === 401 || error.status === 403) &&
+      ctx.principal &&
+      (!ctx.risk || ctx.risk.outcome === 'allow')
+    )
+      gw.risk?.recordFailure(ctx.ip);
     let answer = error;
     if (outcome === 'deny' && !ctx.internal) {
       try {

@@ -237,7 +237,15 @@ export class ClientService {
     if (exp - now > MAX_ASSERTION_SEC * 1000 + 5_000)
       throw new OAuthError('invalid_client', 'client_assertion expires too far ahead (at most 5 minutes)');
     // Single use: a jti is remembered until the assertion expires.
-    if (!(await this.#o.store.serviceAccounts.rememberAssertion(account.id, String(claims.jti), exp, now)))
+    // Kept past `exp` by the verifier's clock tolerance, so no replay slips in after the record is pruned.
+    if (
+      !(await this.#o.store.serviceAccounts.rememberAssertion(
+        account.id,
+        String(claims.jti),
+        exp + 10_000,
+        now,
+      ))
+    )
       throw new OAuthError('invalid_client', 'client_assertion replayed (jti already used)');
     return account;
   }

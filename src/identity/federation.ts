@@ -9,6 +9,7 @@ export interface FederatedIdentity {
   subject: string;
   claims: Record<string, unknown>;
   roles: string[];
+  trustAuthContext: boolean;
   returnTo: string;
   mode: 'api' | 'browser';
 }
@@ -143,6 +144,7 @@ export class FederationService {
       subject: claims.sub,
       claims,
       roles: this.#roles(provider, claims),
+      trustAuthContext: provider.trustAuthContext,
       returnTo: flow.returnTo,
       mode: flow.mode,
     };
@@ -162,8 +164,15 @@ export class FederationService {
 
   /** `return_to` must be a path on our origin, or a URL on an allow-listed origin: never an open redirect. */
   #safeReturn(value: string): string {
-    if (value.startsWith('/') && !value.startsWith('//') && !value.startsWith('/\\') && !/[\r\n]/.test(value))
-      return value;
+    // No control characters anywhere (browsers drop tabs and newlines: "/\t/evil" becomes "//evil").
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+    if (/[\x00-\x1f\x7f]/.test(value))
+      throw new PortcullisError('bad_request', { message: 'return_to must not contain control characters' });
+    if (value.startsWith('/') && !value.startsWith('//') && !value.startsWith('/\\')) {
+      // And a path must stay on our origin once resolved.
+      if (new URL(value, this.#ourIssuer).origin === new URL(this.#ourIssuer).origin) return value;
+      throw new PortcullisError('bad_request', { message: 'return_to must stay on this origin' });
+    }
     let url: URL;
     try {
       url = new URL(value);

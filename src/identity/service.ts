@@ -179,52 +179,59 @@ export class IdentityService {
     }
     const username = user?.username ?? login;
     const key = user ? user.id : `?${login}`;
-    await this.#gate(key, user, { username, ip: meta.ip, requestId: meta.requestId });
-    const ok = await this.#o.passwords.verify(user?.passwordHash, password);
-    if (!user || !ok || user.status !== 'active') {
-      const reason = !user ? 'unknown_user' : !ok ? 'bad_password' : 'user_suspended';
-      await this.#audit('auth.login.failed', { username, reason, ip: meta.ip, requestId: meta.requestId });
-      await this.#countFailure(key, user, { username, ip: meta.ip, requestId: meta.requestId });
-      throw new PortcullisError('invalid_credentials', { detail: reason });
-    }
-    this.#throttle.succeed(key);
-    if (this.#o.passwords.needsRehash(user.passwordHash)) {
-      // The configured argon2 parameters changed since this hash was made: upgrade it now.
-      await this.#o.store.users
-        .update(user.id, { passwordHash: await this.#o.passwords.hash(password) })
-        .catch((err: unknown) => {
-          this.#o.log.warn({ err, userId: user?.id }, 'password re-hash failed; kept the old hash');
-        });
-    }
-    const now = this.#o.clock.now();
-    if (user.totpSecret !== null) {
-      const token = randomToken();
-      try {
-        await this.#o.store.mfaChallenges.create({
-          hash: sha256b64url(token),
-          userId: user.id,
-          createdAt: now,
-          expiresAt: now + this.#o.mfa.challengeTtlMs,
-          attempts: 0,
-          usedAt: null,
-        });
-      } catch (err) {
-        throw storeDown(err);
+    return this.#guarded(key, user, { username, ip: meta.ip, requestId: meta.requestId }, async () => {
+      // A hash that is not argon2 (a federated account's marker) is checked like an unknown user: the
+      // same work, so the answer time does not tell which accounts exist.
+      const phc = user?.passwordHash.startsWith('$argon2') ? user.passwordHash : undefined;
+      const ok = phc !== undefined && (await this.#o.passwords.verify(phc, password));
+      if (phc === undefined) await this.#o.passwords.verify(undefined, password);
+      if (!user || !ok || user.status !== 'active') {
+        const reason = !user ? 'unknown_user' : !ok ? 'bad_password' : 'user_suspended';
+        await this.#audit('auth.login.failed', { username, reason, ip: meta.ip, requestId: meta.requestId });
+        await this.#countFailure(key, user, { username, ip: meta.ip, requestId: meta.requestId });
+        throw new PortcullisError('invalid_credentials', { detail: reason });
       }
-      await this.#audit('auth.login.mfa_required', {
-        userId: user.id,
-        username,
-        ip: meta.ip,
-        requestId: meta.requestId,
-      });
-      return {
-        mfa_required: true,
-        mfa_token: token,
-        mfa_methods: ['otp', 'recovery'],
-        expires_in: Math.floor(this.#o.mfa.challengeTtlMs / 1000),
-      };
-    }
-    return this.#startSession(user, ['pwd'], ACR_PASSWORD, meta);
+      // Failures are forgotten only after a complete sign-in: with MFA, a right password alone must not
+      // reset the count that MFA-code guesses add to.
+      if (user.totpSecret === null) this.#throttle.succeed(key);
+      if (this.#o.passwords.needsRehash(user.passwordHash)) {
+        // The configured argon2 parameters changed since this hash was made: upgrade it now.
+        await this.#o.store.users
+          .update(user.id, { passwordHash: await this.#o.passwords.hash(password) })
+          .catch((err: unknown) => {
+            this.#o.log.warn({ err, userId: user?.id }, 'password re-hash failed; kept the old hash');
+          });
+      }
+      const now = this.#o.clock.now();
+      if (user.totpSecret !== null) {
+        const token = randomToken();
+        try {
+          await this.#o.store.mfaChallenges.create({
+            hash: sha256b64url(token),
+            userId: user.id,
+            createdAt: now,
+            expiresAt: now + this.#o.mfa.challengeTtlMs,
+            attempts: 0,
+            usedAt: null,
+          });
+        } catch (err) {
+          throw storeDown(err);
+        }
+        await this.#audit('auth.login.mfa_required', {
+          userId: user.id,
+          username,
+          ip: meta.ip,
+          requestId: meta.requestId,
+        });
+        return {
+          mfa_required: true,
+          mfa_token: token,
+          mfa_methods: ['otp', 'recovery'],
+          expires_in: Math.floor(this.#o.mfa.challengeTtlMs / 1000),
+        };
+      }
+      return this.#startSession(user, ['pwd'], ACR_PASSWORD, meta);
+    });
   }
 
   /** The second step of a login with MFA: the challenge from {@link login} plus a code. */
@@ -255,18 +262,19 @@ export class IdentityService {
     }
     const user = await this.#user(challenge.userId);
     if (user?.status !== 'active') throw new PortcullisError('invalid_mfa_code', { detail: 'user inactive' });
-    await this.#gate(user.id, user, { username: user.username, ...base });
-    const method = await this.#checkProof(user, proof, now, base);
-    if (method === undefined) {
-      await this.#o.store.mfaChallenges.fail(hash).catch(() => undefined);
-      await this.#countFailure(user.id, user, { username: user.username, ...base });
-      throw new PortcullisError('invalid_mfa_code');
-    }
-    if (!(await this.#o.store.mfaChallenges.consume(hash, now))) {
-      throw new PortcullisError('invalid_mfa_code', { detail: 'MFA challenge already used' });
-    }
-    this.#throttle.succeed(user.id);
-    return this.#startSession(user, ['pwd', method], ACR_MFA, meta);
+    return this.#guarded(user.id, user, { username: user.username, ...base }, async () => {
+      const method = await this.#checkProof(user, proof, now, base);
+      if (method === undefined) {
+        await this.#o.store.mfaChallenges.fail(hash).catch(() => undefined);
+        await this.#countFailure(user.id, user, { username: user.username, ...base });
+        throw new PortcullisError('invalid_mfa_code');
+      }
+      if (!(await this.#o.store.mfaChallenges.consume(hash, now))) {
+        throw new PortcullisError('invalid_mfa_code', { detail: 'MFA challenge already used' });
+      }
+      this.#throttle.succeed(user.id);
+      return this.#startSession(user, ['pwd', method], ACR_MFA, meta);
+    });
   }
 
   /**
@@ -292,19 +300,20 @@ export class IdentityService {
     if (!user?.totpPending)
       throw new PortcullisError('bad_request', { message: 'no TOTP enrolment in progress' });
     const base = { ip: meta.ip, requestId: meta.requestId, userId: user.id };
-    await this.#gate(user.id, user, { username: user.username, ...base });
-    const now = this.#o.clock.now();
-    const secret = this.#box.open(user.totpPending, `totp:${user.id}`);
-    const step = matchTotp(secret, code, now);
-    if (step === undefined || !(await this.#o.store.users.useTotpStep(user.id, step))) {
-      await this.#audit('auth.mfa.failed', { ...base, reason: 'bad_code', during: 'enrolment' });
-      await this.#countFailure(user.id, user, { username: user.username, ...base });
-      throw new PortcullisError('invalid_mfa_code');
-    }
-    await this.#o.store.users.update(user.id, { totpSecret: user.totpPending, totpPending: null });
-    const codes = await this.#newRecoveryCodes(user.id, now);
-    await this.#audit('auth.mfa.enrolled', { ...base, method: 'otp' });
-    return { recovery_codes: codes };
+    return this.#guarded(user.id, user, { username: user.username, ...base }, async () => {
+      const now = this.#o.clock.now();
+      const secret = this.#box.open(user.totpPending as string, `totp:${user.id}`);
+      const step = matchTotp(secret, code, now);
+      if (step === undefined || !(await this.#o.store.users.useTotpStep(user.id, step))) {
+        await this.#audit('auth.mfa.failed', { ...base, reason: 'bad_code', during: 'enrolment' });
+        await this.#countFailure(user.id, user, { username: user.username, ...base });
+        throw new PortcullisError('invalid_mfa_code');
+      }
+      await this.#o.store.users.update(user.id, { totpSecret: user.totpPending, totpPending: null });
+      const codes = await this.#newRecoveryCodes(user.id, now);
+      await this.#audit('auth.mfa.enrolled', { ...base, method: 'otp' });
+      return { recovery_codes: codes };
+    });
   }
 
   /** New recovery codes (the old ones stop working), after a fresh TOTP code. */
@@ -316,15 +325,16 @@ export class IdentityService {
     const user = await this.#user(userId);
     if (!user?.totpSecret) throw new PortcullisError('bad_request', { message: 'TOTP is not enrolled' });
     const base = { ip: meta.ip, requestId: meta.requestId };
-    await this.#gate(user.id, user, { username: user.username, ...base });
-    const now = this.#o.clock.now();
-    if ((await this.#checkProof(user, { code }, now, base)) === undefined) {
-      await this.#countFailure(user.id, user, { username: user.username, ...base });
-      throw new PortcullisError('invalid_mfa_code');
-    }
-    const codes = await this.#newRecoveryCodes(user.id, now);
-    await this.#audit('auth.mfa.recovery_codes_regenerated', { ...base, userId: user.id });
-    return { recovery_codes: codes };
+    return this.#guarded(user.id, user, { username: user.username, ...base }, async () => {
+      const now = this.#o.clock.now();
+      if ((await this.#checkProof(user, { code }, now, base)) === undefined) {
+        await this.#countFailure(user.id, user, { username: user.username, ...base });
+        throw new PortcullisError('invalid_mfa_code');
+      }
+      const codes = await this.#newRecoveryCodes(user.id, now);
+      await this.#audit('auth.mfa.recovery_codes_regenerated', { ...base, userId: user.id });
+      return { recovery_codes: codes };
+    });
   }
 
   /** Removes TOTP and recovery codes (administrator reset). */
@@ -422,25 +432,26 @@ export class IdentityService {
     if (!user.totpSecret)
       throw new PortcullisError('bad_request', { message: 'enrol TOTP first (POST /auth/mfa/totp)' });
     const base = { ip: meta.ip, requestId: meta.requestId, sessionId };
-    await this.#gate(user.id, user, { username: user.username, ...base });
-    const now = this.#o.clock.now();
-    const method = await this.#checkProof(user, proof, now, base);
-    if (method === undefined) {
-      await this.#countFailure(user.id, user, { username: user.username, ...base });
-      throw new PortcullisError('invalid_mfa_code');
-    }
-    const session = await this.#o.store.sessions.get(sessionId);
-    if (!session) throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
-    const amr = [...new Set([...session.amr, method])];
-    if (!(await this.#o.store.sessions.stepUp(sessionId, { authTime: now, amr, acr: ACR_MFA })))
-      throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
-    await this.#audit('auth.step_up', { ...base, userId: user.id, amr });
-    const { refresh_token: _, ...access } = await this.#tokenResponse(
-      user,
-      { ...session, authTime: now, amr, acr: ACR_MFA },
-      '',
-    );
-    return access;
+    return this.#guarded(user.id, user, { username: user.username, ...base }, async () => {
+      const now = this.#o.clock.now();
+      const method = await this.#checkProof(user, proof, now, base);
+      if (method === undefined) {
+        await this.#countFailure(user.id, user, { username: user.username, ...base });
+        throw new PortcullisError('invalid_mfa_code');
+      }
+      const session = await this.#o.store.sessions.get(sessionId);
+      if (!session) throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+      const amr = [...new Set([...session.amr, method])];
+      if (!(await this.#o.store.sessions.stepUp(sessionId, { authTime: now, amr, acr: ACR_MFA })))
+        throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+      await this.#audit('auth.step_up', { ...base, userId: user.id, amr });
+      const { refresh_token: _, ...access } = await this.#tokenResponse(
+        user,
+        { ...session, authTime: now, amr, acr: ACR_MFA },
+        '',
+      );
+      return access;
+    });
   }
 
   /** Spends a refresh token and returns a new pair. Reusing a spent token revokes the whole session. */
@@ -519,7 +530,14 @@ export class IdentityService {
    * that lets users set any email would otherwise take over local accounts).
    */
   async federatedLogin(
-    identity: { provider: string; subject: string; claims: Record<string, unknown>; roles: string[] },
+    identity: {
+      provider: string;
+      subject: string;
+      claims: Record<string, unknown>;
+      roles: string[];
+      /** Copy the OP's `amr`/`acr` (configured per provider). */
+      trustAuthContext?: boolean;
+    },
     meta: RequestMeta,
   ): Promise<TokenResponse> {
     const { provider, subject, claims } = identity;
@@ -575,12 +593,18 @@ export class IdentityService {
       });
       throw new PortcullisError('invalid_credentials', { detail: 'user_suspended' });
     }
+    // What the OP says about how the user authenticated counts only if the operator trusts it; the time
+    // of authentication is the OP's (`auth_time`), not this login's — an SSO session may be hours old.
     const idpAmr = Array.isArray(claims.amr)
       ? claims.amr.filter((m): m is string => typeof m === 'string')
       : [];
-    const amr = idpAmr.length > 0 ? idpAmr : ['fed'];
-    const acr = typeof claims.acr === 'string' ? claims.acr : ACR_PASSWORD;
-    return this.#startSession(user, amr, acr, meta);
+    const amr = identity.trustAuthContext && idpAmr.length > 0 ? ['fed', ...idpAmr] : ['fed'];
+    const acr = identity.trustAuthContext && typeof claims.acr === 'string' ? claims.acr : ACR_PASSWORD;
+    const authTime =
+      typeof claims.auth_time === 'number'
+        ? Math.min(claims.auth_time * 1000, this.#o.clock.now())
+        : undefined;
+    return this.#startSession(user, amr, acr, meta, authTime);
   }
 
   /**
@@ -672,11 +696,29 @@ export class IdentityService {
     }
   }
 
+  /**
+   * Refuses (429 + Retry-After) while the account is locked or backing off, or the address is; otherwise
+   * reserves the attempt, which `run` then decides ({@link LoginThrottle.settle} in all cases).
+   */
+  async #guarded<T>(
+    key: string,
+    user: UserRecord | undefined,
+    data: Record<string, unknown>,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    await this.#gate(key, user, data);
+    try {
+      return await run();
+    } finally {
+      this.#throttle.settle(key, String(data.ip ?? ''));
+    }
+  }
+
   /** Refuses (429 + Retry-After) while the account is locked or backing off, or the address is. */
   async #gate(key: string, user: UserRecord | undefined, data: Record<string, unknown>): Promise<void> {
     const now = this.#o.clock.now();
     const locked = user?.lockedUntil != null && user.lockedUntil > now ? user.lockedUntil - now : 0;
-    const wait = Math.max(locked, this.#throttle.retryAfter(key, String(data.ip ?? ''), now));
+    const wait = locked > 0 ? locked : this.#throttle.acquire(key, String(data.ip ?? ''), now);
     if (wait > 0) {
       await this.#audit('auth.login.throttled', { ...data, retryAfterMs: wait, locked: locked > 0 });
       throw new PortcullisError('too_many_attempts', {
@@ -756,6 +798,7 @@ export class IdentityService {
     amr: string[],
     acr: string,
     meta: RequestMeta,
+    authTime?: number,
   ): Promise<TokenResponse> {
     const now = this.#o.clock.now();
     const session: SessionRecord = {
@@ -765,7 +808,7 @@ export class IdentityService {
       createdAt: now,
       expiresAt: now + this.#o.sessionTtlMs,
       revokedAt: null,
-      authTime: now,
+      authTime: authTime ?? now,
       acr,
       lastSeenAt: now,
       ip: meta.ip || null,

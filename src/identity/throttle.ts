@@ -16,6 +16,8 @@ export interface ThrottleOptions {
 
 interface Counter {
   failures: number;
+  /** Attempts being checked right now (argon2 runs off-thread): they count until they are decided. */
+  pending: number;
   last: number;
   /** For keys without a stored account (unknown users): the lock lives here. */
   lockedUntil: number;
@@ -38,6 +40,30 @@ export class LoginThrottle {
 
   constructor(options: ThrottleOptions) {
     this.#o = options;
+  }
+
+  /**
+   * Reserves an attempt: 0 = go ahead (call {@link settle} when it is decided), or the milliseconds to
+   * wait. Attempts in flight count as failures until settled, so a burst of concurrent guesses cannot all
+   * pass the gate while the first ones are still being hashed.
+   */
+  acquire(accountKey: string, ip: string, now: number): number {
+    const wait = this.retryAfter(accountKey, ip, now);
+    if (wait > 0) return wait;
+    this.#counter(this.#accounts, accountKey, now).pending++;
+    this.#counter(this.#ips, ip, now).pending++;
+    return 0;
+  }
+
+  /** Ends a reservation made by {@link acquire} (after counting its failure, if it failed). */
+  settle(accountKey: string, ip: string): void {
+    for (const [map, key] of [
+      [this.#accounts, accountKey],
+      [this.#ips, ip],
+    ] as const) {
+      const c = map.get(key);
+      if (c && c.pending > 0) c.pending--;
+    }
   }
 
   /** Milliseconds to wait before this account (or address) may try again; 0 = go ahead. */
@@ -69,7 +95,13 @@ export class LoginThrottle {
 
   /** A success forgets the account's failures (the address's stay: it may be guessing many accounts). */
   succeed(accountKey: string): void {
-    this.#accounts.delete(accountKey);
+    const c = this.#accounts.get(accountKey);
+    if (!c) return;
+    // Keep the reservations of other attempts still in flight.
+    if (c.pending > 0) {
+      c.failures = 0;
+      c.lockedUntil = 0;
+    } else this.#accounts.delete(accountKey);
   }
 
   /** Forgets an account's failures and lock (administrator unlock). */
@@ -78,30 +110,36 @@ export class LoginThrottle {
   }
 
   #wait(c: Counter, free: number, now: number): number {
-    if (c.failures <= free) return 0;
-    const delay = Math.min(this.#o.maxDelayMs, this.#o.baseDelayMs * 2 ** (c.failures - free - 1));
+    const n = c.failures + c.pending;
+    if (n <= free) return 0;
+    const delay = Math.min(this.#o.maxDelayMs, this.#o.baseDelayMs * 2 ** (n - free - 1));
     return Math.max(0, c.last + delay - now);
   }
 
   #get(map: Map<string, Counter>, key: string, now: number): Counter | undefined {
     const c = map.get(key);
-    if (c && now - c.last > this.#o.forgetAfterMs && c.lockedUntil <= now) {
+    if (c && now - c.last > this.#o.forgetAfterMs && c.lockedUntil <= now && c.pending === 0) {
       map.delete(key);
       return undefined;
     }
     return c;
   }
 
-  #bump(map: Map<string, Counter>, key: string, now: number): Counter {
+  #counter(map: Map<string, Counter>, key: string, now: number): Counter {
     let c = this.#get(map, key, now);
     if (!c) {
       if (map.size >= MAX_KEYS) {
         const oldest = map.keys().next();
         if (!oldest.done) map.delete(oldest.value);
       }
-      c = { failures: 0, last: now, lockedUntil: 0 };
+      c = { failures: 0, pending: 0, last: now, lockedUntil: 0 };
       map.set(key, c);
     }
+    return c;
+  }
+
+  #bump(map: Map<string, Counter>, key: string, now: number): Counter {
+    const c = this.#counter(map, key, now);
     c.failures++;
     c.last = now;
     return c;

@@ -152,7 +152,8 @@ export class TokenService {
         algorithms: ['ES256', 'EdDSA'],
         typ: ACCESS_TOKEN_TYP,
         requiredClaims: ['sub', 'jti', 'iat'],
-        maxLifetimeSec: this.accessTokenTtlSec,
+        // Service tokens may live up to 15 minutes (identity.serviceTokenTtl), whatever the user TTL.
+        maxLifetimeSec: Math.max(this.accessTokenTtlSec, 900),
         currentDate: new Date(this.#opts.clock.now()),
       });
     } catch (err) {

@@ -611,7 +611,11 @@ class Engine implements CompiledPolicy {
       if (!this.applies(r, input)) continue;
       if (r.condEval !== undefined) {
         try {
-          if (r.condEval(input, slots) !== true) continue;
+          const v = r.condEval(input, slots);
+          if (v === false) continue;
+          // Fail closed: a deny whose condition is not a bool (a dyn attribute holding 1 or "yes") matches.
+          if (v !== true)
+            errors = append(errors, { ruleId: r.id, message: `condition is not a bool (${typeof v})` });
         } catch (err) {
           // Fail closed: a deny rule whose condition cannot be evaluated counts as matching.
           errors = append(errors, { ruleId: r.id, message: (err as Error).message });
@@ -682,7 +686,9 @@ class Engine implements CompiledPolicy {
       if (r.cond) {
         condition = traceCondition(r.cond.explain, input);
         try {
-          matched = r.cond.eval(input, []) === true;
+          const v = r.cond.eval(input, []);
+          matched = v === true || (r.deny && v !== false);
+          if (typeof v !== 'boolean') error = `condition is not a bool (${typeof v})`;
         } catch (err) {
           error = (err as Error).message;
           matched = r.deny;

@@ -44,6 +44,8 @@ export interface RiskSettings {
 /** What is kept per principal: where and when it was last seen, what is usual for it. */
 export interface RiskProfile {
   lastAt: number;
+  /** When the stored location was seen (travel is measured from here, not from the last request). */
+  locAt?: number;
   lat?: number;
   lon?: number;
   acc?: number;
@@ -134,6 +136,7 @@ export class RiskEngine {
     if (g.latitude !== undefined && g.longitude !== undefined) {
       p.lat = g.latitude;
       p.lon = g.longitude;
+      p.locAt = now;
       if (g.accuracyKm !== undefined) p.acc = g.accuracyKm;
       else delete p.acc;
     }
@@ -230,7 +233,7 @@ export class RiskEngine {
       w.impossibleTravel > 0
     ) {
       const km = distanceKm(p.lat, p.lon, geo.latitude, geo.longitude);
-      const hours = Math.max(0, now - p.lastAt) / 3_600_000;
+      const hours = Math.max(0, now - (p.locAt ?? p.lastAt)) / 3_600_000;
       const slack = s.travel.toleranceKm + (p.acc ?? 0) + (geo.accuracyKm ?? 0);
       if (km > slack + s.travel.maxSpeedKmh * hours) {
         signals.push({

@@ -97,5 +97,7 @@ async function apply(gw: Gateway, ctx: RequestContext, a: RiskAssessment): Promi
       });
     }
   }
+  // Back to calm: the next rise needs a new step-up.
+  if (a.outcome === 'allow') gw.risk.clearRaised(sessionKey);
   gw.risk.observe(principal, a);
 }
