@@ -45,6 +45,7 @@ import { loadPolicy } from './policy/index.js';
 import { MemoryRateLimitStore } from './ratelimit/index.js';
 import { GeoIp, RiskEngine, ThreatIntel } from './risk/index.js';
 import { openSqliteStore, type Store } from './store/index.js';
+import { createWorkloadServer, WorkloadCa } from './workload/index.js';
 
 export interface CoreOptions {
   log?: Logger;
@@ -292,6 +293,8 @@ export interface RunningPortcullis {
   /** e.g. `http://127.0.0.1:8080` */
   readonly gatewayUrl: string;
   readonly adminUrl: string;
+  /** The workload API (TLS), when `workload.listen` is set and the CA exists. */
+  readonly workloadUrl: string | undefined;
   readonly demoUrl: string | undefined;
   /** Demo users created on this start (passwords shown once), if `demo.seedUsers` and the store was empty. */
   readonly seededUsers: ReadonlyArray<{ username: string; password: string; roles: readonly string[] }>;
@@ -387,6 +390,31 @@ export async function startPortcullis(
     const gatewayUrl = await listen(gw, config.gateway.listen.host, config.gateway.listen.port);
     servers.push(gw);
 
+    let workloadUrl: string | undefined;
+    if (config.workload.listen) {
+      const caDir = join(core.loaded.dataDir, 'ca');
+      if (!existsSync(join(caDir, 'intermediate.crt'))) {
+        core.log.warn({ caDir }, 'workload API not started: no CA yet (run portcullis ca init)');
+      } else {
+        const workload = await createWorkloadServer({
+          ca: await WorkloadCa.load(caDir, new SecretBox(core.keys.dataKey)),
+          store: core.store,
+          audit: core.audit,
+          clock: core.clock,
+          log: core.log,
+          svidTtlMs: config.workload.svidTtl,
+        });
+        workloadUrl = (
+          await listen(
+            workload as unknown as Server,
+            config.workload.listen.host,
+            config.workload.listen.port,
+          )
+        ).replace(/^http:/, 'https:');
+        servers.push(workload as unknown as Server);
+      }
+    }
+
     const admin = createAdminServer({
       metrics: core.metrics,
       audit: core.store.audit,
@@ -402,6 +430,7 @@ export async function startPortcullis(
       gatewayUrl,
       adminUrl,
       demoUrl,
+      workloadUrl,
       seededUsers,
       maintainKeys,
       reload: async (next) => {

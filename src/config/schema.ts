@@ -471,6 +471,17 @@ export const configSchema = z
         sinks: z.array(alertSink).default([]),
       })
       .prefault({}),
+    /** Workload identity: the internal CA's API for X.509-SVIDs (needs `portcullis ca init`). */
+    workload: z
+      .strictObject({
+        /** Serve the workload API (TLS) here: first issuance by join token, renewal over mTLS, the bundle. */
+        listen: listen.optional(),
+        svidTtl: duration.default(3_600_000).refine((ms) => ms <= 86_400_000, 'svidTtl must be at most 24h'),
+        joinTokenTtl: duration
+          .default(3_600_000)
+          .refine((ms) => ms <= 7 * 86_400_000, 'joinTokenTtl must be at most 7d'),
+      })
+      .prefault({}),
     /** Continuous verification: the risk score computed on every authenticated request. */
     risk: z
       .strictObject({

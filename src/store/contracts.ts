@@ -245,6 +245,12 @@ export interface Store {
   readonly sessions: SessionStore;
   readonly mfaChallenges: MfaChallengeStore;
   readonly serviceAccounts: ServiceAccountStore;
+  /** One-time tokens that authorise a workload's first X.509-SVID, each bound to one SPIFFE ID. */
+  readonly joinTokens: {
+    create(hash: string, spiffeId: string, expiresAt: number, at: number): Promise<void>;
+    /** Spends the token (atomic, once, before it expires): its SPIFFE ID, or undefined. */
+    consume(hash: string, at: number): Promise<string | undefined>;
+  };
   /** Risk-engine history per principal (JSON), written behind. */
   readonly riskProfiles: {
     get(id: string): Promise<string | undefined>;

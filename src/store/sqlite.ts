@@ -122,6 +122,13 @@ const MIGRATIONS: readonly string[] = [
      data TEXT NOT NULL,
      updated_at INTEGER NOT NULL
    ) STRICT;`,
+  `CREATE TABLE join_tokens (
+     hash TEXT PRIMARY KEY,
+     spiffe_id TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     used_at INTEGER
+   ) STRICT;`,
 ];
 
 interface UserRow {
@@ -371,6 +378,12 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ),
         assertionPrune: db.prepare('DELETE FROM client_assertions WHERE expires_at <= ?'),
+        joinInsert: db.prepare(
+          'INSERT INTO join_tokens (hash, spiffe_id, created_at, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)',
+        ),
+        joinConsume: db.prepare<[number, string, number], { spiffe_id: string }>(
+          'UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ? RETURNING spiffe_id',
+        ),
         riskUpsert: db.prepare(
           'INSERT INTO risk_profiles (id, data, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at',
         ),
@@ -609,6 +622,13 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
             writable().sessionStepUp.run(auth.authTime, JSON.stringify(auth.amr), auth.acr, id, auth.authTime)
               .changes > 0,
         ),
+    },
+    joinTokens: {
+      create: (hash, spiffeId, expiresAt, at) =>
+        guard(() => {
+          writable().joinInsert.run(hash, spiffeId, at, expiresAt);
+        }),
+      consume: (hash, at) => guard(() => writable().joinConsume.get(at, hash, at)?.spiffe_id),
     },
     riskProfiles: {
       get: (id) => guard(() => q.riskById.get(id)?.data),

@@ -4,7 +4,14 @@ import { loadConfigFile, parseDuration } from '../../config/index.js';
 import { createLogger } from '../../core/index.js';
 import { SecretBox } from '../../identity/index.js';
 import { openCore } from '../../portcullis.js';
-import { initCa, parseCertificates, SvidError, verifySvid, WorkloadCa } from '../../workload/index.js';
+import {
+  createJoinToken,
+  initCa,
+  parseCertificates,
+  SvidError,
+  verifySvid,
+  WorkloadCa,
+} from '../../workload/index.js';
 import { type CliIO, CONFIG_OPTION, type Command, configPath, parse, UsageError } from '../io.js';
 
 const CA_USAGE = `usage:
@@ -13,6 +20,8 @@ const CA_USAGE = `usage:
       intermediate that signs X.509-SVIDs (key sealed with the data key)`;
 
 const SVID_USAGE = `usage:
+  portcullis svid join-token --spiffe-id ID [--ttl 1h] [--config FILE]
+      a single-use token that lets a workload get its first SVID for ID from the workload API
   portcullis svid issue --csr FILE --spiffe-id ID [--ttl 1h] [--out FILE] [--config FILE]
   portcullis svid verify CERT.pem --bundle BUNDLE.pem [--at RFC3339] [--trust-domain TD]
       validates a certificate chain against a bundle (path rules and the SPIFFE leaf rules); prints the
@@ -66,9 +75,38 @@ export const ca: Command = async (argv, io) => {
 export const svid: Command = async (argv, io) => {
   const [sub, ...rest] = argv;
   if (sub === 'verify') return verify(rest, io);
+  if (sub === 'join-token') return joinToken(rest, io);
   if (sub === 'issue') return issue(rest, io);
   throw new UsageError(SVID_USAGE);
 };
+
+async function joinToken(argv: readonly string[], io: CliIO): Promise<number> {
+  const { values } = parse(
+    argv,
+    { ...CONFIG_OPTION, 'spiffe-id': { type: 'string' }, ttl: { type: 'string' } },
+    false,
+  );
+  if (!values['spiffe-id']) throw new UsageError(SVID_USAGE);
+  const loaded = loadConfigFile(configPath(values.config, io), io.env ?? process.env);
+  const ttl = values.ttl === undefined ? loaded.config.workload.joinTokenTtl : parseDuration(values.ttl);
+  if (ttl === undefined || ttl > 7 * 86_400_000) throw new UsageError('--ttl: a duration up to 7d');
+  const core = await openCore(loaded, { log: createLogger({ level: 'silent' }) });
+  try {
+    const authority = await WorkloadCa.load(join(loaded.dataDir, 'ca'), new SecretBox(core.keys.dataKey));
+    const token = await createJoinToken(core.store, authority, values['spiffe-id'], ttl);
+    await core.audit.write(
+      { type: 'ca.join_token_created', data: { spiffeId: values['spiffe-id'], ttlMs: ttl } },
+      'durable',
+    );
+    io.stdout.write(`join token for ${values['spiffe-id']} (single use, shown once): ${token}\n`);
+    return 0;
+  } catch (err) {
+    io.stderr.write(`${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await core.close();
+  }
+}
 
 async function issue(argv: readonly string[], io: CliIO): Promise<number> {
   const { values } = parse(

@@ -1,0 +1,244 @@
+import 'reflect-metadata';
+import { createPublicKey, webcrypto } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import * as x509 from '@peculiar/x509';
+import type { AuditWriter } from '../audit/index.js';
+import { type Clock, type Logger, randomToken, sha256b64url } from '../core/index.js';
+import type { Store } from '../store/index.js';
+import type { WorkloadCa } from './ca.js';
+import { parseSpiffeId } from './spiffe-id.js';
+import { SvidError, verifySvid } from './svid.js';
+
+x509.cryptoProvider.set(webcrypto as never);
+const subtle = webcrypto.subtle;
+const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const MAX_BODY = 16 * 1024;
+
+export interface WorkloadServerOptions {
+  ca: WorkloadCa;
+  store: Store;
+  audit: AuditWriter;
+  clock: Clock;
+  log: Logger;
+  svidTtlMs: number;
+}
+
+/** Creates a one-time join token bound to `spiffeId`; returns the token (shown once; stored hashed). */
+export async function createJoinToken(
+  store: Store,
+  ca: WorkloadCa,
+  spiffeId: string,
+  ttlMs: number,
+  now = Date.now(),
+): Promise<string> {
+  const id = parseSpiffeId(spiffeId);
+  if (id.trustDomain !== ca.trustDomain)
+    throw new Error(`${spiffeId} is not in this CA's trust domain (${ca.trustDomain})`);
+  if (id.path === '') throw new Error('a join token needs a SPIFFE ID with a path');
+  const token = randomToken(32);
+  await store.joinTokens.create(sha256b64url(token), id.toString(), now + ttlMs, now);
+  return token;
+}
+
+/** The trust bundle as a SPIFFE bundle document (JWK set: x509-svid authorities, sequence, refresh hint). */
+export function spiffeBundle(
+  roots: readonly x509.X509Certificate[],
+  sequence: number,
+  refreshHintSec: number,
+): Record<string, unknown> {
+  return {
+    keys: roots.map((r) => ({
+      ...(createPublicKey({ key: Buffer.from(r.publicKey.rawData), format: 'der', type: 'spki' }).export({
+        format: 'jwk',
+      }) as Record<string, unknown>),
+      use: 'x509-svid',
+      x5c: [Buffer.from(r.rawData).toString('base64')],
+    })),
+    spiffe_sequence: sequence,
+    spiffe_refresh_hint: refreshHintSec,
+  };
+}
+
+/** The certificates a TLS peer presented, leaf first, as parsed X.509 objects. */
+function peerChain(socket: TLSSocket): x509.X509Certificate[] {
+  const out: x509.X509Certificate[] = [];
+  let cert = socket.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
+  const seen = new Set<unknown>();
+  while (cert?.raw && !seen.has(cert)) {
+    seen.add(cert);
+    out.push(new x509.X509Certificate(new Uint8Array(cert.raw)));
+    cert = cert.issuerCertificate as typeof cert;
+  }
+  return out;
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  let size = 0;
+  const chunks: Buffer[] = [];
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) throw Object.assign(new Error('body too large'), { status: 413 });
+    chunks.push(c as Buffer);
+  }
+  try {
+    const v = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error();
+    return v as Record<string, unknown>;
+  } catch {
+    throw Object.assign(new Error('the body must be a JSON object'), { status: 400 });
+  }
+}
+
+/**
+ * The workload API, over TLS with the CA's own server SVID: `POST /v1/svid` (first issuance, authorised by
+ * a one-time join token bound to a SPIFFE ID), `POST /v1/svid/renew` (authorised by the caller's current,
+ * still-valid X.509-SVID presented as its TLS client certificate — the new SVID has the same ID), and
+ * `GET /v1/bundle` (the SPIFFE bundle document). The CA decides every SAN; a CSR only contributes its key.
+ */
+export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Server> {
+  // The server's own SVID: spiffe://<td>/portcullis/workload-api, issued from a fresh key at start.
+  const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: 'CN=workload-api',
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
+  const own = await o.ca.issue(
+    csr.toString('pem'),
+    `spiffe://${o.ca.trustDomain}/portcullis/workload-api`,
+    24 * 3_600_000,
+    o.clock.now(),
+  );
+  const keyDer = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
+  const keyPem = `-----BEGIN PRIVATE KEY-----\n${keyDer.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n`;
+  const rootsPem = o.ca.roots.map((r) => r.toString('pem')).join('\n');
+
+  const send = (res: ServerResponse, status: number, body: unknown) => {
+    const text = JSON.stringify(body);
+    res.writeHead(status, {
+      'content-type': 'application/json',
+      'cache-control': 'no-store',
+      'content-length': Buffer.byteLength(text),
+    });
+    res.end(text);
+  };
+  const fail = (res: ServerResponse, status: number, code: string, message: string) =>
+    send(res, status, { error: { code, message } });
+
+  const issue = async (csrPem: unknown, spiffeId: string) => {
+    if (typeof csrPem !== 'string') throw Object.assign(new Error('csr (PEM) is required'), { status: 400 });
+    try {
+      return await o.ca.issue(csrPem, spiffeId, o.svidTtlMs, o.clock.now());
+    } catch (err) {
+      throw Object.assign(new Error((err as Error).message), { status: 400 });
+    }
+  };
+
+  return createServer(
+    {
+      key: keyPem,
+      cert: own.chain,
+      ca: rootsPem,
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+    },
+    (req, res) => {
+      void (async () => {
+        try {
+          const path = new URL(req.url ?? '/', 'https://workload.invalid').pathname;
+          if (req.method === 'GET' && path === '/v1/bundle') {
+            send(res, 200, spiffeBundle(o.ca.roots, 1, 300));
+            return;
+          }
+          if (req.method !== 'POST' || (path !== '/v1/svid' && path !== '/v1/svid/renew')) {
+            fail(res, 404, 'route_not_found', 'No such workload API endpoint.');
+            return;
+          }
+          const body = await readJson(req);
+          if (path === '/v1/svid') {
+            const token = body.join_token;
+            if (typeof token !== 'string' || token.length > 256)
+              throw Object.assign(new Error('join_token is required'), { status: 400 });
+            const spiffeId = await o.store.joinTokens.consume(sha256b64url(token), o.clock.now());
+            if (!spiffeId) {
+              await o.audit.write(
+                { type: 'ca.join_refused', data: { ip: req.socket.remoteAddress ?? '' } },
+                'durable',
+              );
+              fail(res, 401, 'invalid_join_token', 'The join token is unknown, expired or already used.');
+              return;
+            }
+            const out = await issue(body.csr, spiffeId);
+            await o.audit.write(
+              {
+                type: 'ca.svid_issued',
+                data: { spiffeId, via: 'join_token', notAfter: out.notAfter.toISOString() },
+              },
+              'durable',
+            );
+            send(res, 200, {
+              spiffe_id: spiffeId,
+              svid: out.chain,
+              bundle: rootsPem,
+              expires_at: out.notAfter.toISOString(),
+            });
+            return;
+          }
+          // Renewal: the caller proves itself with its current SVID as TLS client certificate.
+          const chain = peerChain(req.socket as TLSSocket);
+          if (chain.length === 0) {
+            fail(
+              res,
+              401,
+              'client_certificate_required',
+              'Renewal needs the current X.509-SVID as TLS client certificate.',
+            );
+            return;
+          }
+          let spiffeId: string;
+          try {
+            ({ spiffeId } = await verifySvid(chain, o.ca.roots, {
+              trustDomain: o.ca.trustDomain,
+              at: new Date(o.clock.now()),
+            }));
+          } catch (err) {
+            const why = err instanceof SvidError ? `${err.code}: ${err.message}` : 'invalid certificate';
+            await o.audit.write(
+              { type: 'ca.renew_refused', data: { reason: why, ip: req.socket.remoteAddress ?? '' } },
+              'durable',
+            );
+            fail(res, 401, 'invalid_svid', `The client certificate is not a valid SVID (${why}).`);
+            return;
+          }
+          const out = await issue(body.csr, spiffeId);
+          await o.audit.write(
+            {
+              type: 'ca.svid_issued',
+              data: { spiffeId, via: 'renewal', notAfter: out.notAfter.toISOString() },
+            },
+            'durable',
+          );
+          send(res, 200, {
+            spiffe_id: spiffeId,
+            svid: out.chain,
+            bundle: rootsPem,
+            expires_at: out.notAfter.toISOString(),
+          });
+        } catch (err) {
+          const status = (err as { status?: number }).status ?? 500;
+          if (status === 500) o.log.error({ err }, 'workload API error');
+          if (!res.headersSent)
+            fail(
+              res,
+              status,
+              status === 500 ? 'internal_error' : 'bad_request',
+              status === 500 ? 'An internal error occurred.' : (err as Error).message,
+            );
+        }
+      })();
+    },
+  );
+}

@@ -1,0 +1,163 @@
+import 'reflect-metadata';
+import { webcrypto } from 'node:crypto';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SecretBox } from '../src/identity/index.js';
+import { createJoinToken, initCa, parseCertificates, verifySvid, WorkloadCa } from '../src/workload/index.js';
+import { type Stack, startStack, tempDir } from './helpers.js';
+
+x509.cryptoProvider.set(webcrypto as never);
+const subtle = webcrypto.subtle;
+const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+
+/** A fresh key and its CSR (PEM), and the key as PKCS#8 PEM for TLS. */
+async function keyAndCsr(): Promise<{ csr: string; keyPem: string }> {
+  const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: 'CN=w',
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
+  const der = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
+  return {
+    csr: csr.toString('pem'),
+    keyPem: `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`,
+  };
+}
+
+/** The workload API over real TLS: join-token issuance, renewal with the current SVID as client certificate. */
+describe('workload API (TLS on loopback)', () => {
+  let s: Stack;
+  let ca: WorkloadCa;
+  let url: URL;
+  let bundle: string;
+  let cleanup: () => void;
+  beforeAll(async () => {
+    const first = await startStack();
+    // The CA lives in the data directory; initialise it, then start again with the workload API on.
+    await initCa({
+      dir: join(first.dataDir, 'ca'),
+      trustDomain: 'prod.test',
+      passphrase: 'a long root passphrase',
+      box: new SecretBox(first.pc.core.keys.dataKey),
+    });
+    await first.pc.close();
+    const { dir, cleanup: c } = tempDir();
+    cleanup = c;
+    const { cpSync, readdirSync, rmSync } = await import('node:fs');
+    cpSync(first.dataDir, dir, { recursive: true });
+    // Keys and the CA carry over; the database starts fresh (the stack creates its users again).
+    for (const f of readdirSync(dir)) if (f.startsWith('portcullis.db')) rmSync(join(dir, f));
+    s = await startStack({
+      dataDir: dir,
+      workload: { listen: { host: '127.0.0.1', port: 0 }, svidTtl: '10m' },
+    } as never);
+    url = new URL(s.pc.workloadUrl as string);
+    ca = await WorkloadCa.load(join(dir, 'ca'), new SecretBox(s.pc.core.keys.dataKey));
+    bundle = ca.roots.map((r) => r.toString('pem')).join('\n');
+  });
+  afterAll(async () => {
+    await s?.close();
+    cleanup?.();
+  });
+
+  const call = (path: string, body: unknown, client?: { cert: string; key: string }) =>
+    new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
+      const req = request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path,
+          method: body === undefined ? 'GET' : 'POST',
+          ca: bundle,
+          servername: 'localhost',
+          checkServerIdentity: () => undefined,
+          ...(client ?? {}),
+          headers: { 'content-type': 'application/json' },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (c) => {
+            text += c;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        },
+      );
+      req.on('error', reject);
+      req.end(body === undefined ? undefined : JSON.stringify(body));
+    });
+
+  it('serves the SPIFFE bundle over TLS with its own SVID', async () => {
+    const res = await call('/v1/bundle', undefined);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({
+      spiffe_sequence: 1,
+      spiffe_refresh_hint: 300,
+      keys: [{ kty: 'EC', crv: 'P-256', use: 'x509-svid', x5c: [expect.any(String)] }],
+    });
+  });
+
+  it('issues a first SVID for a one-time join token (bound to its SPIFFE ID), never twice', async () => {
+    const token = await createJoinToken(
+      s.pc.core.store,
+      ca,
+      'spiffe://prod.test/ns/billing/sa/worker',
+      60_000,
+    );
+    const { csr } = await keyAndCsr();
+    const res = await call('/v1/svid', { join_token: token, csr });
+    expect(res.status).toBe(200);
+    expect(res.body.spiffe_id).toBe('spiffe://prod.test/ns/billing/sa/worker');
+    const verified = await verifySvid(parseCertificates(res.body.svid as string), ca.roots, {
+      trustDomain: 'prod.test',
+    });
+    expect(verified.spiffeId).toBe('spiffe://prod.test/ns/billing/sa/worker');
+    expect((await call('/v1/svid', { join_token: token, csr })).body).toMatchObject({
+      error: { code: 'invalid_join_token' },
+    });
+    expect((await call('/v1/svid', { join_token: 'made-up', csr })).status).toBe(401);
+    await expect(createJoinToken(s.pc.core.store, ca, 'spiffe://other.test/x', 60_000)).rejects.toThrow(
+      /trust domain/,
+    );
+  });
+
+  it('renews over mTLS with the current SVID (same ID); refuses without one or with a foreign one', async () => {
+    const token = await createJoinToken(s.pc.core.store, ca, 'spiffe://prod.test/ns/reports', 60_000);
+    const first = await keyAndCsr();
+    const issued = await call('/v1/svid', { join_token: token, csr: first.csr });
+    const next = await keyAndCsr();
+    const renewed = await call(
+      '/v1/svid/renew',
+      { csr: next.csr },
+      { cert: issued.body.svid as string, key: first.keyPem },
+    );
+    expect(renewed.status).toBe(200);
+    expect(renewed.body.spiffe_id).toBe('spiffe://prod.test/ns/reports');
+    const [oldLeaf] = parseCertificates(issued.body.svid as string);
+    const [newLeaf] = parseCertificates(renewed.body.svid as string);
+    expect(newLeaf?.serialNumber).not.toBe(oldLeaf?.serialNumber);
+
+    expect((await call('/v1/svid/renew', { csr: next.csr })).body).toMatchObject({
+      error: { code: 'client_certificate_required' },
+    });
+    // An SVID from another CA (same trust domain name) is refused.
+    const { dir, cleanup: c } = tempDir();
+    try {
+      const box = new SecretBox(Buffer.alloc(32, 9));
+      await initCa({ dir, trustDomain: 'prod.test', passphrase: 'another long passphrase', box });
+      const rogue = await WorkloadCa.load(dir, box);
+      const forged = await rogue.issue(first.csr, 'spiffe://prod.test/ns/admin', 60_000);
+      const refused = await call(
+        '/v1/svid/renew',
+        { csr: next.csr },
+        { cert: forged.chain, key: first.keyPem },
+      );
+      expect(refused.status).toBe(401);
+      expect(refused.body).toMatchObject({ error: { code: 'invalid_svid' } });
+    } finally {
+      c();
+    }
+  });
+});
