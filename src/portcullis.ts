@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -45,7 +45,7 @@ import { loadPolicy } from './policy/index.js';
 import { MemoryRateLimitStore } from './ratelimit/index.js';
 import { GeoIp, RiskEngine, ThreatIntel } from './risk/index.js';
 import { openSqliteStore, type Store } from './store/index.js';
-import { createWorkloadServer, WorkloadCa } from './workload/index.js';
+import { createWorkloadServer, SpiffePeerAuthenticator, WorkloadCa } from './workload/index.js';
 
 export interface CoreOptions {
   log?: Logger;
@@ -386,8 +386,22 @@ export async function startPortcullis(
 
     const rateLimits = new MemoryRateLimitStore(); // kept across reloads: quotas do not reset
     active = await buildGateway(loaded, core, rateLimits, riskParts?.engine);
-    const gw = createGatewayServer(() => (active as { gateway: Gateway }).gateway);
-    const gatewayUrl = await listen(gw, config.gateway.listen.host, config.gateway.listen.port);
+    const tls = config.gateway.tls;
+    const base = loaded.file ? dirname(loaded.file) : process.cwd();
+    const gw = createGatewayServer(
+      () => (active as { gateway: Gateway }).gateway,
+      tls
+        ? {
+            cert: readFileSync(resolve(base, tls.certFile), 'utf8'),
+            key: readFileSync(resolve(base, tls.keyFile), 'utf8'),
+            ...(tls.clientCaFile ? { clientCa: readFileSync(resolve(base, tls.clientCaFile), 'utf8') } : {}),
+          }
+        : undefined,
+    );
+    const gatewayUrl = (await listen(gw, config.gateway.listen.host, config.gateway.listen.port)).replace(
+      /^http:/,
+      tls ? 'https:' : 'http:',
+    );
     servers.push(gw);
 
     let workloadUrl: string | undefined;
@@ -587,6 +601,16 @@ async function buildGateway(
       clients: core.clients,
       federation: core.federation,
       risk,
+      spiffe: config.gateway.tls?.clientCaFile
+        ? new SpiffePeerAuthenticator(
+            readFileSync(
+              resolve(loaded.file ? dirname(loaded.file) : process.cwd(), config.gateway.tls.clientCaFile),
+              'utf8',
+            ),
+            config.gateway.tls.clientTrustDomain,
+            core.clock,
+          )
+        : undefined,
       keys: core.keys,
       policy,
       rateLimits,

@@ -124,7 +124,10 @@ const route = z.strictObject({
   path: pathPattern,
   methods: z.array(httpMethod).min(1).default(['GET', 'HEAD']),
   upstream: id,
-  /** Issuers whose bearer tokens this route accepts: `portcullis` (our own) and/or ids from `issuers`. */
+  /**
+   * Who may authenticate on this route: `portcullis` (our own tokens), ids from `issuers`, and/or
+   * `spiffe` (a workload's X.509-SVID as TLS client certificate, with `gateway.tls.clientCaFile`).
+   */
   issuers: z.array(id).min(1).default([OWN_ISSUER_ID]),
   /** Named action per method (`{ GET: orders:read, POST: orders:write }`), what policy rules and role permissions see as `action`; unmapped methods are their own action. */
   actions: z.partialRecord(httpMethod, z.string().regex(/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$/)).optional(),
@@ -299,6 +302,19 @@ export const configSchema = z
     gateway: z
       .strictObject({
         listen: listen.prefault({ port: 8080 }),
+        /** Serve HTTPS. With `clientCaFile` (a SPIFFE trust bundle, PEM), workloads may authenticate with their X.509-SVID. */
+        tls: z
+          .strictObject({
+            certFile: z.string().min(1),
+            keyFile: z.string().min(1),
+            clientCaFile: z.string().min(1).optional(),
+            /** The trust domain client SVIDs must belong to. */
+            clientTrustDomain: z
+              .string()
+              .regex(/^[a-z0-9._-]+$/)
+              .optional(),
+          })
+          .optional(),
         /** Largest request body accepted by the gateway's own endpoints (login, refresh). */
         maxAuthBodyBytes: z.number().int().min(256).max(1_048_576).default(16_384),
         /**

@@ -13,6 +13,7 @@ import type {
 import type { Decision, PolicyEngine } from '../policy/index.js';
 import type { RateLimitStore } from '../ratelimit/index.js';
 import type { RiskAssessment, RiskEngine } from '../risk/index.js';
+import type { SpiffePeerAuthenticator } from '../workload/index.js';
 import type { CanonicalTarget } from './canonical-target.js';
 import type { CompiledRoute, RouteTable } from './route-table.js';
 import type { Upstream } from './upstream.js';
@@ -26,6 +27,8 @@ export interface Gateway {
   readonly identity: IdentityService;
   readonly clients: ClientService;
   readonly federation: FederationService;
+  /** Workloads' X.509-SVIDs as TLS client certificates (`gateway.tls.clientCaFile`), or undefined. */
+  readonly spiffe: SpiffePeerAuthenticator | undefined;
   /** The risk engine (`risk.enabled`), or undefined. */
   readonly risk: RiskEngine | undefined;
   readonly keys: KeyRing;

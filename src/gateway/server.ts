@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { errorBody, newRequestId } from '../core/index.js';
 import type { Gateway } from './context.js';
 import { SECURITY_HEADERS } from './headers.js';
@@ -11,18 +12,32 @@ const RAW_SECURITY_HEADERS = SECURITY_HEADERS.map(([k, v]) => `${k}: ${v}\r\n`).
  * The gateway's node:http server. Malformed HTTP (the parser refuses it before any handler runs) gets a
  * JSON 400 and the connection is closed.
  */
-export function createGatewayServer(current: () => Gateway): Server {
-  const server = createServer(
-    {
-      headersTimeout: 10_000,
-      requestTimeout: 60_000,
-      keepAliveTimeout: 5_000,
-      maxHeaderSize: 16_384,
-      // Duplicate Host, CL+TE and the like are refused by llhttp in strict mode.
-      insecureHTTPParser: false,
-    },
-    createHandler(current),
-  );
+export function createGatewayServer(
+  current: () => Gateway,
+  tls?: { cert: string; key: string; clientCa?: string },
+): Server {
+  const options = {
+    headersTimeout: 10_000,
+    requestTimeout: 60_000,
+    keepAliveTimeout: 5_000,
+    maxHeaderSize: 16_384,
+    // Duplicate Host, CL+TE and the like are refused by llhttp in strict mode.
+    insecureHTTPParser: false,
+  };
+  const server: Server = tls
+    ? (createTlsServer(
+        {
+          ...options,
+          cert: tls.cert,
+          key: tls.key,
+          minVersion: 'TLSv1.2',
+          // Client certificates are optional (users come with bearer tokens) and are verified by the
+          // pipeline with the SPIFFE rules, not by OpenSSL's defaults.
+          ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
+        },
+        createHandler(current),
+      ) as unknown as Server)
+    : createServer(options, createHandler(current));
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || err.code === 'ECONNRESET') {
       socket.destroy();

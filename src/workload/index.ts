@@ -1,4 +1,5 @@
 export { type CaFiles, caFiles, initCa, WorkloadCa } from './ca.js';
+export { SPIFFE_ISSUER_ID, SpiffePeerAuthenticator } from './peer.js';
 export { createJoinToken, createWorkloadServer, spiffeBundle, type WorkloadServerOptions } from './server.js';
 export { isSpiffeId, parseSpiffeId, type SpiffeId } from './spiffe-id.js';
 export {

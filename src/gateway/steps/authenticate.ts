@@ -1,5 +1,7 @@
+import type { TLSSocket } from 'node:tls';
 import { OWN_ISSUER_ID } from '../../config/index.js';
 import { PortcullisError } from '../../core/index.js';
+import { SPIFFE_ISSUER_ID } from '../../workload/index.js';
 import type { Gateway, RequestContext } from '../context.js';
 
 const CHALLENGE = { 'www-authenticate': 'Bearer realm="portcullis"' };
@@ -34,6 +36,14 @@ export function bearerToken(header: string | undefined): string {
 export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<void> {
   const route = ctx.route;
   if (!route) throw new PortcullisError('internal_error', { detail: 'authenticate before route' });
+  // A workload with an X.509-SVID (and no bearer token) on a route that accepts SPIFFE identities.
+  if (ctx.req.headers.authorization === undefined && gw.spiffe && route.issuers.has(SPIFFE_ISSUER_ID)) {
+    const workload = await gw.spiffe.authenticate(ctx.req.socket as TLSSocket);
+    if (workload) {
+      ctx.principal = workload;
+      return;
+    }
+  }
   const principal = await gw.bearer.authenticate(bearerToken(ctx.req.headers.authorization), route.issuers);
   // Known before the session check, so a refused use of a revoked session is recorded with its subject.
   ctx.principal = principal;

@@ -1,0 +1,161 @@
+import 'reflect-metadata';
+import { webcrypto } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SecretBox } from '../src/identity/index.js';
+import { initCa, WorkloadCa } from '../src/workload/index.js';
+import { type Stack, startStack, tempDir } from './helpers.js';
+
+x509.cryptoProvider.set(webcrypto as never);
+const subtle = webcrypto.subtle;
+const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+
+async function svidFor(ca: WorkloadCa, id: string): Promise<{ cert: string; key: string }> {
+  const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: 'CN=w',
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
+  const der = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
+  const { chain } = await ca.issue(csr.toString('pem'), id, 3_600_000);
+  return {
+    cert: chain,
+    key: `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`,
+  };
+}
+
+/** Service → gateway over mTLS: the caller is its SPIFFE ID, and microsegmentation rules decide. */
+describe('workloads authenticate to the gateway with their X.509-SVID (real TLS)', () => {
+  let s: Stack;
+  let ca: WorkloadCa;
+  let bundle: string;
+  let cleanup: () => void;
+  beforeAll(async () => {
+    const t = tempDir();
+    cleanup = t.cleanup;
+    const box = new SecretBox(Buffer.alloc(32, 5));
+    await initCa({
+      dir: join(t.dir, 'ca'),
+      trustDomain: 'prod.test',
+      passphrase: 'a long root passphrase',
+      box,
+    });
+    ca = await WorkloadCa.load(join(t.dir, 'ca'), box);
+    bundle = ca.roots.map((r) => r.toString('pem')).join('\n');
+    const server = await svidFor(ca, 'spiffe://prod.test/portcullis/gateway');
+    writeFileSync(join(t.dir, 'gw.crt'), server.cert);
+    writeFileSync(join(t.dir, 'gw.key'), server.key);
+    writeFileSync(join(t.dir, 'bundle.pem'), bundle);
+    s = await startStack({
+      gateway: {
+        listen: { host: '127.0.0.1', port: 0 },
+        tls: {
+          certFile: join(t.dir, 'gw.crt'),
+          keyFile: join(t.dir, 'gw.key'),
+          clientCaFile: join(t.dir, 'bundle.pem'),
+          clientTrustDomain: 'prod.test',
+        },
+      },
+      routes: [
+        { id: 'charges', path: '/charges', methods: ['GET', 'POST'], upstream: 'app', issuers: ['spiffe'] },
+        { id: 'orders', path: '/api/orders', methods: ['GET'], upstream: 'app' },
+      ],
+      policy: {
+        rules: [
+          // Billing may create charges, and nothing else; anything not allowed is denied (and logged).
+          {
+            id: 'billing-creates-charges',
+            services: ['spiffe://prod.test/ns/billing/sa/*'],
+            routes: ['charges'],
+            methods: ['POST'],
+          },
+          { id: 'read-orders', routes: ['orders'], roles: ['viewer'] },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await s?.close();
+    cleanup?.();
+  });
+
+  const call = (
+    method: string,
+    path: string,
+    client?: { cert: string; key: string },
+    headers: Record<string, string> = {},
+  ) =>
+    new Promise<{ status: number }>((resolve, reject) => {
+      const url = new URL(s.pc.gatewayUrl);
+      const req = request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path,
+          method,
+          ca: bundle,
+          headers,
+          ...(client ?? {}),
+          // The server is checked by its SPIFFE ID, exactly (not a host name).
+          checkServerIdentity: (_host, cert) => {
+            const uris = (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:'));
+            return uris.length === 1 && uris[0] === 'URI:spiffe://prod.test/portcullis/gateway'
+              ? undefined
+              : new Error(`unexpected server identity ${cert.subjectaltname}`);
+          },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+
+  it('lets billing POST /charges, and nothing else; other services are denied; no certificate is a 401', async () => {
+    expect(s.pc.gatewayUrl).toMatch(/^https:/);
+    const billing = await svidFor(ca, 'spiffe://prod.test/ns/billing/sa/worker');
+    const reports = await svidFor(ca, 'spiffe://prod.test/ns/reports/sa/worker');
+    expect((await call('POST', '/charges', billing)).status).toBe(200);
+    const forwarded = String(s.upstream.received.at(-1)?.headers['x-portcullis-assertion']);
+    const assertion = JSON.parse(Buffer.from(forwarded.split('.')[1] as string, 'base64url').toString());
+    expect(assertion).toMatchObject({
+      sub: 'spiffe://prod.test/ns/billing/sa/worker',
+      rules: ['billing-creates-charges'],
+    });
+    expect((await call('GET', '/charges', billing)).status).toBe(403);
+    expect((await call('POST', '/charges', reports)).status).toBe(403);
+    expect((await call('POST', '/charges')).status).toBe(401);
+    await s.pc.core.audit.flush();
+    const denials: Record<string, unknown>[] = [];
+    for await (const r of s.pc.core.store.audit.scan()) {
+      const d = JSON.parse(r.data);
+      if (r.type === 'gateway.decision' && d.route === 'charges' && d.outcome === 'deny') denials.push(d);
+    }
+    expect(denials.map((d) => [d.method, d.sub])).toEqual([
+      ['GET', 'spiffe://prod.test/ns/billing/sa/worker'],
+      ['POST', 'spiffe://prod.test/ns/reports/sa/worker'],
+      ['POST', null],
+    ]);
+  });
+
+  it('refuses an SVID from another CA, and does not take an SVID where the route wants bearer tokens', async () => {
+    const { dir, cleanup: c } = tempDir();
+    try {
+      const box = new SecretBox(Buffer.alloc(32, 6));
+      await initCa({ dir, trustDomain: 'prod.test', passphrase: 'another long passphrase', box });
+      const rogue = await WorkloadCa.load(dir, box);
+      const forged = await svidFor(rogue, 'spiffe://prod.test/ns/billing/sa/worker');
+      expect((await call('POST', '/charges', forged)).status).toBe(401);
+    } finally {
+      c();
+    }
+    const billing = await svidFor(ca, 'spiffe://prod.test/ns/billing/sa/worker');
+    expect((await call('GET', '/api/orders', billing)).status).toBe(401);
+  });
+});
