@@ -575,6 +575,7 @@ async function buildGateway(
     issuer: config.identity.issuer,
     ttlSec: Math.max(1, Math.floor(config.assertion.ttl / 1000)),
     key: core.keys.assertion,
+    baseDir: loaded.file ? dirname(loaded.file) : process.cwd(),
   });
   try {
     const policy = loadPolicy(loaded);

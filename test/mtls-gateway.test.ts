@@ -159,3 +159,99 @@ describe('workloads authenticate to the gateway with their X.509-SVID (real TLS)
     expect((await call('GET', '/api/orders', billing)).status).toBe(401);
   });
 });
+
+describe('gateway → upstream over mTLS, the upstream checked by its SPIFFE ID exactly', () => {
+  it("forwards to the expected workload with the gateway's SVID; refuses another ID or a certificate with two URI SANs", async () => {
+    const { createServer } = await import('node:https');
+    const t = tempDir();
+    const box = new SecretBox(Buffer.alloc(32, 7));
+    await initCa({
+      dir: join(t.dir, 'ca'),
+      trustDomain: 'prod.test',
+      passphrase: 'a long root passphrase',
+      box,
+    });
+    const ca = await WorkloadCa.load(join(t.dir, 'ca'), box);
+    const bundle = ca.roots.map((r) => r.toString('pem')).join('\n');
+    writeFileSync(join(t.dir, 'bundle.pem'), bundle);
+    const gatewaySvid = await svidFor(ca, 'spiffe://prod.test/portcullis/gateway');
+    writeFileSync(join(t.dir, 'gw.crt'), gatewaySvid.cert);
+    writeFileSync(join(t.dir, 'gw.key'), gatewaySvid.key);
+    // A certificate with two URI SANs, signed by the real intermediate: a naive "first URI" check would pass it.
+    const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const twoUris = await x509.X509CertificateGenerator.create({
+      subject: 'O=SPIFFE',
+      issuer: ca.intermediate.subject,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 3_600_000),
+      publicKey: keys.publicKey,
+      signingKey: (ca as unknown as { key: webcrypto.CryptoKey }).key,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      extensions: [
+        new x509.SubjectAlternativeNameExtension([
+          { type: 'url', value: 'spiffe://prod.test/ns/orders' },
+          { type: 'url', value: 'spiffe://prod.test/ns/other' },
+        ]),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      ],
+    });
+    const twoKey = `-----BEGIN PRIVATE KEY-----\n${Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey)).toString('base64')}\n-----END PRIVATE KEY-----\n`;
+
+    const seen: string[] = [];
+    const upstream = async (cert: string, key: string) => {
+      const server = createServer(
+        { cert, key, ca: bundle, requestCert: true, rejectUnauthorized: true },
+        (req, res) => {
+          seen.push(String((req.socket as import('node:tls').TLSSocket).getPeerCertificate().subjectaltname));
+          res.end('{"ok":true}');
+        },
+      );
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      return {
+        server,
+        url: `https://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`,
+      };
+    };
+    const orders = await svidFor(ca, 'spiffe://prod.test/ns/orders');
+    const good = await upstream(orders.cert, orders.key);
+    const bad = await upstream(`${twoUris.toString('pem')}\n${ca.intermediate.toString('pem')}`, twoKey);
+    const mtls = (spiffeId: string) => ({
+      spiffeId,
+      bundleFile: join(t.dir, 'bundle.pem'),
+      certFile: join(t.dir, 'gw.crt'),
+      keyFile: join(t.dir, 'gw.key'),
+    });
+    const s = await startStack({
+      upstreams: {
+        app: { url: good.url, mtls: mtls('spiffe://prod.test/ns/orders') },
+        wrong: { url: good.url, mtls: mtls('spiffe://prod.test/ns/payments') },
+        twouris: { url: bad.url, mtls: mtls('spiffe://prod.test/ns/orders') },
+      },
+      routes: [
+        { id: 'orders', path: '/api/orders', methods: ['GET'], upstream: 'app' },
+        { id: 'wrong', path: '/api/wrong', methods: ['GET'], upstream: 'wrong' },
+        { id: 'twouris', path: '/api/two', methods: ['GET'], upstream: 'twouris' },
+      ],
+      policy: { rules: [{ id: 'read', roles: ['viewer'] }] },
+    });
+    try {
+      const token = (await s.login(s.users.viewer.username, s.users.viewer.password)).body
+        .access_token as string;
+      const get = (path: string) =>
+        fetch(`${s.pc.gatewayUrl}${path}`, { headers: { authorization: `Bearer ${token}` } }).then(
+          (r) => r.status,
+        );
+      expect(await get('/api/orders')).toBe(200);
+      expect(seen).toEqual(['URI:spiffe://prod.test/portcullis/gateway']);
+      expect(await get('/api/wrong')).toBe(502);
+      expect(await get('/api/two')).toBe(502);
+      expect(seen).toHaveLength(1);
+    } finally {
+      await s.close();
+      good.server.close();
+      bad.server.close();
+      t.cleanup();
+    }
+  });
+});

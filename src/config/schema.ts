@@ -60,6 +60,19 @@ const upstream = z.strictObject({
   timeout: duration.default(30_000),
   connections: z.number().int().min(1).max(1024).default(64),
   assertion: assertionSigning.default({ alg: 'ES256' }),
+  /**
+   * mTLS with SPIFFE identities (an https upstream): the gateway presents its own X.509-SVID (files, e.g.
+   * written by the agent) and accepts only a server whose certificate chains to `bundleFile` and carries
+   * exactly one URI SAN equal to `spiffeId` — never a host-name check, never the first of several URIs.
+   */
+  mtls: z
+    .strictObject({
+      spiffeId: z.string().startsWith('spiffe://'),
+      bundleFile: z.string().min(1),
+      certFile: z.string().min(1),
+      keyFile: z.string().min(1),
+    })
+    .optional(),
 });
 
 /** The reserved issuer id of Portcullis's own access tokens (session-checked on every request). */

@@ -1,6 +1,12 @@
+import 'reflect-metadata';
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import type { PeerCertificate } from 'node:tls';
+import { X509Certificate } from '@peculiar/x509';
 import { Pool } from 'undici';
 import type { UpstreamConfig } from '../config/index.js';
 import type { SigningKey } from '../identity/index.js';
+import { checkLeaf, parseSpiffeId } from '../workload/index.js';
 import { type AssertionSigner, createAssertionSigner } from './assertion.js';
 
 /** An upstream at run time: its keep-alive connection pool and what the assertion needs. */
@@ -17,6 +23,32 @@ export interface AssertionSettings {
   issuer: string;
   ttlSec: number;
   key: SigningKey;
+  /** Folder that relative mTLS file paths are resolved against. */
+  baseDir?: string;
+}
+
+/**
+ * undici `connect` options for an mTLS upstream: the gateway's SVID as client certificate, the bundle as
+ * the only trust anchors, and the server's identity checked by its SPIFFE ID, exactly.
+ */
+function mtlsConnect(m: NonNullable<UpstreamConfig['mtls']>, baseDir: string) {
+  const read = (f: string) => readFileSync(isAbsolute(f) ? f : resolve(baseDir, f), 'utf8');
+  const expected = parseSpiffeId(m.spiffeId).toString();
+  return {
+    ca: read(m.bundleFile),
+    cert: read(m.certFile),
+    key: read(m.keyFile),
+    rejectUnauthorized: true,
+    checkServerIdentity: (_host: string, cert: PeerCertificate): Error | undefined => {
+      try {
+        // The SPIFFE leaf rules (exactly one URI SAN, a valid ID, not a CA, digitalSignature) on the raw DER.
+        const id = checkLeaf(new X509Certificate(new Uint8Array(cert.raw)));
+        return id === expected ? undefined : new Error(`upstream is ${id}, expected ${expected}`);
+      } catch (err) {
+        return new Error(`upstream certificate is not an X.509-SVID: ${(err as Error).message}`);
+      }
+    },
+  };
 }
 
 /** One undici keep-alive pool per upstream, created at load. */
@@ -39,6 +71,7 @@ export function createUpstreams(
         headersTimeout: c.timeout,
         bodyTimeout: c.timeout,
         connectTimeout: Math.min(c.timeout, 10_000),
+        ...(c.mtls ? { connect: mtlsConnect(c.mtls, assertion.baseDir ?? process.cwd()) } : {}),
       }),
     });
   }
