@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
+import { SignJWT } from 'jose';
 import { createAdminServer } from './admin/index.js';
 import {
   type Alert,
@@ -417,6 +419,22 @@ export async function startPortcullis(
           clock: core.clock,
           log: core.log,
           svidTtlMs: config.workload.svidTtl,
+          // JWT-SVIDs: ES256 with the current access-token key (published in our JWKS), typ JWT (so no
+          // access-token check ever takes one), one audience, 5 minutes, a fresh jti.
+          jwtSvid: async (spiffeId, audience) => {
+            const key = core.keys.accessToken;
+            const now = Math.floor(core.clock.now() / 1000);
+            const token = await new SignJWT({})
+              .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'JWT' })
+              .setIssuer(config.identity.issuer)
+              .setSubject(spiffeId)
+              .setAudience(audience)
+              .setIssuedAt(now)
+              .setExpirationTime(now + 300)
+              .setJti(randomUUID())
+              .sign(key.privateKey);
+            return { token, expiresAt: (now + 300) * 1000 };
+          },
         });
         workloadUrl = (
           await listen(

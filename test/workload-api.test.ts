@@ -160,4 +160,47 @@ describe('workload API (TLS on loopback)', () => {
       c();
     }
   });
+
+  it("mints JWT-SVIDs for the caller's SPIFFE ID (mTLS); the receiver enforces audience and refuses a replayed jti", async () => {
+    const { JtiReplayCache, verifyJwtSvid } = await import('../src/sdk/index.js');
+    const token = await createJoinToken(s.pc.core.store, ca, 'spiffe://prod.test/ns/billing', 60_000);
+    const k = await keyAndCsr();
+    const issued = await call('/v1/svid', { join_token: token, csr: k.csr });
+    const client = { cert: issued.body.svid as string, key: k.keyPem };
+    const minted = await call('/v1/jwt-svid', { audience: 'orders' }, client);
+    expect(minted.status).toBe(200);
+    const jwt = minted.body.token as string;
+    const header = JSON.parse(Buffer.from(jwt.split('.')[0] as string, 'base64url').toString());
+    const claims = JSON.parse(Buffer.from(jwt.split('.')[1] as string, 'base64url').toString());
+    expect(header).toMatchObject({ alg: 'ES256', typ: 'JWT', kid: expect.any(String) });
+    expect(claims).toMatchObject({
+      sub: 'spiffe://prod.test/ns/billing',
+      aud: 'orders',
+      iss: 'http://portcullis.test',
+    });
+    expect(claims.exp - claims.iat).toBe(300);
+
+    const jwks = await (await fetch(`${s.pc.gatewayUrl}/.well-known/jwks.json`)).json();
+    const replay = new JtiReplayCache();
+    const opts = {
+      keys: jwks,
+      issuer: 'http://portcullis.test',
+      audience: 'orders',
+      replay,
+      trustDomain: 'prod.test',
+    };
+    expect(await verifyJwtSvid(jwt, opts)).toMatchObject({
+      spiffeId: 'spiffe://prod.test/ns/billing',
+      audience: 'orders',
+    });
+    await expect(verifyJwtSvid(jwt, opts)).rejects.toThrow(/replayed/);
+    await expect(
+      verifyJwtSvid(jwt, { ...opts, audience: 'payments', replay: new JtiReplayCache() }),
+    ).rejects.toThrow();
+    // Not an access token: the gateway refuses it as a bearer token (typ JWT, not at+jwt).
+    expect(
+      (await fetch(`${s.pc.gatewayUrl}/api/orders`, { headers: { authorization: `Bearer ${jwt}` } })).status,
+    ).toBe(401);
+    expect((await call('/v1/jwt-svid', { audience: 'orders' })).status).toBe(401);
+  });
 });

@@ -1,4 +1,11 @@
 export {
+  JtiReplayCache,
+  JWT_SVID_MAX_LIFETIME_SEC,
+  JWT_SVID_TYP,
+  type VerifiedJwtSvid,
+  verifyJwtSvid,
+} from './jwt-svid.js';
+export {
   ASSERTION_TYP,
   type VerifiedAssertion,
   type VerifyAssertionOptions,

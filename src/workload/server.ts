@@ -23,6 +23,8 @@ export interface WorkloadServerOptions {
   clock: Clock;
   log: Logger;
   svidTtlMs: number;
+  /** Mints a JWT-SVID (`POST /v1/jwt-svid`), when configured. */
+  jwtSvid?: (spiffeId: string, audience: string) => Promise<{ token: string; expiresAt: number }>;
 }
 
 /** Creates a one-time join token bound to `spiffeId`; returns the token (shown once; stored hashed). */
@@ -153,7 +155,10 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
             send(res, 200, spiffeBundle(o.ca.roots, 1, 300));
             return;
           }
-          if (req.method !== 'POST' || (path !== '/v1/svid' && path !== '/v1/svid/renew')) {
+          if (
+            req.method !== 'POST' ||
+            (path !== '/v1/svid' && path !== '/v1/svid/renew' && path !== '/v1/jwt-svid')
+          ) {
             fail(res, 404, 'route_not_found', 'No such workload API endpoint.');
             return;
           }
@@ -211,6 +216,20 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
               'durable',
             );
             fail(res, 401, 'invalid_svid', `The client certificate is not a valid SVID (${why}).`);
+            return;
+          }
+          if (path === '/v1/jwt-svid') {
+            // A JWT-SVID for one audience, for the workload the client certificate proves.
+            const audience = body.audience;
+            if (typeof audience !== 'string' || audience === '' || audience.length > 256)
+              throw Object.assign(new Error('audience (one string) is required'), { status: 400 });
+            if (!o.jwtSvid) {
+              fail(res, 404, 'route_not_found', 'JWT-SVIDs are not enabled.');
+              return;
+            }
+            const minted = await o.jwtSvid(spiffeId, audience);
+            await o.audit.write({ type: 'ca.jwt_svid_issued', data: { spiffeId, audience } }, 'durable');
+            send(res, 200, { token: minted.token, expires_at: new Date(minted.expiresAt).toISOString() });
             return;
           }
           const out = await issue(body.csr, spiffeId);
