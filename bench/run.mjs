@@ -61,6 +61,13 @@ sections.push([
   ]),
 ]);
 sections.push([
+  'Workload identity',
+  run('workload', process.execPath, [
+    join(root, 'bench/micro/workload.mjs'),
+    ...(smoke ? ['--issue', '20', '--handshakes', '30'] : []),
+  ]),
+]);
+sections.push([
   'Risk step',
   run('risk', process.execPath, [
     join(root, 'bench/micro/risk.mjs'),
