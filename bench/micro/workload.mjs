@@ -11,11 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as x509 from '@peculiar/x509';
-import { createLogger, systemClock } from '../../dist/core/index.js';
+import { systemClock } from '../../dist/core/index.js';
 import { SecretBox } from '../../dist/identity/index.js';
 import { initCa, SpiffePeerAuthenticator, WorkloadCa } from '../../dist/workload/index.js';
 
-const { values } = parseArgs({ options: { issue: { type: 'string', default: '300' }, handshakes: { type: 'string', default: '400' } } });
+const { values } = parseArgs({
+  options: { issue: { type: 'string', default: '300' }, handshakes: { type: 'string', default: '400' } },
+});
 x509.cryptoProvider.set(webcrypto);
 const subtle = webcrypto.subtle;
 const EC = { name: 'ECDSA', namedCurve: 'P-256' };
@@ -27,16 +29,24 @@ const bundle = ca.roots.map((r) => r.toString('pem')).join('\n');
 
 async function keyAndCsr() {
   const keys = await subtle.generateKey(EC, true, ['sign', 'verify']);
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=w', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: 'CN=w',
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
   const der = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
-  return { csr: csr.toString('pem'), key: `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n` };
+  return {
+    csr: csr.toString('pem'),
+    key: `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`,
+  };
 }
 
 // Issuance: CSR verification + leaf signing + PEM.
 const csrs = await Promise.all(Array.from({ length: 20 }, keyAndCsr));
 const N = Number(values.issue);
-let t0 = performance.now();
-for (let i = 0; i < N; i++) await ca.issue(csrs[i % csrs.length].csr, `spiffe://bench.test/w/${i}`, 3_600_000);
+const t0 = performance.now();
+for (let i = 0; i < N; i++)
+  await ca.issue(csrs[i % csrs.length].csr, `spiffe://bench.test/w/${i}`, 3_600_000);
 const issuePerSec = N / ((performance.now() - t0) / 1000);
 
 const server = await keyAndCsr();
@@ -47,12 +57,22 @@ const peers = new SpiffePeerAuthenticator(bundle, 'bench.test', systemClock);
 
 async function handshakes(mtls, count) {
   const srv = createServer(
-    { cert: serverSvid.chain, key: server.key, ...(mtls ? { ca: bundle, requestCert: true, rejectUnauthorized: false } : {}) },
+    {
+      cert: serverSvid.chain,
+      key: server.key,
+      ...(mtls ? { ca: bundle, requestCert: true, rejectUnauthorized: false } : {}),
+    },
     (req, res) => {
       if (!mtls) return res.end('ok');
       // A fresh connection per request; the SVID verification itself is cached per certificate (as in the
       // gateway), so what this adds over raw TLS is mostly the client-certificate handshake.
-      peers.authenticate(req.socket).then(() => res.end('ok'), () => { res.statusCode = 401; res.end(); });
+      peers.authenticate(req.socket).then(
+        () => res.end('ok'),
+        () => {
+          res.statusCode = 401;
+          res.end();
+        },
+      );
     },
   );
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
@@ -60,10 +80,20 @@ async function handshakes(mtls, count) {
   const one = () =>
     new Promise((resolve, reject) => {
       const req = request(
-        { host: '127.0.0.1', port, path: '/', ca: bundle, agent: false, checkServerIdentity: () => undefined, ...(mtls ? { cert: clientSvid.chain, key: client.key } : {}) },
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/',
+          ca: bundle,
+          agent: false,
+          checkServerIdentity: () => undefined,
+          ...(mtls ? { cert: clientSvid.chain, key: client.key } : {}),
+        },
         (res) => {
           res.resume();
-          res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(String(res.statusCode)))));
+          res.on('end', () =>
+            res.statusCode === 200 ? resolve() : reject(new Error(String(res.statusCode))),
+          );
         },
       );
       req.on('error', reject);
@@ -81,6 +111,12 @@ const raw = await handshakes(false, H);
 const mutual = await handshakes(true, H);
 rmSync(dir, { recursive: true, force: true });
 console.log('| measure | value |\n|---|---:|');
-console.log(`| X.509-SVID issuance from a CSR (verify CSR, sign, PEM) | ${Math.round(issuePerSec).toLocaleString('en-US')} /s |`);
-console.log(`| TLS handshakes, raw Node TLS (server certificate only), sequential | ${Math.round(raw).toLocaleString('en-US')} /s |`);
-console.log(`| mTLS handshakes with SVIDs + SPIFFE peer verification (cached per certificate), sequential | ${Math.round(mutual).toLocaleString('en-US')} /s (${(mutual / raw).toFixed(2)}× raw) |`);
+console.log(
+  `| X.509-SVID issuance from a CSR (verify CSR, sign, PEM) | ${Math.round(issuePerSec).toLocaleString('en-US')} /s |`,
+);
+console.log(
+  `| TLS handshakes, raw Node TLS (server certificate only), sequential | ${Math.round(raw).toLocaleString('en-US')} /s |`,
+);
+console.log(
+  `| mTLS handshakes with SVIDs + SPIFFE peer verification (cached per certificate), sequential | ${Math.round(mutual).toLocaleString('en-US')} /s (${(mutual / raw).toFixed(2)}× raw) |`,
+);
