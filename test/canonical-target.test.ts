@@ -79,6 +79,7 @@ describe('RouteTable', () => {
         upstream: 'a',
         issuers: ['portcullis'],
         maxBodyBytes: 1024,
+        public: false,
       },
       {
         id: 'one',
@@ -87,6 +88,7 @@ describe('RouteTable', () => {
         upstream: 'a',
         issuers: ['portcullis'],
         maxBodyBytes: 1024,
+        public: false,
       },
       {
         id: 'admin',
@@ -95,6 +97,7 @@ describe('RouteTable', () => {
         upstream: 'a',
         issuers: ['portcullis'],
         maxBodyBytes: 1024,
+        public: false,
       },
       {
         id: 'tenant',
@@ -104,8 +107,17 @@ describe('RouteTable', () => {
         upstream: 'b',
         issuers: ['portcullis'],
         maxBodyBytes: 1024,
+        public: false,
       },
-      { id: 'root', path: '/', methods: ['GET'], upstream: 'a', issuers: ['portcullis'], maxBodyBytes: 1024 },
+      {
+        id: 'root',
+        path: '/',
+        methods: ['GET'],
+        upstream: 'a',
+        issuers: ['portcullis'],
+        maxBodyBytes: 1024,
+        public: false,
+      },
     ],
     (r) => r.upstream,
   );

@@ -381,3 +381,47 @@ describe('portcullis policy (CLI)', () => {
     expect(io.out()).toMatch(/\d+ passed, 0 failed/);
   });
 });
+
+describe('explicitly public routes', () => {
+  it('need no token and no rule, carry no identity assertion, strip spoofed identity headers, and are audited', async () => {
+    const s = await startStack({
+      routes: [
+        {
+          id: 'health',
+          path: '/healthz',
+          methods: ['GET'],
+          upstream: 'app',
+          public: true,
+          rateLimit: { limit: 2, window: '1m' },
+        },
+        { id: 'orders', path: '/api/orders', methods: ['GET'], upstream: 'app' },
+      ],
+      policy: { rules: [{ id: 'read', routes: ['orders'], roles: ['viewer'] }] },
+    });
+    try {
+      const res = await fetch(`${s.pc.gatewayUrl}/healthz`, {
+        headers: { 'x-portcullis-assertion': 'forged', 'x-portcullis-subject': 'admin' },
+      });
+      expect(res.status).toBe(200);
+      const got = s.upstream.received.at(-1);
+      expect(got?.headers['x-portcullis-assertion']).toBeUndefined();
+      expect(got?.headers['x-portcullis-subject']).toBeUndefined();
+      expect((await fetch(`${s.pc.gatewayUrl}/api/orders`)).status).toBe(401); // the others still need a token
+      // Limited per client address.
+      expect((await fetch(`${s.pc.gatewayUrl}/healthz`)).status).toBe(200);
+      expect((await fetch(`${s.pc.gatewayUrl}/healthz`)).status).toBe(429);
+      await s.pc.core.audit.flush();
+      const recorded: Record<string, unknown>[] = [];
+      for await (const r of s.pc.core.store.audit.scan())
+        if (r.type === 'gateway.decision' && JSON.parse(r.data).route === 'health')
+          recorded.push(JSON.parse(r.data));
+      expect(recorded.map((d) => [d.outcome, d.ruleIds, d.sub])).toEqual([
+        ['allow', ['public'], null],
+        ['allow', ['public'], null],
+        ['deny', ['public'], null],
+      ]);
+    } finally {
+      await s.close();
+    }
+  });
+});

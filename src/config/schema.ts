@@ -149,6 +149,11 @@ const route = z.strictObject({
     .string()
     .regex(/^[A-Za-z][A-Za-z0-9_]*$/)
     .optional(),
+  /**
+   * An explicitly public route: no authentication and no policy (the declaration itself is the allow,
+   * recorded as rule `public`), no identity assertion; still canonicalized, limited, audited.
+   */
+  public: z.boolean().default(false),
   /** Largest request body forwarded on this route (413 past it, whether announced or streamed). */
   maxBodyBytes: z.number().int().min(0).max(10_737_418_240).default(1_048_576),
   /** Per-principal rate limit on this route (GCRA); omitted = none. 429 with Retry-After when exceeded. */

@@ -15,6 +15,8 @@ export interface CompiledRoute<U> {
   /** Issuers whose bearer tokens the route accepts. */
   readonly issuers: ReadonlySet<string>;
   readonly maxBodyBytes: number;
+  /** No authentication, no policy: an explicitly public route. */
+  readonly public: boolean;
   /** Named action per method, for policy (`GET` → `orders:read`). */
   readonly actions: Readonly<Partial<Record<string, string>>> | undefined;
   readonly resourceType: string | undefined;
@@ -88,6 +90,7 @@ export class RouteTable<U> {
         allow: [...methods].join(', '),
         issuers: new Set(r.issuers),
         maxBodyBytes: r.maxBodyBytes,
+        public: r.public,
         // HEAD is a GET without a body: it is the same action unless mapped on its own.
         actions: r.actions && { HEAD: r.actions.GET, ...r.actions },
         resourceType: r.resourceType,

@@ -36,6 +36,7 @@ export function bearerToken(header: string | undefined): string {
 export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<void> {
   const route = ctx.route;
   if (!route) throw new PortcullisError('internal_error', { detail: 'authenticate before route' });
+  if (route.public) return;
   // A workload with an X.509-SVID (and no bearer token) on a route that accepts SPIFFE identities.
   if (ctx.req.headers.authorization === undefined && gw.spiffe && route.issuers.has(SPIFFE_ISSUER_ID)) {
     const workload = await gw.spiffe.authenticate(ctx.req.socket as TLSSocket);

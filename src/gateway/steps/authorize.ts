@@ -7,8 +7,18 @@ import type { Gateway, RequestContext } from '../context.js';
  * `step_up_required` whose `WWW-Authenticate` says what is needed (RFC 9470). Either way the decision
  * and its rule ids go to the audit log.
  */
+const PUBLIC: Decision = Object.freeze({
+  outcome: 'allow',
+  ruleIds: Object.freeze(['public']) as readonly string[],
+  reason: 'public route',
+});
+
 export function authorize(gw: Gateway, ctx: RequestContext): void {
   const { principal, route, target } = ctx;
+  if (route?.public) {
+    ctx.decision = PUBLIC;
+    return;
+  }
   if (!principal || !route || !target)
     throw new PortcullisError('internal_error', { detail: 'authorize out of order' });
   const input: PolicyInput = {

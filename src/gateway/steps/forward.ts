@@ -18,7 +18,8 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   const upstream = route.upstream;
   const forwardedTarget = target.path + target.query;
   const headers = upstreamRequestHeaders(req.headers, upstream.passAuthorization);
-  headers[ASSERTION_HEADER] = signedAssertion(gw, ctx);
+  // No identity, no assertion (public routes); the client's identity headers were stripped all the same.
+  if (ctx.principal) headers[ASSERTION_HEADER] = signedAssertion(gw, ctx);
   headers['x-request-id'] = ctx.requestId;
   headers['x-forwarded-for'] = ctx.forwardedFor;
   headers['x-forwarded-proto'] = 'http';

@@ -9,8 +9,11 @@ import type { Gateway, RequestContext } from '../context.js';
 export function limit(gw: Gateway, ctx: RequestContext): void | Promise<void> {
   const quota = ctx.route?.rateLimit;
   const principal = ctx.principal;
-  if (!quota || !principal || !ctx.route) return;
-  const key = `${ctx.route.id}\u0000${principal.issuer}\u0000${principal.id}`;
+  if (!quota || !ctx.route) return;
+  // Public routes have no principal: their quota is per client address.
+  const key = principal
+    ? `${ctx.route.id}\u0000${principal.issuer}\u0000${principal.id}`
+    : `${ctx.route.id}\u0000ip\u0000${ctx.ip}`;
   const result = gw.rateLimits.take(key, quota, gw.clock.now());
   if (result instanceof Promise) return result.then((d) => apply(ctx, quota.policyHeader, d));
   apply(ctx, quota.policyHeader, result);
