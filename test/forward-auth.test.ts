@@ -322,3 +322,29 @@ http://127.0.0.1:${port} {
     expect(s.upstream.received.slice(before)).toEqual([]);
   });
 });
+
+describe('forward-auth on a public route', () => {
+  it('answers 200 with no identity headers (and never a 500)', async () => {
+    const s = await startStack({
+      gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['127.0.0.1/32'], forwardAuth: {} },
+      routes: [
+        { id: 'health', path: '/healthz', methods: ['GET'], upstream: 'app', public: true },
+        { id: 'orders', path: '/api/orders', methods: ['GET'], upstream: 'app' },
+      ],
+      policy: { rules: [{ id: 'read', routes: ['orders'], roles: ['viewer'] }] },
+    });
+    try {
+      const ask = (uri: string) =>
+        fetch(`${s.pc.gatewayUrl}${FA}`, {
+          headers: { 'x-forwarded-method': 'GET', 'x-forwarded-uri': uri, 'x-forwarded-host': 'app.example' },
+        });
+      const pub = await ask('/healthz');
+      expect(pub.status).toBe(200);
+      expect(pub.headers.get('x-portcullis-assertion')).toBeNull();
+      expect(pub.headers.get('x-portcullis-subject')).toBeNull();
+      expect((await ask('/api/orders')).status).toBe(401);
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -51,6 +51,20 @@ export function forwardedRequest(gw: Gateway, ctx: RequestContext): void {
  */
 export function answerForwardAuth(gw: Gateway, ctx: RequestContext): true {
   const principal = ctx.principal;
+  if (!principal && ctx.route?.public) {
+    // A public route: allowed, with no identity to hand on.
+    ctx.res.writeHead(
+      200,
+      withSecurityHeaders({
+        'cache-control': 'no-store',
+        'content-length': 0,
+        'x-request-id': ctx.requestId,
+        ...ctx.rateLimitHeaders,
+      }),
+    );
+    ctx.res.end();
+    return true;
+  }
   if (!principal)
     throw new PortcullisError('internal_error', { detail: 'forward-auth answer without a principal' });
   const headers = withSecurityHeaders({
