@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { PortcullisError, type Principal } from '../core/index.js';
-import type { UserRecord } from '../store/index.js';
+import type { SessionRecord, UserRecord } from '../store/index.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
 import { sendJson } from './respond.js';
@@ -28,6 +28,20 @@ const view = (u: UserRecord, now: number) => ({
   mfa: u.totpSecret ? ['otp'] : [],
   createdAt: new Date(u.createdAt).toISOString(),
 });
+
+/** A session as the APIs show it (own sessions, and the admin API): never its refresh tokens. */
+export function sessionView(s: SessionRecord & { active: boolean }): Record<string, unknown> {
+  return {
+    id: s.id,
+    active: s.active,
+    createdAt: new Date(s.createdAt).toISOString(),
+    lastSeenAt: new Date(s.lastSeenAt).toISOString(),
+    ip: s.ip,
+    userAgent: s.userAgent,
+    amr: s.amr,
+    acr: s.acr,
+  };
+}
 
 /**
  * The caller must hold one of `identity.adminRoles` on one of our own user tokens (session checked) —
@@ -103,16 +117,7 @@ export async function serveAdminApi(gw: Gateway, ctx: RequestContext, path: stri
       return true;
     case 'sessions': {
       expect('GET');
-      const sessions = (await gw.identity.sessions(user.id)).map((s) => ({
-        id: s.id,
-        active: s.active,
-        createdAt: new Date(s.createdAt).toISOString(),
-        lastSeenAt: new Date(s.lastSeenAt).toISOString(),
-        ip: s.ip,
-        userAgent: s.userAgent,
-        amr: s.amr,
-        acr: s.acr,
-      }));
+      const sessions = (await gw.identity.sessions(user.id)).map((s) => sessionView(s));
       sendJson(ctx, 200, JSON.stringify({ sessions }));
       return true;
     }

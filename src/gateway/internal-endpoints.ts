@@ -3,7 +3,7 @@ import { OWN_ISSUER_ID } from '../config/index.js';
 import { PortcullisError } from '../core/index.js';
 import { FEDERATION_COOKIE } from '../identity/index.js';
 import { authorizeBodySchema, type Decision, type PolicyInput } from '../policy/index.js';
-import { serveAdminApi } from './admin-api.js';
+import { serveAdminApi, sessionView } from './admin-api.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
 import { withSecurityHeaders } from './headers.js';
@@ -190,15 +190,8 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       handle: async (gw, ctx) => {
         const principal = await ownSession(gw, ctx);
         const list = (await gw.identity.sessions(principal.id)).map((x) => ({
-          id: x.id,
+          ...sessionView(x),
           current: x.id === principal.sessionId,
-          active: x.active,
-          createdAt: new Date(x.createdAt).toISOString(),
-          lastSeenAt: new Date(x.lastSeenAt).toISOString(),
-          ip: x.ip,
-          userAgent: x.userAgent,
-          amr: x.amr,
-          acr: x.acr,
         }));
         sendJson(ctx, 200, JSON.stringify({ sessions: list }), NO_STORE);
       },

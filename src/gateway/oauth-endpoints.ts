@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
-import { isPortcullisError, PortcullisError } from '../core/index.js';
+import { isPortcullisError } from '../core/index.js';
 import { type ClientAuth, OAuthError } from '../identity/index.js';
+import { readSmallBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
 import { sendJson } from './respond.js';
 import { bearerToken } from './steps/authenticate.js';
@@ -22,14 +23,7 @@ export async function readFormBody(req: IncomingMessage, maxBytes: number): Prom
   const type = req.headers['content-type']?.split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/x-www-form-urlencoded')
     throw new OAuthError('invalid_request', 'the body must be application/x-www-form-urlencoded');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > maxBytes) throw new PortcullisError('payload_too_large');
-    chunks.push(chunk as Buffer);
-  }
-  const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  const form = new URLSearchParams(await readSmallBody(req, maxBytes));
   const seen = new Set<string>();
   for (const key of form.keys()) {
     if (seen.has(key)) throw new OAuthError('invalid_request', `parameter ${key} given more than once`);

@@ -132,7 +132,7 @@ export class IdentityService {
     }
     checkPassword(input.password, { email });
     const user: UserRecord = {
-      id: newUserId(),
+      ...this.#freshAccount(),
       username,
       email,
       displayName: input.displayName ?? null,
@@ -140,12 +140,6 @@ export class IdentityService {
       roles: [...new Set(input.roles)],
       groups: [...new Set(input.groups ?? [])],
       attributes: { ...(input.attributes ?? {}) },
-      status: 'active',
-      createdAt: this.#o.clock.now(),
-      lockedUntil: null,
-      totpSecret: null,
-      totpPending: null,
-      totpLastStep: 0,
     };
     // One account per normalized username and per normalized email, whichever form is used to log in.
     const clash =
@@ -558,20 +552,12 @@ export class IdentityService {
           : null;
       const emailFree = email !== null && !(await this.#o.store.users.findByLogin(email));
       user = {
-        id: newUserId(),
+        ...this.#freshAccount(),
         username,
         email: emailFree ? email : null,
         displayName,
         passwordHash: '!federated', // not a PHC string: no password ever verifies
         roles: identity.roles.filter((r) => ROLE_NAME.test(r)),
-        groups: [],
-        attributes: {},
-        status: 'active',
-        createdAt: this.#o.clock.now(),
-        lockedUntil: null,
-        totpSecret: null,
-        totpPending: null,
-        totpLastStep: 0,
       };
       await this.#o.store.users.create(user);
       await this.#o.store.users.linkFederated(provider, subject, user.id, this.#o.clock.now());
@@ -791,6 +777,21 @@ export class IdentityService {
       now,
     );
     return codes;
+  }
+
+  /** What every new account starts with: a new id, active, no lock, no MFA, no groups or attributes. */
+  #freshAccount(): Omit<UserRecord, 'username' | 'email' | 'displayName' | 'passwordHash' | 'roles'> {
+    return {
+      id: newUserId(),
+      groups: [],
+      attributes: {},
+      status: 'active',
+      createdAt: this.#o.clock.now(),
+      lockedUntil: null,
+      totpSecret: null,
+      totpPending: null,
+      totpLastStep: 0,
+    };
   }
 
   async #startSession(

@@ -486,6 +486,25 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     },
   );
 
+  /** `UPDATE <table> SET …` for the fields a patch sets, each through its column's encoder. */
+  const updateRow = <K extends string>(
+    table: 'users' | 'service_accounts',
+    columns: Record<K, [string, (v: never) => unknown]>,
+    id: string,
+    patch: Partial<Record<K, unknown>>,
+  ): void => {
+    writable();
+    const sets: string[] = [];
+    const values: unknown[] = [];
+    for (const [k, v] of Object.entries(patch)) {
+      const col = columns[k as K];
+      if (!col || v === undefined) continue;
+      sets.push(`${col[0]} = ?`);
+      values.push(col[1](v as never));
+    }
+    if (sets.length > 0) db.prepare(`UPDATE ${table} SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
+  };
+
   const putRisk = db.transaction((entries: readonly (readonly [string, string])[], at: number) => {
     const ww = writable();
     for (const [id, data] of entries) ww.riskUpsert.run(id, data, at);
@@ -555,20 +574,7 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           const r = q.userByLogin.get({ login });
           return r ? toUser(r) : undefined;
         }),
-      update: (id, patch) =>
-        guard(() => {
-          writable();
-          const sets: string[] = [];
-          const values: unknown[] = [];
-          for (const [k, v] of Object.entries(patch)) {
-            const col = USER_COLUMNS[k as keyof UserUpdate];
-            if (!col || v === undefined) continue;
-            sets.push(`${col[0]} = ?`);
-            values.push(col[1](v as never));
-          }
-          if (sets.length === 0) return;
-          db.prepare(`UPDATE users SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
-        }),
+      update: (id, patch) => guard(() => updateRow('users', USER_COLUMNS, id, patch)),
       findFederated: (provider, subject) =>
         guard(() => {
           const r = q.userByFederated.get(provider, subject);
@@ -661,20 +667,7 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           return r ? toServiceAccount(r) : undefined;
         }),
       list: () => guard(() => q.saList.all().map(toServiceAccount)),
-      update: (id, patch) =>
-        guard(() => {
-          writable();
-          const sets: string[] = [];
-          const values: unknown[] = [];
-          for (const [k, v] of Object.entries(patch)) {
-            const col = SA_COLUMNS[k as keyof ServiceAccountUpdate];
-            if (!col || v === undefined) continue;
-            sets.push(`${col[0]} = ?`);
-            values.push(col[1](v as never));
-          }
-          if (sets.length > 0)
-            db.prepare(`UPDATE service_accounts SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
-        }),
+      update: (id, patch) => guard(() => updateRow('service_accounts', SA_COLUMNS, id, patch)),
       rememberAssertion: (clientId, jti, expiresAt, now) =>
         guard(() => {
           const ww = writable();

@@ -129,13 +129,30 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
   const fail = (res: ServerResponse, status: number, code: string, message: string) =>
     send(res, status, { error: { code, message } });
 
-  const issue = async (csrPem: unknown, spiffeId: string) => {
+  /** Issues an SVID for `spiffeId` from the body's CSR, audits it, and answers it with the bundle. */
+  const issueAndAnswer = async (
+    res: ServerResponse,
+    csrPem: unknown,
+    spiffeId: string,
+    via: 'join_token' | 'renewal',
+  ) => {
     if (typeof csrPem !== 'string') throw Object.assign(new Error('csr (PEM) is required'), { status: 400 });
+    let out: Awaited<ReturnType<WorkloadCa['issue']>>;
     try {
-      return await o.ca.issue(csrPem, spiffeId, o.svidTtlMs, o.clock.now());
+      out = await o.ca.issue(csrPem, spiffeId, o.svidTtlMs, o.clock.now());
     } catch (err) {
       throw Object.assign(new Error((err as Error).message), { status: 400 });
     }
+    await o.audit.write(
+      { type: 'ca.svid_issued', data: { spiffeId, via, notAfter: out.notAfter.toISOString() } },
+      'durable',
+    );
+    send(res, 200, {
+      spiffe_id: spiffeId,
+      svid: out.chain,
+      bundle: rootsPem,
+      expires_at: out.notAfter.toISOString(),
+    });
   };
 
   return createServer(
@@ -176,20 +193,7 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
               fail(res, 401, 'invalid_join_token', 'The join token is unknown, expired or already used.');
               return;
             }
-            const out = await issue(body.csr, spiffeId);
-            await o.audit.write(
-              {
-                type: 'ca.svid_issued',
-                data: { spiffeId, via: 'join_token', notAfter: out.notAfter.toISOString() },
-              },
-              'durable',
-            );
-            send(res, 200, {
-              spiffe_id: spiffeId,
-              svid: out.chain,
-              bundle: rootsPem,
-              expires_at: out.notAfter.toISOString(),
-            });
+            await issueAndAnswer(res, body.csr, spiffeId, 'join_token');
             return;
           }
           // Renewal: the caller proves itself with its current SVID as TLS client certificate.
@@ -232,20 +236,7 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
             send(res, 200, { token: minted.token, expires_at: new Date(minted.expiresAt).toISOString() });
             return;
           }
-          const out = await issue(body.csr, spiffeId);
-          await o.audit.write(
-            {
-              type: 'ca.svid_issued',
-              data: { spiffeId, via: 'renewal', notAfter: out.notAfter.toISOString() },
-            },
-            'durable',
-          );
-          send(res, 200, {
-            spiffe_id: spiffeId,
-            svid: out.chain,
-            bundle: rootsPem,
-            expires_at: out.notAfter.toISOString(),
-          });
+          await issueAndAnswer(res, body.csr, spiffeId, 'renewal');
         } catch (err) {
           const status = (err as { status?: number }).status ?? 500;
           if (status === 500) o.log.error({ err }, 'workload API error');

@@ -43,33 +43,48 @@ export const ca: Command = async (argv, io) => {
     { ...CONFIG_OPTION, 'trust-domain': { type: 'string' }, 'passphrase-stdin': { type: 'boolean' } },
     false,
   );
-  if (!values['trust-domain'] || !values['passphrase-stdin']) throw new UsageError(CA_USAGE);
+  const trustDomain = values['trust-domain'];
+  if (!trustDomain || !values['passphrase-stdin']) throw new UsageError(CA_USAGE);
   const passphrase = await readStdin(io);
   const loaded = loadConfigFile(configPath(values.config, io), io.env ?? process.env);
-  const core = await openCore(loaded, { log: createLogger({ level: 'silent' }) });
-  try {
+  return withCore(loaded, io, async (core) => {
     const dir = join(loaded.dataDir, 'ca');
     const files = await initCa({
       dir,
-      trustDomain: values['trust-domain'],
+      trustDomain,
       passphrase,
       box: new SecretBox(core.keys.dataKey),
     });
     await core.audit.write(
-      { type: 'ca.initialised', data: { trustDomain: values['trust-domain'], bundle: files.bundle } },
+      { type: 'ca.initialised', data: { trustDomain, bundle: files.bundle } },
       'durable',
     );
     io.stdout.write(
-      `CA for spiffe://${values['trust-domain']} created in ${dir}\n  trust bundle: ${files.bundle}\n  root key (encrypted; keep it offline): ${files.rootKey}\n`,
+      `CA for spiffe://${trustDomain} created in ${dir}\n  trust bundle: ${files.bundle}\n  root key (encrypted; keep it offline): ${files.rootKey}\n`,
     );
     return 0;
+  });
+};
+
+/**
+ * Runs a command against the core (store, keys, audit) and always closes it; any failure is one line on
+ * stderr and exit 1.
+ */
+async function withCore(
+  loaded: ReturnType<typeof loadConfigFile>,
+  io: CliIO,
+  run: (core: Awaited<ReturnType<typeof openCore>>) => Promise<number>,
+): Promise<number> {
+  const core = await openCore(loaded, { log: createLogger({ level: 'silent' }) });
+  try {
+    return await run(core);
   } catch (err) {
     io.stderr.write(`${(err as Error).message}\n`);
     return 1;
   } finally {
     await core.close();
   }
-};
+}
 
 /** `portcullis svid issue|verify`. */
 export const svid: Command = async (argv, io) => {
@@ -86,26 +101,18 @@ async function joinToken(argv: readonly string[], io: CliIO): Promise<number> {
     { ...CONFIG_OPTION, 'spiffe-id': { type: 'string' }, ttl: { type: 'string' } },
     false,
   );
-  if (!values['spiffe-id']) throw new UsageError(SVID_USAGE);
+  const spiffeId = values['spiffe-id'];
+  if (!spiffeId) throw new UsageError(SVID_USAGE);
   const loaded = loadConfigFile(configPath(values.config, io), io.env ?? process.env);
   const ttl = values.ttl === undefined ? loaded.config.workload.joinTokenTtl : parseDuration(values.ttl);
   if (ttl === undefined || ttl > 7 * 86_400_000) throw new UsageError('--ttl: a duration up to 7d');
-  const core = await openCore(loaded, { log: createLogger({ level: 'silent' }) });
-  try {
+  return withCore(loaded, io, async (core) => {
     const authority = await WorkloadCa.load(join(loaded.dataDir, 'ca'), new SecretBox(core.keys.dataKey));
-    const token = await createJoinToken(core.store, authority, values['spiffe-id'], ttl);
-    await core.audit.write(
-      { type: 'ca.join_token_created', data: { spiffeId: values['spiffe-id'], ttlMs: ttl } },
-      'durable',
-    );
-    io.stdout.write(`join token for ${values['spiffe-id']} (single use, shown once): ${token}\n`);
+    const token = await createJoinToken(core.store, authority, spiffeId, ttl);
+    await core.audit.write({ type: 'ca.join_token_created', data: { spiffeId, ttlMs: ttl } }, 'durable');
+    io.stdout.write(`join token for ${spiffeId} (single use, shown once): ${token}\n`);
     return 0;
-  } catch (err) {
-    io.stderr.write(`${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await core.close();
-  }
+  });
 }
 
 async function issue(argv: readonly string[], io: CliIO): Promise<number> {
@@ -120,30 +127,26 @@ async function issue(argv: readonly string[], io: CliIO): Promise<number> {
     },
     false,
   );
-  if (!values.csr || !values['spiffe-id']) throw new UsageError(SVID_USAGE);
+  const { csr, out: outFile } = values;
+  const spiffeId = values['spiffe-id'];
+  if (!csr || !spiffeId) throw new UsageError(SVID_USAGE);
   const ttl = parseDuration(values.ttl ?? '1h');
   if (ttl === undefined || ttl > 30 * 86_400_000) throw new UsageError('--ttl: a duration up to 30d');
   const loaded = loadConfigFile(configPath(values.config, io), io.env ?? process.env);
-  const core = await openCore(loaded, { log: createLogger({ level: 'silent' }) });
-  try {
+  return withCore(loaded, io, async (core) => {
     const authority = await WorkloadCa.load(join(loaded.dataDir, 'ca'), new SecretBox(core.keys.dataKey));
-    const out = await authority.issue(readFileSync(values.csr, 'utf8'), values['spiffe-id'], ttl);
+    const out = await authority.issue(readFileSync(csr, 'utf8'), spiffeId, ttl);
     await core.audit.write(
       {
         type: 'ca.svid_issued',
-        data: { spiffeId: values['spiffe-id'], notAfter: out.notAfter.toISOString(), by: 'cli' },
+        data: { spiffeId, notAfter: out.notAfter.toISOString(), by: 'cli' },
       },
       'durable',
     );
-    if (values.out) writeFileSync(values.out, out.chain, { mode: 0o644 });
+    if (outFile) writeFileSync(outFile, out.chain, { mode: 0o644 });
     else io.stdout.write(out.chain);
     return 0;
-  } catch (err) {
-    io.stderr.write(`${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await core.close();
-  }
+  });
 }
 
 async function verify(argv: readonly string[], io: CliIO): Promise<number> {
