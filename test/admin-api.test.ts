@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FAST_ARGON2, type Stack, startStack } from './helpers.js';
+import { type Stack, startStack } from './helpers.js';
 
 /** The account administration API on the gateway listener: admins only, every action audited. */
 describe('admin API (/_portcullis/admin)', () => {
@@ -9,9 +9,6 @@ describe('admin API (/_portcullis/admin)', () => {
   beforeAll(async () => {
     s = await startStack({
       identity: {
-        issuer: 'http://portcullis.test',
-        audience: 'portcullis',
-        passwordHash: FAST_ARGON2,
         adminRequireMfa: false,
       },
     });

@@ -315,9 +315,6 @@ describe('alerts end to end: failed logins through the gateway', () => {
       },
       // Five failures in a row, without the login back-off in the way.
       identity: {
-        issuer: 'http://portcullis.test',
-        audience: 'portcullis',
-        passwordHash: { memoryCost: 1024, timeCost: 1, parallelism: 1 },
         lockout: { freeAttempts: 10 },
       },
     });

@@ -71,17 +71,24 @@ export async function unusedPort(): Promise<number> {
 /** Cheap argon2id parameters so tests stay fast (production defaults are OWASP's). */
 export const FAST_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 } as const;
 
-export function testConfig(
-  dataDir: string,
-  upstreamUrl: string,
-  overrides: Partial<ConfigInput> = {},
-): ConfigInput {
+/** Config overrides for tests; `identity` is merged onto the test issuer, audience and fast argon2. */
+export type TestOverrides = Partial<Omit<ConfigInput, 'identity'>> & {
+  identity?: Partial<ConfigInput['identity']>;
+};
+
+export function testConfig(dataDir: string, upstreamUrl: string, overrides: TestOverrides = {}): ConfigInput {
+  const { identity, ...rest } = overrides;
   return {
     dataDir,
     log: { level: 'silent' },
     gateway: { listen: { host: '127.0.0.1', port: 0 } },
     admin: { listen: { host: '127.0.0.1', port: 0 } },
-    identity: { issuer: 'http://portcullis.test', audience: 'portcullis', passwordHash: FAST_ARGON2 },
+    identity: {
+      issuer: 'http://portcullis.test',
+      audience: 'portcullis',
+      passwordHash: FAST_ARGON2,
+      ...identity,
+    },
     upstreams: { app: { url: upstreamUrl, timeout: '5s' } },
     routes: [
       { id: 'orders', path: '/api/orders', methods: ['GET', 'POST'], upstream: 'app' },
@@ -95,7 +102,7 @@ export function testConfig(
       ],
     },
     audit: { decisions: 'batched', flushInterval: '10ms' },
-    ...overrides,
+    ...rest,
   };
 }
 
@@ -110,7 +117,7 @@ export interface Stack {
 
 /** The real gateway (real SQLite in a temp dir) in front of a recording upstream, with an admin and a viewer. */
 export async function startStack(
-  overrides: Partial<ConfigInput> = {},
+  overrides: TestOverrides = {},
   upstreamUrl?: string,
   options: { clock?: Clock } = {},
 ): Promise<Stack> {
@@ -208,7 +215,7 @@ export function rawGet(target: string, headers: Record<string, string> = {}): st
 export async function writeConfigFile(
   dir: string,
   upstreamUrl: string,
-  overrides: Partial<ConfigInput> = {},
+  overrides: TestOverrides = {},
 ): Promise<string> {
   const { stringify } = await import('yaml');
   const file = join(dir, 'portcullis.yaml');

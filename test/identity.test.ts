@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FAST_ARGON2, type Stack, startStack } from './helpers.js';
+import { type Stack, startStack } from './helpers.js';
 
 const json = (body: unknown) => ({
   method: 'POST',
@@ -14,9 +14,6 @@ describe('identity endpoints', () => {
     // Grace window off: these tests are about strict rotation (test/refresh-race.test.ts covers the window).
     s = await startStack({
       identity: {
-        issuer: 'http://portcullis.test',
-        audience: 'portcullis',
-        passwordHash: FAST_ARGON2,
         refreshGrace: 0,
       },
     });

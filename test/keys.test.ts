@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli/index.js';
 import { manualClock } from '../src/core/index.js';
 import { KeyRing } from '../src/identity/index.js';
-import { captureIO, FAST_ARGON2, startStack, tempDir, writeConfigFile } from './helpers.js';
+import { captureIO, startStack, tempDir, writeConfigFile } from './helpers.js';
 
 const header = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[0] as string, 'base64url').toString());
 const MIN = 60_000;
@@ -18,9 +18,6 @@ describe('access-token signing keys: rotation with overlap', () => {
     const s = await startStack(
       {
         identity: {
-          issuer: 'http://portcullis.test',
-          audience: 'portcullis',
-          passwordHash: FAST_ARGON2,
           accessTokenTtl: '10m',
         },
       },
@@ -75,9 +72,6 @@ describe('access-token signing keys: rotation with overlap', () => {
     const s = await startStack(
       {
         identity: {
-          issuer: 'http://portcullis.test',
-          audience: 'portcullis',
-          passwordHash: FAST_ARGON2,
           signingKeys: { algorithm: 'ES256', rotateEvery: '30d', publishAhead: '1d' },
         },
       },
@@ -107,9 +101,6 @@ describe('access-token signing keys: rotation with overlap', () => {
   it('signs with EdDSA when configured, and the gateway verifies it', async () => {
     const s = await startStack({
       identity: {
-        issuer: 'http://portcullis.test',
-        audience: 'portcullis',
-        passwordHash: FAST_ARGON2,
         signingKeys: { algorithm: 'EdDSA' },
       },
     });

@@ -78,9 +78,6 @@ describe('MFA, step-up and brute-force defence (real gateway, manual clock)', ()
       defineConfig(
         testConfig(t.dir, upstream.url, {
           identity: {
-            issuer: 'http://portcullis.test',
-            audience: 'portcullis',
-            passwordHash: { memoryCost: 1024, timeCost: 1, parallelism: 1 },
             lockout: {
               freeAttempts: 2,
               baseDelay: '1s',

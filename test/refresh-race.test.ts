@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FAST_ARGON2, type Stack, startStack } from './helpers.js';
+import { type Stack, startStack } from './helpers.js';
 
 /** Refresh-token families: concurrent duplicates within the grace window vs reuse after it. */
 describe('refresh grace window (truly concurrent requests)', () => {
@@ -7,9 +7,6 @@ describe('refresh grace window (truly concurrent requests)', () => {
   beforeAll(async () => {
     s = await startStack({
       identity: {
-        issuer: 'http://portcullis.test',
-        audience: 'portcullis',
-        passwordHash: FAST_ARGON2,
         refreshGrace: '400ms',
       },
     });

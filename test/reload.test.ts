@@ -35,10 +35,7 @@ describe('config reload', () => {
         routes: [...(base.routes ?? []), { id: 'reports', path: '/api/reports', upstream: 'app' }],
         policy: { rules: [{ id: 'viewer-reports', routes: ['reports'], roles: ['viewer'] }] },
         identity: {
-          issuer: 'http://portcullis.test',
-          audience: 'portcullis',
           accessTokenTtl: '5m',
-          passwordHash: { memoryCost: 1024, timeCost: 1, parallelism: 1 },
         },
       }),
     );

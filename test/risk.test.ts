@@ -14,7 +14,7 @@ import {
   ThreatIntel,
 } from '../src/risk/index.js';
 import { openSqliteStore } from '../src/store/index.js';
-import { FAST_ARGON2, type Stack, startStack, tempDir } from './helpers.js';
+import { type Stack, startStack, tempDir } from './helpers.js';
 import { buildMmdb } from './mmdb-writer.js';
 
 const log = createLogger({ level: 'silent' });
@@ -314,9 +314,6 @@ describe('risk at the gateway: step-up and revocation mid-session', () => {
       {
         gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['127.0.0.1/32'] },
         identity: {
-          issuer: 'http://portcullis.test',
-          audience: 'portcullis',
-          passwordHash: FAST_ARGON2,
           accessTokenTtl: '15m',
         },
         risk: {

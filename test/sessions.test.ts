@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli/index.js';
 import { manualClock } from '../src/core/index.js';
-import { captureIO, FAST_ARGON2, type Stack, startStack, tempDir, writeConfigFile } from './helpers.js';
+import { captureIO, type Stack, startStack, tempDir, writeConfigFile } from './helpers.js';
 
 /** Sessions: idle timeout, the user's own list, revoking one or all, suspension (real gateway). */
 describe('sessions', () => {
@@ -11,9 +11,6 @@ describe('sessions', () => {
     s = await startStack(
       {
         identity: {
-          issuer: 'http://portcullis.test',
-          audience: 'portcullis',
-          passwordHash: FAST_ARGON2,
           accessTokenTtl: '5m',
           sessionIdleTimeout: '30m',
         },
@@ -166,9 +163,6 @@ describe('browser mode: the refresh token lives in an HttpOnly cookie', () => {
   beforeAll(async () => {
     s = await startStack({
       identity: {
-        issuer: 'http://portcullis.test',
-        audience: 'portcullis',
-        passwordHash: FAST_ARGON2,
         refreshGrace: '200ms',
       },
     });

@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { JSONWebKeySet } from 'jose';
 import { loadConfigFile } from '../../config/index.js';
-import { createLogger, isPortcullisError } from '../../core/index.js';
-import { openCore } from '../../portcullis.js';
+import { withCore } from '../core.js';
 import { type CliIO, CONFIG_OPTION, type Command, configPath, parse, UsageError } from '../io.js';
 
 const USAGE = `usage:
@@ -26,27 +25,6 @@ function readJwks(file: string | undefined): JSONWebKeySet | undefined {
   return JSON.parse(readFileSync(file, 'utf8')) as JSONWebKeySet;
 }
 
-async function withCore(
-  config: string | undefined,
-  io: CliIO,
-  run: (core: Awaited<ReturnType<typeof openCore>>) => Promise<number>,
-): Promise<number> {
-  const core = await openCore(loadConfigFile(configPath(config, io), io.env ?? process.env), {
-    log: createLogger({ level: 'silent' }),
-  });
-  try {
-    return await run(core);
-  } catch (err) {
-    if (isPortcullisError(err)) {
-      io.stderr.write(`${err.publicMessage}\n`);
-      return 1;
-    }
-    throw err;
-  } finally {
-    await core.close();
-  }
-}
-
 async function add(argv: readonly string[], io: CliIO): Promise<number> {
   const { values, positionals } = parse(argv, {
     ...CONFIG_OPTION,
@@ -59,7 +37,7 @@ async function add(argv: readonly string[], io: CliIO): Promise<number> {
   const name = positionals[0];
   if (!name || positionals.length !== 1 || !values.scope?.length) throw new UsageError(USAGE);
   const jwks = readJwks(values.jwks);
-  return withCore(values.config, io, async (core) => {
+  return withCore(loadConfigFile(configPath(values.config, io), io.env ?? process.env), io, async (core) => {
     const { account, secret } = await core.clients.create({
       name,
       scopes: values.scope ?? [],
@@ -79,7 +57,7 @@ async function add(argv: readonly string[], io: CliIO): Promise<number> {
 
 async function list(argv: readonly string[], io: CliIO): Promise<number> {
   const { values } = parse(argv, CONFIG_OPTION, false);
-  return withCore(values.config, io, async (core) => {
+  return withCore(loadConfigFile(configPath(values.config, io), io.env ?? process.env), io, async (core) => {
     const all = await core.store.serviceAccounts.list();
     for (const a of all) {
       io.stdout.write(
@@ -96,7 +74,7 @@ async function rotate(argv: readonly string[], io: CliIO): Promise<number> {
   const name = positionals[0];
   if (!name || positionals.length !== 1) throw new UsageError(USAGE);
   const jwks = readJwks(values.jwks);
-  return withCore(values.config, io, async (core) => {
+  return withCore(loadConfigFile(configPath(values.config, io), io.env ?? process.env), io, async (core) => {
     const secret = await core.clients.rotate(name, jwks);
     io.stdout.write(
       secret

@@ -1,9 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfigFile, parseDuration } from '../../config/index.js';
-import { createLogger } from '../../core/index.js';
 import { SecretBox } from '../../identity/index.js';
-import { openCore } from '../../portcullis.js';
 import {
   createJoinToken,
   initCa,
@@ -12,6 +10,7 @@ import {
   verifySvid,
   WorkloadCa,
 } from '../../workload/index.js';
+import { withCore } from '../core.js';
 import { type CliIO, CONFIG_OPTION, type Command, configPath, parse, UsageError } from '../io.js';
 
 const CA_USAGE = `usage:
@@ -65,26 +64,6 @@ export const ca: Command = async (argv, io) => {
     return 0;
   });
 };
-
-/**
- * Runs a command against the core (store, keys, audit) and always closes it; any failure is one line on
- * stderr and exit 1.
- */
-async function withCore(
-  loaded: ReturnType<typeof loadConfigFile>,
-  io: CliIO,
-  run: (core: Awaited<ReturnType<typeof openCore>>) => Promise<number>,
-): Promise<number> {
-  const core = await openCore(loaded, { log: createLogger({ level: 'silent' }) });
-  try {
-    return await run(core);
-  } catch (err) {
-    io.stderr.write(`${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await core.close();
-  }
-}
 
 /** `portcullis svid issue|verify`. */
 export const svid: Command = async (argv, io) => {
