@@ -23,6 +23,7 @@ import {
 import type { Config, LoadedConfig } from './config/index.js';
 import { type Clock, createLogger, type Logger, Metrics, randomToken, systemClock } from './core/index.js';
 import { createDemoUpstream } from './demo/index.js';
+import { DeviceService } from './devices/index.js';
 import {
   closeUpstreams,
   compileTrustedProxies,
@@ -72,6 +73,8 @@ export interface PortcullisCore {
   readonly identity: IdentityService;
   readonly clients: ClientService;
   readonly federation: FederationService;
+  /** The device registry (enrolment, DPoP proofs, posture). */
+  readonly devices: DeviceService;
   close(): Promise<void>;
 }
 
@@ -255,6 +258,23 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       clock,
       log,
     });
+    // The internal CA signs device certificates; loaded on first use (enrolments are rare).
+    const caDir = config.devices.caDir
+      ? resolve(loaded.file ? dirname(loaded.file) : process.cwd(), config.devices.caDir)
+      : join(dataDir, 'ca');
+    let ca: Promise<WorkloadCa | undefined> | undefined;
+    const devices = new DeviceService({
+      settings: config.devices,
+      store,
+      audit,
+      clock,
+      ca: () => {
+        ca ??= existsSync(join(caDir, 'intermediate.crt'))
+          ? WorkloadCa.load(caDir, new SecretBox(keys.dataKey))
+          : Promise.resolve(undefined);
+        return ca;
+      },
+    });
     return {
       loaded,
       log,
@@ -268,6 +288,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       identity,
       clients,
       federation,
+      devices,
       checkpointer,
       checkpointSigner,
       alerts,
@@ -619,6 +640,7 @@ async function buildGateway(
       identity: core.identity,
       clients: core.clients,
       federation: core.federation,
+      devices: core.devices,
       risk,
       spiffe: config.gateway.tls?.clientCaFile
         ? new SpiffePeerAuthenticator(

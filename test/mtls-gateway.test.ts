@@ -8,25 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SecretBox } from '../src/identity/index.js';
 import { initCa, WorkloadCa } from '../src/workload/index.js';
 import { type Stack, startStack, tempDir } from './helpers.js';
+import { svidFor } from './pki.js';
 
 x509.cryptoProvider.set(webcrypto as never);
 const subtle = webcrypto.subtle;
 const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-
-async function svidFor(ca: WorkloadCa, id: string): Promise<{ cert: string; key: string }> {
-  const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: 'CN=w',
-    keys,
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-  });
-  const der = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
-  const { chain } = await ca.issue(csr.toString('pem'), id, 3_600_000);
-  return {
-    cert: chain,
-    key: `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`,
-  };
-}
 
 /** Service → gateway over mTLS: the caller is its SPIFFE ID, and microsegmentation rules decide. */
 describe('workloads authenticate to the gateway with their X.509-SVID (real TLS)', () => {

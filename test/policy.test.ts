@@ -345,6 +345,33 @@ describe('policy semantics', () => {
     expect(p.decide(req(user('u', []), 'GET', {}, ctx(monday10, 10, ['pwd']))).outcome).toBe('deny');
   });
 
+  it('gives conditions the device: present, trusted, compliant, posture; no device reads as absent, not an error', () => {
+    const p = compile({
+      rules: [
+        { id: 'managed', roles: ['viewer'], when: 'device.trusted && device.compliant' },
+        {
+          id: 'no-old-macs',
+          effect: 'deny',
+          when: 'device.present && device.posture.os.name == "macos" && device.posture.os.version < "14"',
+        },
+      ],
+    });
+    const dev = (trusted: boolean, compliant: boolean, version = '14.5') => ({
+      id: 'd1',
+      trusted,
+      compliant,
+      via: 'dpop',
+      posture: { os: { name: 'macos', version }, diskEncrypted: true },
+    });
+    const ask = (device?: PolicyInput['device']) =>
+      p.decide({ ...req(user('u', ['viewer']), 'GET'), ...(device ? { device } : {}) });
+    expect(ask(dev(true, true))).toMatchObject({ outcome: 'allow', ruleIds: ['managed'] });
+    expect(ask(dev(true, false)).outcome).toBe('deny');
+    expect(ask(dev(false, true)).outcome).toBe('deny');
+    expect(ask()).toMatchObject({ outcome: 'deny', ruleIds: [] });
+    expect(ask(dev(true, true, '13.6'))).toMatchObject({ outcome: 'deny', ruleIds: ['no-old-macs'] });
+  });
+
   it('explains a decision: every rule considered, and each part of each condition with its value', () => {
     const p = compile({
       schema: { principal: { clearance: 'int' }, resource: { level: 'int' } },

@@ -72,6 +72,10 @@ const SETTINGS: RiskSettings = {
     failureVelocity: 25,
     staleAuthentication: 10,
     noRecentMfa: 5,
+    newDevice: 15,
+    unmanagedDevice: 0,
+    untrustedDevice: 10,
+    noncompliantDevice: 20,
   },
   travel: { maxSpeedKmh: 1000, toleranceKm: 100 },
   unusualTime: { minObservations: 50, rareBelow: 0.01 },
@@ -279,6 +283,40 @@ describe('risk signals (manual clock, test geo database)', () => {
     } finally {
       c2();
     }
+  });
+
+  it('devices: a new device for this user, an untrusted one, a non-compliant one; no device scores only when weighted', () => {
+    const { e, clock } = engine();
+    const laptop = { id: 'laptop', trusted: true, compliant: true };
+    const devNames = (a: RiskAssessment) => names(a).filter((n) => n.endsWith('_device'));
+    // First request ever: no history, so nothing is "new" yet; the profile learns the laptop.
+    const first = e.assess(user, LONDON, laptop) as RiskAssessment;
+    expect(devNames(first)).toEqual([]);
+    e.observe(user, first, laptop.id);
+    clock.advance(60_000);
+    expect(devNames(e.assess(user, LONDON, laptop) as RiskAssessment)).toEqual([]);
+    const phone = { id: 'phone', trusted: false, compliant: false };
+    const a = e.assess(user, LONDON, phone) as RiskAssessment;
+    expect(a.signals.filter((s) => s.name.endsWith('_device'))).toEqual([
+      { name: 'new_device', weight: 15, evidence: { device: 'phone', known: 1 } },
+      { name: 'untrusted_device', weight: 10, evidence: { device: 'phone' } },
+      { name: 'noncompliant_device', weight: 20, evidence: { device: 'phone' } },
+    ]);
+    expect(a).toMatchObject({ score: 45, outcome: 'challenge' });
+    e.observe(user, a, phone.id);
+    // Known now; still untrusted and not compliant.
+    expect(devNames(e.assess(user, LONDON, phone) as RiskAssessment)).toEqual([
+      'untrusted_device',
+      'noncompliant_device',
+    ]);
+    // No device at all: silent by default (unmanagedDevice 0), a signal when weighted.
+    expect(devNames(e.assess(user, LONDON) as RiskAssessment)).toEqual([]);
+    const strict = engine(clock, { weights: { ...SETTINGS.weights, unmanagedDevice: 30 } }).e;
+    expect(devNames(strict.assess(user, LONDON) as RiskAssessment)).toEqual(['unmanaged_device']);
+    // Services are never judged by device.
+    expect(
+      devNames(strict.assess({ id: 'svc', kind: 'service', amr: [] }, LONDON) as RiskAssessment),
+    ).toEqual([]);
   });
 
   it('persists profiles: a restarted engine still knows the usual country', async () => {

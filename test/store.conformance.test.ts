@@ -67,6 +67,63 @@ describe.each(ADAPTERS)('store conformance: %s', (_name, open) => {
     expect((await store.users.list()).map((x) => x.username)).toEqual(['ann']);
   });
 
+  it('devices: create, one device per key, list per user newest first, update; posture only moves forward', async () => {
+    const ann = user('ann');
+    const bob = user('bob');
+    await store.users.create(ann);
+    await store.users.create(bob);
+    const device = (id: string, userId: UserId, jkt: string, createdAt: number) => ({
+      id,
+      userId,
+      name: id,
+      platform: null,
+      publicJwk: { kty: 'OKP', crv: 'Ed25519', x: jkt },
+      jkt,
+      certSerial: null,
+      certNotAfter: null,
+      status: 'pending' as const,
+      createdAt,
+      approvedAt: null,
+      revokedAt: null,
+      lastSeenAt: null,
+      posture: null,
+      postureAt: null,
+      compliant: false,
+      complianceFailures: [],
+    });
+    const d1 = device('d1', ann.id, 'k1', 1);
+    await store.devices.create(d1);
+    await store.devices.create(device('d2', ann.id, 'k2', 2));
+    await store.devices.create(device('d3', bob.id, 'k3', 3));
+    await expect(store.devices.create(device('d4', bob.id, 'k1', 4))).rejects.toMatchObject({
+      code: 'conflict',
+    });
+    expect(await store.devices.get('d1')).toEqual(d1);
+    expect((await store.devices.findByJkt('k3'))?.id).toBe('d3');
+    expect(await store.devices.findByJkt('nope')).toBeUndefined();
+    expect((await store.devices.list(ann.id)).map((d) => d.id)).toEqual(['d2', 'd1']);
+    expect((await store.devices.list()).map((d) => d.id)).toEqual(['d3', 'd2', 'd1']);
+    await store.devices.update('d1', { status: 'active', approvedAt: 5, lastSeenAt: 6 });
+    expect(await store.devices.get('d1')).toMatchObject({ status: 'active', approvedAt: 5, lastSeenAt: 6 });
+    const report = (at: number, compliant: boolean) => ({
+      posture: { os: { name: 'linux', version: '6.1' } },
+      postureAt: at,
+      compliant,
+      failures: compliant ? [] : ['screenLock: no screen lock'],
+    });
+    expect(await store.devices.putPosture('d1', report(100, false))).toBe(true);
+    expect(await store.devices.putPosture('d1', report(100, true))).toBe(false);
+    expect(await store.devices.putPosture('d1', report(90, true))).toBe(false);
+    expect(await store.devices.get('d1')).toMatchObject({
+      postureAt: 100,
+      compliant: false,
+      complianceFailures: ['screenLock: no screen lock'],
+      posture: { os: { name: 'linux', version: '6.1' } },
+    });
+    expect(await store.devices.putPosture('d1', report(101, true))).toBe(true);
+    expect(await store.devices.get('d1')).toMatchObject({ compliant: true, complianceFailures: [] });
+  });
+
   it('sessions: rotate, detect reuse (revoking the family), refuse inactive and unknown', async () => {
     const u = user('ann');
     await store.users.create(u);

@@ -7,25 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SecretBox } from '../src/identity/index.js';
 import { createJoinToken, initCa, parseCertificates, verifySvid, WorkloadCa } from '../src/workload/index.js';
 import { type Stack, startStack, tempDir } from './helpers.js';
+import { keyAndCsr } from './pki.js';
 
 x509.cryptoProvider.set(webcrypto as never);
-const subtle = webcrypto.subtle;
-const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-
-/** A fresh key and its CSR (PEM), and the key as PKCS#8 PEM for TLS. */
-async function keyAndCsr(): Promise<{ csr: string; keyPem: string }> {
-  const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: 'CN=w',
-    keys,
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-  });
-  const der = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
-  return {
-    csr: csr.toString('pem'),
-    keyPem: `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`,
-  };
-}
+const _subtle = webcrypto.subtle;
+const _EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 
 /** The workload API over real TLS: join-token issuance, renewal with the current SVID as client certificate. */
 describe('workload API (TLS on loopback)', () => {

@@ -1,5 +1,6 @@
 import { ConfigError } from '../config/index.js';
 import { audit } from './commands/audit.js';
+import { device } from './commands/device.js';
 import { init } from './commands/init.js';
 import { jwt } from './commands/jwt.js';
 import { keys } from './commands/keys.js';
@@ -15,6 +16,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   init,
   user,
   'service-account': serviceAccount,
+  device,
   keys,
   ca,
   svid,
@@ -32,6 +34,7 @@ commands:
   init          write a starter portcullis.yaml and generate signing keys
   user          add | list | show | suspend | unlock | reset-mfa | sessions | revoke
   service-account  add | list | rotate-key (client credentials)
+  device        list | show | approve | revoke enrolled devices
   audit         verify the hash-chained audit log
   jwt           verify a token against a JWKS
   keys          list | rotate the access-token signing keys

@@ -516,6 +516,54 @@ export const configSchema = z
           .refine((ms) => ms <= 7 * 86_400_000, 'joinTokenTtl must be at most 7d'),
       })
       .prefault({}),
+    /**
+     * Devices: enrolled by their user, proven on every request by mTLS with a device certificate from the
+     * internal CA (`spiffe://<trust-domain>/device/<id>`) or by a DPoP proof (RFC 9449) signed with the
+     * device's key; signed posture reports judged by compliance rules.
+     */
+    devices: z
+      .strictObject({
+        /** `admin`: a new device is untrusted until an admin approves it; `auto`: trusted at enrolment. */
+        approval: z.enum(['admin', 'auto']).default('admin'),
+        /** The CA that issues device certificates (default `<dataDir>/ca`, made by `portcullis ca init`). */
+        caDir: z.string().min(1).optional(),
+        certTtl: duration
+          .default(30 * 86_400_000)
+          .refine((ms) => ms <= 397 * 86_400_000, 'certTtl must be at most 397d'),
+        /** A user may hold this many devices that are not revoked. */
+        maxPerUser: z.number().int().min(1).max(1000).default(20),
+        dpop: z
+          .strictObject({
+            /** A proof older than this (by its `iat`) is refused; its `jti` is remembered this long. */
+            maxAge: duration.default(60_000).refine((ms) => ms <= 600_000, 'dpop.maxAge must be at most 10m'),
+          })
+          .prefault({}),
+        posture: z
+          .strictObject({
+            /** A report counts for this long after it was signed; then the device is not compliant. */
+            maxAge: duration.default(86_400_000),
+            /** Compliance rules; every one set must hold. */
+            rules: z
+              .strictObject({
+                diskEncryption: z.boolean().default(true),
+                screenLock: z.boolean().default(true),
+                firewall: z.boolean().default(false),
+                /** Minimum OS version per OS name (`macos: "14.4"`); an OS not listed has no minimum. */
+                minOsVersion: z.record(z.string().min(1), z.string().regex(/^\d+(\.\d+)*$/)).default({}),
+                minAgentVersion: z
+                  .string()
+                  .regex(/^\d+(\.\d+)*$/)
+                  .optional(),
+                /** The last patch must be more recent than this. */
+                maxPatchAge: duration.optional(),
+                /** OS names allowed (default: any). */
+                allowedOs: z.array(z.string().min(1)).optional(),
+              })
+              .prefault({}),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
     /** Continuous verification: the risk score computed on every authenticated request. */
     risk: z
       .strictObject({
@@ -540,6 +588,12 @@ export const configSchema = z
             failureVelocity: z.number().int().min(0).max(100).default(25),
             staleAuthentication: z.number().int().min(0).max(100).default(10),
             noRecentMfa: z.number().int().min(0).max(100).default(5),
+            /** A device proof from a device this principal has not used before. */
+            newDevice: z.number().int().min(0).max(100).default(15),
+            /** No device proof, an untrusted (unapproved) device, or one whose posture is not compliant. */
+            unmanagedDevice: z.number().int().min(0).max(100).default(0),
+            untrustedDevice: z.number().int().min(0).max(100).default(10),
+            noncompliantDevice: z.number().int().min(0).max(100).default(20),
           })
           .prefault({}),
         travel: z

@@ -23,6 +23,11 @@ export interface Principal {
   readonly attributes?: Readonly<Record<string, unknown>>;
   /** A service's workload identity (`spiffe://…`), for microsegmentation rules. */
   readonly spiffeId?: string;
+  /**
+   * The key the token is bound to (RFC 9449 `cnf.jkt`): every request must carry a DPoP proof signed
+   * by it.
+   */
+  readonly confirmationJkt?: string;
 }
 
 /**

@@ -10,6 +10,7 @@ import { bearerToken } from './steps/authenticate.js';
 export const ADMIN_PREFIX = '/_portcullis/admin/';
 const USER_PATH =
   /^\/_portcullis\/admin\/users(?:\/([A-Za-z0-9-]{1,64})(?:\/(suspend|activate|unlock|reset-mfa|sessions|sessions\/revoke))?)?$/;
+const DEVICE_PATH = /^\/_portcullis\/admin\/devices(?:\/([0-9a-f-]{36})(?:\/(approve|revoke))?)?$/;
 const revokeBody = z.union([
   z.strictObject({ session_id: z.string().min(1).max(64) }),
   z.strictObject({ all: z.literal(true) }),
@@ -90,6 +91,38 @@ export async function serveAdminApi(gw: Gateway, ctx: RequestContext, path: stri
       spiffeId: a.spiffeId,
     }));
     sendJson(ctx, 200, JSON.stringify({ serviceAccounts: list }));
+    return true;
+  }
+  const dm = DEVICE_PATH.exec(path);
+  if (dm && gw.devices) {
+    const devices = gw.devices;
+    const [, deviceId, deviceAction] = dm;
+    const want = deviceAction === undefined ? 'GET' : 'POST';
+    if (method !== want)
+      throw new PortcullisError('method_not_allowed', {
+        headers: { allow: want === 'GET' ? 'GET, HEAD' : 'POST' },
+      });
+    if (deviceId === undefined) {
+      const userParam = new URLSearchParams(ctx.target?.query ?? '').get('user');
+      const owner = userParam === null ? undefined : await gw.identity.findUser(userParam);
+      if (userParam !== null && !owner)
+        throw new PortcullisError('route_not_found', { message: 'No such user.' });
+      const list = (await devices.list(owner?.id)).map((d) => devices.view(d));
+      sendJson(ctx, 200, JSON.stringify({ devices: list }));
+      return true;
+    }
+    const device = await devices.get(deviceId);
+    if (!device) throw new PortcullisError('route_not_found', { message: 'No such device.' });
+    if (deviceAction === undefined) {
+      sendJson(ctx, 200, JSON.stringify(devices.view(device)));
+      return true;
+    }
+    const updated =
+      deviceAction === 'approve'
+        ? await devices.approve(deviceId, actor.id)
+        : await devices.revoke(deviceId, actor.id);
+    await audit(`device.${deviceAction}`, deviceId);
+    sendJson(ctx, 200, JSON.stringify(devices.view(updated)));
     return true;
   }
   const m = USER_PATH.exec(path);

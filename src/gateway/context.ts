@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditWriter } from '../audit/index.js';
 import type { Config } from '../config/index.js';
 import type { Clock, Logger, Metrics, Principal, RequestId } from '../core/index.js';
+import type { DeviceService, DeviceState } from '../devices/index.js';
 import type {
   BearerAuthenticator,
   ClientService,
@@ -29,6 +30,8 @@ export interface Gateway {
   readonly federation: FederationService;
   /** Workloads' X.509-SVIDs as TLS client certificates (`gateway.tls.clientCaFile`), or undefined. */
   readonly spiffe: SpiffePeerAuthenticator | undefined;
+  /** The device registry (DPoP proofs, device certificates, posture). */
+  readonly devices: DeviceService | undefined;
   /** The risk engine (`risk.enabled`), or undefined. */
   readonly risk: RiskEngine | undefined;
   readonly keys: KeyRing;
@@ -56,6 +59,9 @@ export interface RequestContext {
   forwardedFor: string;
   /** The method being authorized (the client's, or the original one in forward-auth). */
   method: string;
+  /** `https` or `http`, and the Host as sent (lower case): the URL a DPoP proof must name. */
+  scheme: string;
+  authority: string;
   host: string;
   target: CanonicalTarget | undefined;
   route: CompiledRoute<Upstream> | undefined;
@@ -64,6 +70,8 @@ export interface RequestContext {
   decision: Decision | undefined;
   /** The request's risk assessment (after authentication). */
   risk: RiskAssessment | undefined;
+  /** The device the request proved it comes from (after authentication), if any. */
+  device: DeviceState | undefined;
   /** Served by one of the gateway's own endpoints (which audit their own events). */
   internal: boolean;
   /** `RateLimit-Policy` / `RateLimit` values for the response, when the route is rate-limited. */

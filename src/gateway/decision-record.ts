@@ -26,6 +26,7 @@ export function decisionRecord(
     path: ctx.target ? ctx.target.path : (ctx.req.url ?? '').slice(0, MAX_RAW_TARGET),
     sub: ctx.principal?.id ?? null,
     sid: ctx.principal?.sessionId ?? null,
+    device: ctx.device?.id ?? null,
     ip: ctx.ip,
     // The score and the signals that made it, when there were any.
     ...(ctx.risk && ctx.risk.score > 0 ? { risk: { score: ctx.risk.score, signals: ctx.risk.signals } } : {}),

@@ -6,8 +6,10 @@ import { authorizeBodySchema, type Decision, type PolicyInput } from '../policy/
 import { serveAdminApi, sessionView } from './admin-api.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
+import { serveDeviceEndpoints } from './device-endpoints.js';
 import { withSecurityHeaders } from './headers.js';
 import { OAUTH_ENDPOINTS } from './oauth-endpoints.js';
+import { NO_STORE, ownSession, requireRecentSignIn } from './own-session.js';
 import { sendJson } from './respond.js';
 import { bearerToken } from './steps/authenticate.js';
 
@@ -109,32 +111,6 @@ const revokeBody = z.union([
   z.strictObject({ session_id: z.string().min(1).max(64) }),
   z.strictObject({ all: z.literal(true) }),
 ]);
-
-const ENROL_MAX_AGE_MS = 15 * 60_000;
-
-/**
- * Enrolling a second factor needs a sign-in from the last 15 minutes: a stolen access token alone must
- * not be enough to put the thief's authenticator on the account.
- */
-function requireRecentSignIn(gw: Gateway, p: { authTime?: number }): void {
-  if (p.authTime === undefined || gw.clock.now() - p.authTime > ENROL_MAX_AGE_MS)
-    throw new PortcullisError('step_up_required', {
-      detail: 'MFA enrolment needs a recent sign-in',
-      headers: { 'www-authenticate': 'Bearer error="insufficient_user_authentication", max_age=900' },
-    });
-}
-
-/** The caller's own session (our tokens only), checked like at the gateway. */
-async function ownSession(gw: Gateway, ctx: RequestContext) {
-  const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
-  // A person's session only: a service account has no sessions or MFA to manage.
-  if (principal.kind !== 'user')
-    throw new PortcullisError('forbidden', { detail: 'a user token is required' });
-  await gw.identity.checkSession(principal);
-  return principal;
-}
-
-const NO_STORE = { pragma: 'no-cache' } as const;
 
 /**
  * The gateway's own endpoints (identity and key discovery), served before the route table. They share
@@ -410,6 +386,7 @@ async function federatedCallback(gw: Gateway, ctx: RequestContext, id: string): 
 /** Serves an internal endpoint if the path is one; returns whether it did. */
 export async function serveInternal(gw: Gateway, ctx: RequestContext, path: string): Promise<boolean> {
   if (await serveAdminApi(gw, ctx, path)) return true;
+  if (await serveDeviceEndpoints(gw, ctx, path)) return true;
   const fed = FEDERATED.exec(path);
   if (fed && gw.federation.has(fed[1] as string)) {
     ctx.internal = true;

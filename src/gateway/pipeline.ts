@@ -7,6 +7,7 @@ import { asPortcullisError, sendError } from './respond.js';
 import { authenticate } from './steps/authenticate.js';
 import { authorize } from './steps/authorize.js';
 import { canonicalize } from './steps/canonicalize.js';
+import { identifyDevice } from './steps/device.js';
 import { forward } from './steps/forward.js';
 import { answerForwardAuth, forwardedRequest } from './steps/forward-auth.js';
 import { limit } from './steps/limit.js';
@@ -21,6 +22,8 @@ import { route } from './steps/route.js';
  *   2. internal       the gateway's own endpoints (/auth/*, JWKS)
  *   3. route          compiled route table → route, params (404 / 405)
  *   4. authenticate   bearer JWT verified + session still active → principal (401)
+ *      device         the user's device, proven by a DPoP proof or a device certificate (401/403)
+ *      risk           signals → score → allow / step-up (401) / deny (403, session ended)
  *   5. authorize      policy decision, deny by default (403)
  *   6. limit          per-principal, per-route quota (GCRA) → 429 with Retry-After
  *   7. audit          the allow decision is appended to the audit log (refusals are audited on answer)
@@ -33,6 +36,7 @@ const STEPS: readonly Step[] = [
   (gw, ctx) => serveInternal(gw, ctx, ctx.target?.path ?? ''),
   route,
   authenticate,
+  identifyDevice,
   assessRisk,
   authorize,
   limit,
@@ -49,6 +53,7 @@ const FORWARD_AUTH_STEPS: readonly Step[] = [
   forwardedRequest,
   route,
   authenticate,
+  identifyDevice,
   assessRisk,
   authorize,
   limit,
@@ -110,6 +115,8 @@ export function createHandler(current: () => Gateway): (req: IncomingMessage, re
       ip: req.socket.remoteAddress ?? '',
       forwardedFor: req.socket.remoteAddress ?? '',
       method: req.method ?? 'GET',
+      scheme: (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
+      authority: (req.headers.host ?? '').toLowerCase(),
       host: '',
       target: undefined,
       route: undefined,
@@ -117,6 +124,7 @@ export function createHandler(current: () => Gateway): (req: IncomingMessage, re
       principal: undefined,
       decision: undefined,
       risk: undefined,
+      device: undefined,
       internal: false,
       rateLimitHeaders: undefined,
     };

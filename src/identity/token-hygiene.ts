@@ -13,6 +13,8 @@ export interface HygieneOptions {
   maxLifetimeSec: number;
   clockToleranceSec: number;
   nowSec: number;
+  /** Header members accepted (default `alg`, `typ`, `kid`); a DPoP proof adds `jwk`. */
+  headerMembers?: ReadonlySet<string>;
 }
 
 const malformed = (reason: string) => new TokenVerificationError('malformed', reason);
@@ -36,8 +38,9 @@ export function checkTokenHygiene(token: string, o: HygieneOptions): void {
     }
   }
   const header = jsonObject(parts[0] as string, 'header');
+  const accepted = o.headerMembers ?? HEADER_MEMBERS;
   for (const name of Object.keys(header)) {
-    if (!HEADER_MEMBERS.has(name)) throw malformed(`header member "${name}" is not accepted`);
+    if (!accepted.has(name)) throw malformed(`header member "${name}" is not accepted`);
   }
   for (const name of ['alg', 'typ', 'kid']) {
     if (header[name] !== undefined && typeof header[name] !== 'string')

@@ -39,6 +39,8 @@ export interface AccessTokenSubject {
   groups?: readonly string[];
   /** The user's attributes, for policy (`principal.department`). */
   attributes?: Readonly<Record<string, unknown>>;
+  /** Bind the token to this key (RFC 9449 `cnf.jkt`): it is then usable only with DPoP proofs by that key. */
+  confirmationJkt?: string | undefined;
 }
 
 export interface ServiceTokenSubject {
@@ -125,6 +127,7 @@ export class TokenService {
       acr: subject.acr,
       ...(subject.groups?.length ? { groups: [...subject.groups] } : {}),
       ...(subject.attributes && Object.keys(subject.attributes).length ? { attrs: subject.attributes } : {}),
+      ...(subject.confirmationJkt ? { cnf: { jkt: subject.confirmationJkt } } : {}),
     })
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
       .setIssuer(this.#opts.issuer)
@@ -164,8 +167,14 @@ export class TokenService {
         headers: INVALID_TOKEN_CHALLENGE,
       });
     }
-    const { sub, sid, roles, amr, jti, exp, nbf, auth_time, acr, groups, attrs, client_id, spiffe_id } =
+    const { sub, sid, roles, amr, jti, exp, nbf, auth_time, acr, groups, attrs, client_id, spiffe_id, cnf } =
       claims;
+    const jkt = (cnf as { jkt?: unknown } | undefined)?.jkt;
+    if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || typeof jkt !== 'string'))
+      throw new PortcullisError('invalid_token', {
+        detail: 'cnf must be an object with a jkt',
+        headers: INVALID_TOKEN_CHALLENGE,
+      });
     if (client_id !== undefined) {
       // A service account's token: no session; its account is checked on every request instead.
       if (
@@ -220,6 +229,7 @@ export class TokenService {
         ...(typeof acr === 'string' ? { acr } : {}),
         ...(groups !== undefined ? { groups } : {}),
         ...(attrs !== undefined ? { attributes: attrs as Record<string, unknown> } : {}),
+        ...(typeof jkt === 'string' ? { confirmationJkt: jkt } : {}),
       },
       expiresAt: exp ?? 0,
       notBefore: nbf ?? 0,

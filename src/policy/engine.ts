@@ -338,6 +338,16 @@ const RESOURCE_FIELDS = builtins([
   ['path', 'string', (i) => i.resource.path],
   ['params', 'map<string, string>', (i) => i.resource.params ?? {}],
 ]);
+/** The device the request proved it comes from (`device.present` false when none). */
+const DEVICE_FIELDS = builtins([
+  ['present', 'bool', (i) => i.device !== undefined],
+  ['id', 'string', (i) => i.device?.id ?? ''],
+  ['trusted', 'bool', (i) => i.device?.trusted === true],
+  ['compliant', 'bool', (i) => i.device?.compliant === true],
+  ['platform', 'string', (i) => i.device?.platform ?? ''],
+  ['via', 'string', (i) => i.device?.via ?? ''],
+  ['posture', 'map<string, dyn>', (i) => i.device?.posture ?? {}],
+]);
 const REQUEST_FIELDS = builtins([
   ['method', 'string', (i) => i.request?.method],
   ['path', 'string', (i) => i.request?.path],
@@ -414,6 +424,7 @@ function scopeFor(rule: PolicyRuleConfig, spec: PolicySpec, problems: string[]):
         objectSpec(RESOURCE_FIELDS, resourceDecl, (i) => i.resource.attributes, 'resource', problems),
       ],
       ['request', { fields: REQUEST_FIELDS }],
+      ['device', { fields: DEVICE_FIELDS }],
       ['context', objectSpec(CONTEXT_FIELDS, s.context, (i) => i.context?.attributes, 'context', problems)],
     ]),
     scalars: new Map([['action', { type: 'string', read: ((i: PolicyInput) => i.action) as never }]]),

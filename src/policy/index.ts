@@ -32,6 +32,7 @@ export type {
   Outcome,
   PolicyAuthentication,
   PolicyContext,
+  PolicyDevice,
   PolicyEngine,
   PolicyInput,
   PolicyPrincipal,

@@ -46,6 +46,15 @@ const context = z.strictObject({
   attributes: attributes.optional(),
 });
 
+const device = z.strictObject({
+  id: name,
+  trusted: z.boolean(),
+  compliant: z.boolean(),
+  platform: z.string().max(64).optional(),
+  via: z.enum(['mtls', 'dpop']).optional(),
+  posture: attributes.optional(),
+});
+
 /**
  * A policy question as JSON (for `policy explain`, policy test files and `POST /v1/authorize`):
  * the {@link PolicyInput} shape, with times as ms or RFC 3339 strings.
@@ -62,6 +71,7 @@ export const policyInputSchema = z.strictObject({
     })
     .optional(),
   context: context.optional(),
+  device: device.optional(),
 });
 
 /** What a caller of `POST /v1/authorize` may say: the principal is the caller's token, never the body. */

@@ -45,6 +45,19 @@ export interface PolicyContext {
   readonly attributes?: Readonly<Record<string, unknown>>;
 }
 
+/** The device a request proved it comes from (device certificate or DPoP key), read as `device.*`. */
+export interface PolicyDevice {
+  readonly id: string;
+  /** Enrolled and approved, not revoked. */
+  readonly trusted: boolean;
+  /** Its last signed posture report passed the compliance rules and has not expired. */
+  readonly compliant: boolean;
+  readonly platform?: string;
+  readonly via?: string;
+  /** The posture report's claims: `os.name`, `os.version`, `diskEncrypted`, `screenLock`, … */
+  readonly posture?: Readonly<Record<string, unknown>>;
+}
+
 /** What is being decided: who does what on which resource, in which circumstances. */
 export interface PolicyInput {
   readonly principal: PolicyPrincipal;
@@ -54,6 +67,7 @@ export interface PolicyInput {
   /** The HTTP request, when there is one (the gateway); `method` is matched by rules' `methods`. */
   readonly request?: { readonly method: string; readonly path: string; readonly host?: string };
   readonly context?: PolicyContext;
+  readonly device?: PolicyDevice;
 }
 
 export type Outcome = 'allow' | 'deny' | 'challenge';

@@ -33,6 +33,10 @@ export interface RiskSettings {
     failureVelocity: number;
     staleAuthentication: number;
     noRecentMfa: number;
+    newDevice: number;
+    unmanagedDevice: number;
+    untrustedDevice: number;
+    noncompliantDevice: number;
   };
   travel: { maxSpeedKmh: number; toleranceKm: number };
   unusualTime: { minObservations: number; rareBelow: number };
@@ -52,6 +56,8 @@ export interface RiskProfile {
   country?: string;
   countries: string[];
   asns: number[];
+  /** Devices this principal has used (ids, most recent last). */
+  devices?: string[];
   /** Requests per hour of the week (UTC), learned from the principal's own history. */
   hours: number[];
   seen: number;
@@ -69,6 +75,13 @@ export interface RiskSubject {
   readonly kind: 'user' | 'service';
   readonly amr: readonly string[];
   readonly authTime?: number;
+}
+
+/** The device a request proved it comes from, as far as the score is concerned. */
+export interface RiskDevice {
+  readonly id: string;
+  readonly trusted: boolean;
+  readonly compliant: boolean;
 }
 
 const MFA = new Set(['mfa', 'otp', 'hwk', 'swk', 'sc', 'pop', 'sms', 'tel', 'recovery']);
@@ -118,14 +131,18 @@ export class RiskEngine {
   }
 
   /** Scores one request (sync when the principal's profile is in memory). */
-  assess(subject: RiskSubject, ip: string): RiskAssessment | Promise<RiskAssessment> {
+  assess(
+    subject: RiskSubject,
+    ip: string,
+    device?: RiskDevice | undefined,
+  ): RiskAssessment | Promise<RiskAssessment> {
     const profile = this.#profiles.get(subject.id);
-    if (profile !== undefined || this.#store === undefined) return this.#assess(subject, ip, profile);
-    return this.#load(subject.id).then((p) => this.#assess(subject, ip, p));
+    if (profile !== undefined || this.#store === undefined) return this.#assess(subject, ip, profile, device);
+    return this.#load(subject.id).then((p) => this.#assess(subject, ip, p, device));
   }
 
   /** Learns from a request that went through: location, country, ASN, hour of the week. */
-  observe(subject: RiskSubject, a: RiskAssessment): void {
+  observe(subject: RiskSubject, a: RiskAssessment, deviceId?: string | undefined): void {
     const now = this.#clock.now();
     let p = this.#profiles.get(subject.id);
     if (!p) {
@@ -145,6 +162,10 @@ export class RiskEngine {
       addBounded(p.countries, g.country);
     }
     if (g.asn !== undefined) addBounded(p.asns, g.asn);
+    if (deviceId !== undefined) {
+      p.devices ??= [];
+      addBounded(p.devices, deviceId);
+    }
     const h = hourOfWeek(now);
     p.hours[h] = (p.hours[h] ?? 0) + 1;
     p.seen++;
@@ -217,7 +238,12 @@ export class RiskEngine {
     this.#profiles.set(id, p);
   }
 
-  #assess(subject: RiskSubject, ip: string, p: RiskProfile | undefined): RiskAssessment {
+  #assess(
+    subject: RiskSubject,
+    ip: string,
+    p: RiskProfile | undefined,
+    device: RiskDevice | undefined,
+  ): RiskAssessment {
     const s = this.#s;
     const w = s.weights;
     const now = this.#clock.now();
@@ -312,6 +338,30 @@ export class RiskEngine {
         });
       if (!subject.amr.some((m) => MFA.has(m)) && w.noRecentMfa > 0)
         signals.push({ name: 'no_mfa', weight: w.noRecentMfa, evidence: { amr: subject.amr } });
+      if (device === undefined) {
+        if (w.unmanagedDevice > 0)
+          signals.push({ name: 'unmanaged_device', weight: w.unmanagedDevice, evidence: {} });
+      } else {
+        const known = p?.devices ?? [];
+        if (p !== undefined && p.seen > 0 && !known.includes(device.id) && w.newDevice > 0)
+          signals.push({
+            name: 'new_device',
+            weight: w.newDevice,
+            evidence: { device: device.id, known: known.length },
+          });
+        if (!device.trusted && w.untrustedDevice > 0)
+          signals.push({
+            name: 'untrusted_device',
+            weight: w.untrustedDevice,
+            evidence: { device: device.id },
+          });
+        if (!device.compliant && w.noncompliantDevice > 0)
+          signals.push({
+            name: 'noncompliant_device',
+            weight: w.noncompliantDevice,
+            evidence: { device: device.id },
+          });
+      }
     }
 
     let score = 0;

@@ -1,6 +1,7 @@
 export {
   hourOfWeek,
   type RiskAssessment,
+  type RiskDevice,
   RiskEngine,
   type RiskOutcome,
   type RiskProfile,

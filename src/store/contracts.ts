@@ -240,11 +240,72 @@ export interface AuditStore {
   checkpoints(): Promise<StoredCheckpoint[]>;
 }
 
+/** A device enrolled by a user (its key never leaves it; we keep the public key and its thumbprint). */
+export interface DeviceRecord {
+  readonly id: string;
+  readonly userId: UserId;
+  readonly name: string;
+  readonly platform: string | null;
+  /** The device's public key (JWK: EC P-256 or Ed25519) and its RFC 7638 thumbprint (DPoP `jkt`). */
+  readonly publicJwk: Readonly<Record<string, unknown>>;
+  readonly jkt: string;
+  /** Its device certificate from the internal CA (enrolled with a CSR), or null (DPoP only). */
+  readonly certSerial: string | null;
+  readonly certNotAfter: number | null;
+  /** `pending` (awaits an admin), `active` (trusted), `revoked` (refused on its next request). */
+  readonly status: 'pending' | 'active' | 'revoked';
+  readonly createdAt: number;
+  readonly approvedAt: number | null;
+  readonly revokedAt: number | null;
+  readonly lastSeenAt: number | null;
+  /** The last accepted posture report (its claims), when it was signed, and the compliance verdict. */
+  readonly posture: Readonly<Record<string, unknown>> | null;
+  readonly postureAt: number | null;
+  readonly compliant: boolean;
+  /** Why the last report is not compliant (rule names with what was found). */
+  readonly complianceFailures: readonly string[];
+}
+
+export type DeviceUpdate = Partial<
+  Pick<
+    DeviceRecord,
+    | 'status'
+    | 'approvedAt'
+    | 'revokedAt'
+    | 'lastSeenAt'
+    | 'posture'
+    | 'postureAt'
+    | 'compliant'
+    | 'complianceFailures'
+    | 'certSerial'
+    | 'certNotAfter'
+  >
+>;
+
+export interface DeviceStore {
+  /** Fails with `{ code: 'conflict' }` when the key (thumbprint) is already enrolled. */
+  create(device: DeviceRecord): Promise<void>;
+  get(id: string): Promise<DeviceRecord | undefined>;
+  findByJkt(jkt: string): Promise<DeviceRecord | undefined>;
+  /** All devices, or one user's; newest first. */
+  list(userId?: UserId): Promise<DeviceRecord[]>;
+  update(id: string, patch: DeviceUpdate): Promise<void>;
+  /**
+   * Records a posture report unless a later one is already stored (atomic compare on `postureAt`);
+   * false when the report is not newer.
+   */
+  putPosture(
+    id: string,
+    report: { posture: Record<string, unknown>; postureAt: number; compliant: boolean; failures: string[] },
+  ): Promise<boolean>;
+}
+
 export interface Store {
   readonly users: UserStore;
   readonly sessions: SessionStore;
   readonly mfaChallenges: MfaChallengeStore;
   readonly serviceAccounts: ServiceAccountStore;
+  readonly devices: DeviceStore;
   /** One-time tokens that authorise a workload's first X.509-SVID, each bound to one SPIFFE ID. */
   readonly joinTokens: {
     create(hash: string, spiffeId: string, expiresAt: number, at: number): Promise<void>;

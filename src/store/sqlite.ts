@@ -6,6 +6,8 @@ import {
   type AuditDraft,
   type AuditRecord,
   type ChainHasher,
+  type DeviceRecord,
+  type DeviceUpdate,
   type MfaChallengeRecord,
   type RefreshActivity,
   type RefreshRotation,
@@ -129,6 +131,26 @@ const MIGRATIONS: readonly string[] = [
      expires_at INTEGER NOT NULL,
      used_at INTEGER
    ) STRICT;`,
+  `CREATE TABLE devices (
+     id TEXT PRIMARY KEY,
+     user_id TEXT NOT NULL REFERENCES users(id),
+     name TEXT NOT NULL,
+     platform TEXT,
+     public_jwk TEXT NOT NULL,
+     jkt TEXT NOT NULL UNIQUE,
+     cert_serial TEXT,
+     cert_not_after INTEGER,
+     status TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     approved_at INTEGER,
+     revoked_at INTEGER,
+     last_seen_at INTEGER,
+     posture TEXT,
+     posture_at INTEGER,
+     compliant INTEGER NOT NULL DEFAULT 0,
+     compliance_failures TEXT NOT NULL DEFAULT '[]'
+   ) STRICT;
+   CREATE INDEX devices_user ON devices(user_id, created_at);`,
 ];
 
 interface UserRow {
@@ -192,6 +214,57 @@ const SA_COLUMNS: Record<keyof ServiceAccountUpdate, [string, (v: never) => unkn
   audiences: ['audiences', (v: string[]) => JSON.stringify(v)],
   status: ['status', (v: string) => v],
   spiffeId: ['spiffe_id', (v: string | null) => v],
+};
+
+interface DeviceRow {
+  id: string;
+  user_id: string;
+  name: string;
+  platform: string | null;
+  public_jwk: string;
+  jkt: string;
+  cert_serial: string | null;
+  cert_not_after: number | null;
+  status: string;
+  created_at: number;
+  approved_at: number | null;
+  revoked_at: number | null;
+  last_seen_at: number | null;
+  posture: string | null;
+  posture_at: number | null;
+  compliant: number;
+  compliance_failures: string;
+}
+const toDevice = (r: DeviceRow): DeviceRecord => ({
+  id: r.id,
+  userId: r.user_id as UserId,
+  name: r.name,
+  platform: r.platform,
+  publicJwk: JSON.parse(r.public_jwk) as Record<string, unknown>,
+  jkt: r.jkt,
+  certSerial: r.cert_serial,
+  certNotAfter: r.cert_not_after,
+  status: r.status === 'active' || r.status === 'pending' ? r.status : 'revoked',
+  createdAt: r.created_at,
+  approvedAt: r.approved_at,
+  revokedAt: r.revoked_at,
+  lastSeenAt: r.last_seen_at,
+  posture: r.posture === null ? null : (JSON.parse(r.posture) as Record<string, unknown>),
+  postureAt: r.posture_at,
+  compliant: r.compliant === 1,
+  complianceFailures: JSON.parse(r.compliance_failures) as string[],
+});
+const DEVICE_COLUMNS: Record<keyof DeviceUpdate, [string, (v: never) => unknown]> = {
+  status: ['status', (v: string) => v],
+  approvedAt: ['approved_at', (v: number | null) => v],
+  revokedAt: ['revoked_at', (v: number | null) => v],
+  lastSeenAt: ['last_seen_at', (v: number | null) => v],
+  posture: ['posture', (v: unknown) => (v === null ? null : JSON.stringify(v))],
+  postureAt: ['posture_at', (v: number | null) => v],
+  compliant: ['compliant', (v: boolean) => (v ? 1 : 0)],
+  complianceFailures: ['compliance_failures', (v: string[]) => JSON.stringify(v)],
+  certSerial: ['cert_serial', (v: string | null) => v],
+  certNotAfter: ['cert_not_after', (v: number | null) => v],
 };
 
 interface ChallengeRow {
@@ -324,6 +397,12 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     saByName: db.prepare<[string], ServiceAccountRow>('SELECT * FROM service_accounts WHERE name = ?'),
     saList: db.prepare<[], ServiceAccountRow>('SELECT * FROM service_accounts ORDER BY name'),
     riskById: db.prepare<[string], { data: string }>('SELECT data FROM risk_profiles WHERE id = ?'),
+    deviceById: db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE id = ?'),
+    deviceByJkt: db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE jkt = ?'),
+    deviceList: db.prepare<[], DeviceRow>('SELECT * FROM devices ORDER BY created_at DESC, id'),
+    devicesByUser: db.prepare<[string], DeviceRow>(
+      'SELECT * FROM devices WHERE user_id = ? ORDER BY created_at DESC, id',
+    ),
     userList: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY created_at, username'),
     userCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM users'),
     sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
@@ -383,6 +462,15 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
         ),
         joinConsume: db.prepare<[number, string, number], { spiffe_id: string }>(
           'UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ? RETURNING spiffe_id',
+        ),
+        deviceInsert: db.prepare(
+          `INSERT INTO devices (id, user_id, name, platform, public_jwk, jkt, cert_serial, cert_not_after, status,
+             created_at, approved_at, revoked_at, last_seen_at, posture, posture_at, compliant, compliance_failures)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ),
+        devicePosture: db.prepare(
+          `UPDATE devices SET posture = ?, posture_at = ?, compliant = ?, compliance_failures = ?
+           WHERE id = ? AND (posture_at IS NULL OR posture_at < ?)`,
         ),
         riskUpsert: db.prepare(
           'INSERT INTO risk_profiles (id, data, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at',
@@ -488,7 +576,7 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
 
   /** `UPDATE <table> SET …` for the fields a patch sets, each through its column's encoder. */
   const updateRow = <K extends string>(
-    table: 'users' | 'service_accounts',
+    table: 'users' | 'service_accounts' | 'devices',
     columns: Record<K, [string, (v: never) => unknown]>,
     id: string,
     patch: Partial<Record<K, unknown>>,
@@ -635,6 +723,55 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           writable().joinInsert.run(hash, spiffeId, at, expiresAt);
         }),
       consume: (hash, at) => guard(() => writable().joinConsume.get(at, hash, at)?.spiffe_id),
+    },
+    devices: {
+      create: (d) =>
+        guard(() => {
+          writable().deviceInsert.run(
+            d.id,
+            d.userId,
+            d.name,
+            d.platform,
+            JSON.stringify(d.publicJwk),
+            d.jkt,
+            d.certSerial,
+            d.certNotAfter,
+            d.status,
+            d.createdAt,
+            d.approvedAt,
+            d.revokedAt,
+            d.lastSeenAt,
+            d.posture === null ? null : JSON.stringify(d.posture),
+            d.postureAt,
+            d.compliant ? 1 : 0,
+            JSON.stringify(d.complianceFailures),
+          );
+        }),
+      get: (id) =>
+        guard(() => {
+          const r = q.deviceById.get(id);
+          return r ? toDevice(r) : undefined;
+        }),
+      findByJkt: (jkt) =>
+        guard(() => {
+          const r = q.deviceByJkt.get(jkt);
+          return r ? toDevice(r) : undefined;
+        }),
+      list: (userId) =>
+        guard(() => (userId === undefined ? q.deviceList.all() : q.devicesByUser.all(userId)).map(toDevice)),
+      update: (id, patch) => guard(() => updateRow('devices', DEVICE_COLUMNS, id, patch)),
+      putPosture: (id, r) =>
+        guard(
+          () =>
+            writable().devicePosture.run(
+              JSON.stringify(r.posture),
+              r.postureAt,
+              r.compliant ? 1 : 0,
+              JSON.stringify(r.failures),
+              id,
+              r.postureAt,
+            ).changes > 0,
+        ),
     },
     riskProfiles: {
       get: (id) => guard(() => q.riskById.get(id)?.data),

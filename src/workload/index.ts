@@ -1,5 +1,5 @@
 export { type CaFiles, caFiles, initCa, WorkloadCa } from './ca.js';
-export { SPIFFE_ISSUER_ID, SpiffePeerAuthenticator } from './peer.js';
+export { isDeviceId, SPIFFE_ISSUER_ID, SpiffePeerAuthenticator, type VerifiedPeer } from './peer.js';
 export { createJoinToken, createWorkloadServer, spiffeBundle, type WorkloadServerOptions } from './server.js';
 export { isSpiffeId, parseSpiffeId, type SpiffeId } from './spiffe-id.js';
 export {

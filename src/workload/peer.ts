@@ -18,7 +18,7 @@ export class SpiffePeerAuthenticator {
   readonly #roots: x509.X509Certificate[];
   readonly #trustDomain: string | undefined;
   readonly #clock: Clock;
-  readonly #cache = new Map<string, { principal: Principal; notAfter: number }>();
+  readonly #cache = new Map<string, VerifiedPeer>();
 
   constructor(bundlePem: string, trustDomain: string | undefined, clock: Clock) {
     this.#roots = parseCertificates(bundlePem);
@@ -27,15 +27,19 @@ export class SpiffePeerAuthenticator {
     this.#clock = clock;
   }
 
-  /** The workload behind this TLS connection, or undefined when it presented no certificate. */
-  async authenticate(socket: TLSSocket): Promise<Principal | undefined> {
+  /**
+   * The verified SPIFFE ID (and serial) of the certificate this TLS connection presented, or undefined
+   * when it presented none; a certificate that fails the SPIFFE rules is a 401. Cached per certificate
+   * until it expires, so a keep-alive connection pays once.
+   */
+  async peer(socket: TLSSocket): Promise<VerifiedPeer | undefined> {
     if (typeof socket.getPeerCertificate !== 'function') return undefined;
     const peer = socket.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
     if (!peer?.raw) return undefined;
     const key = createHash('sha256').update(peer.raw).digest('base64');
     const now = this.#clock.now();
     const hit = this.#cache.get(key);
-    if (hit && now <= hit.notAfter) return hit.principal;
+    if (hit && now <= hit.notAfter) return hit;
     const { X509Certificate } = await import('@peculiar/x509');
     const chain: x509.X509Certificate[] = [];
     const seen = new Set<unknown>();
@@ -69,8 +73,40 @@ export class SpiffePeerAuthenticator {
       tokenId: '',
       spiffeId,
     };
+    const verified = {
+      spiffeId,
+      serial: (chain[0] as x509.X509Certificate).serialNumber.toLowerCase(),
+      notAfter: notAfter.getTime(),
+      principal,
+    };
     if (this.#cache.size >= CACHE_MAX) this.#cache.delete(this.#cache.keys().next().value as string);
-    this.#cache.set(key, { principal, notAfter: notAfter.getTime() });
-    return principal;
+    this.#cache.set(key, verified);
+    return verified;
   }
+
+  /**
+   * The workload behind this TLS connection, or undefined when it presented no certificate — or a
+   * device certificate (`…/device/<id>`): a device proves which device a user is on, it is never a
+   * service principal of its own.
+   */
+  async authenticate(socket: TLSSocket): Promise<Principal | undefined> {
+    const p = await this.peer(socket);
+    if (!p || isDeviceId(p.spiffeId)) return undefined;
+    return p.principal;
+  }
+}
+
+/** A device certificate's SPIFFE ID: `spiffe://<td>/device/<id>`. */
+export function isDeviceId(spiffeId: string): boolean {
+  const slash = spiffeId.indexOf('/', 'spiffe://'.length);
+  return slash !== -1 && spiffeId.startsWith('/device/', slash);
+}
+
+export interface VerifiedPeer {
+  readonly spiffeId: string;
+  /** The leaf certificate's serial, lower-case hex. */
+  readonly serial: string;
+  /** ms */
+  readonly notAfter: number;
+  readonly principal: Principal;
 }

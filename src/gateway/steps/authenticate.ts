@@ -12,7 +12,9 @@ const B64TOKEN = /^[A-Za-z0-9\-._~+/]{1,8192}=*$/;
 export function bearerToken(header: string | undefined): string {
   if (!header) throw new PortcullisError('unauthenticated', { headers: CHALLENGE });
   const space = header.indexOf(' ');
-  if (space === -1 || header.slice(0, space).toLowerCase() !== 'bearer') {
+  const scheme = space === -1 ? '' : header.slice(0, space).toLowerCase();
+  // `DPoP` (RFC 9449) is a bearer token that goes with a proof; the device step checks the proof.
+  if (scheme !== 'bearer' && scheme !== 'dpop') {
     throw new PortcullisError('unauthenticated', {
       detail: 'not a bearer authorization',
       headers: CHALLENGE,

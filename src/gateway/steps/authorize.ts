@@ -31,6 +31,7 @@ export function authorize(gw: Gateway, ctx: RequestContext): void {
       ...(route.resourceType ? { type: route.resourceType } : {}),
     },
     request: { method: ctx.method, path: target.path, host: ctx.host },
+    ...(ctx.device ? { device: ctx.device } : {}),
     context: {
       time: gw.clock.now(),
       ip: ctx.ip,

@@ -36,7 +36,11 @@ export function forwardedRequest(gw: Gateway, ctx: RequestContext): void {
     throw new PortcullisError('bad_request', { message: 'X-Forwarded-Method is invalid.' });
   const uri = single(h['x-forwarded-uri'], 'X-Forwarded-Uri');
   ctx.method = method;
-  ctx.host = canonicalHost(single(h['x-forwarded-host'], 'X-Forwarded-Host'));
+  const host = single(h['x-forwarded-host'], 'X-Forwarded-Host');
+  ctx.host = canonicalHost(host);
+  ctx.authority = host.toLowerCase();
+  const proto = h['x-forwarded-proto'];
+  ctx.scheme = proto === 'https' || proto === 'http' ? proto : 'http';
   ctx.target = canonicalizeTarget(uri);
   if (ctx.target.path + ctx.target.query !== uri) {
     throw new PortcullisError('invalid_path', {

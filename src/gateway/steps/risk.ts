@@ -15,7 +15,7 @@ export function assessRisk(gw: Gateway, ctx: RequestContext): void | Promise<voi
   const risk = gw.risk;
   const principal = ctx.principal;
   if (!risk || !principal) return;
-  const result = risk.assess(principal, ctx.ip);
+  const result = risk.assess(principal, ctx.ip, ctx.device);
   if (result instanceof Promise) return result.then((a) => apply(gw, ctx, a));
   return apply(gw, ctx, result);
 }
@@ -99,5 +99,5 @@ async function apply(gw: Gateway, ctx: RequestContext, a: RiskAssessment): Promi
   }
   // Back to calm: the next rise needs a new step-up.
   if (a.outcome === 'allow') gw.risk.clearRaised(sessionKey);
-  gw.risk.observe(principal, a);
+  gw.risk.observe(principal, a, ctx.device?.id);
 }

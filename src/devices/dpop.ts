@@ -1,0 +1,125 @@
+import { createHash } from 'node:crypto';
+import { calculateJwkThumbprint, EmbeddedJWK, errors, type JWK, jwtVerify } from 'jose';
+import { PortcullisError } from '../core/index.js';
+import { checkTokenHygiene } from '../identity/token-hygiene.js';
+
+/** Header members a DPoP proof may carry (RFC 9449 §4.2): the key travels in `jwk`, nothing else. */
+const DPOP_HEADER = new Set(['alg', 'typ', 'jwk']);
+const ALGORITHMS = ['ES256', 'EdDSA'];
+const MAX_PROOF_BYTES = 4096;
+const FUTURE_SKEW_SEC = 5;
+const MAX_REMEMBERED = 200_000;
+
+export interface DpopCheck {
+  /** The method of the request (`htm`). */
+  readonly method: string;
+  /** The request URL without query or fragment (`htu`): `https://api.example.com/orders/1`. */
+  readonly url: string;
+  /** The access token the proof goes with (`ath` = its SHA-256, base64url). */
+  readonly accessToken: string;
+}
+
+export interface VerifiedDpop {
+  /** RFC 7638 thumbprint of the proof's key: the device it names. */
+  readonly jkt: string;
+  readonly jwk: JWK;
+  readonly jti: string;
+}
+
+/** RFC 9449 §7.1: the error a resource server answers for a bad proof. */
+export function dpopError(detail: string): PortcullisError {
+  return new PortcullisError('invalid_dpop_proof', {
+    detail,
+    headers: {
+      'www-authenticate': `DPoP error="invalid_dpop_proof", algs="${ALGORITHMS.join(' ')}"`,
+    },
+  });
+}
+
+/**
+ * Checks DPoP proofs (RFC 9449): a JWT of `typ: dpop+jwt` signed with the public key in its own `jwk`
+ * header (ES256 or EdDSA; a private key there is refused), carrying the request's method (`htm`) and
+ * URL (`htu`, compared without query and fragment, scheme and host case-insensitively), a recent `iat`
+ * (at most `maxAgeMs` old, a few seconds ahead at most), a `jti` seen only once while the proof could
+ * be accepted, and `ath`, the hash of the access token it is sent with. The same strict JWS hygiene as
+ * access tokens applies before any cryptography; the signature is `jose`'s.
+ */
+export class DpopVerifier {
+  readonly #maxAgeSec: number;
+  readonly #now: () => number;
+  /** `jkt:jti` → when it may be forgotten (ms); insertion order is close to expiry order. */
+  readonly #seen = new Map<string, number>();
+
+  constructor(options: { maxAgeMs: number; now: () => number }) {
+    this.#maxAgeSec = Math.ceil(options.maxAgeMs / 1000);
+    this.#now = options.now;
+  }
+
+  async verify(proof: string, check: DpopCheck): Promise<VerifiedDpop> {
+    const nowMs = this.#now();
+    const nowSec = Math.floor(nowMs / 1000);
+    try {
+      checkTokenHygiene(proof, {
+        maxTokenBytes: MAX_PROOF_BYTES,
+        maxLifetimeSec: this.#maxAgeSec,
+        clockToleranceSec: FUTURE_SKEW_SEC,
+        nowSec,
+        headerMembers: DPOP_HEADER,
+      });
+    } catch (err) {
+      throw dpopError(`DPoP proof malformed: ${(err as Error).message}`);
+    }
+    let payload: Record<string, unknown>;
+    let jwk: JWK;
+    try {
+      const r = await jwtVerify(proof, EmbeddedJWK, {
+        typ: 'dpop+jwt',
+        algorithms: ALGORITHMS,
+        currentDate: new Date(nowMs),
+      });
+      payload = r.payload;
+      jwk = r.protectedHeader.jwk as JWK;
+    } catch (err) {
+      if (err instanceof errors.JOSEError) throw dpopError(`DPoP proof refused: ${err.message}`);
+      throw err;
+    }
+    const { htm, htu, iat, jti, ath } = payload;
+    if (typeof jti !== 'string' || jti.length < 8 || jti.length > 256)
+      throw dpopError('DPoP proof needs a jti of 8–256 characters');
+    if (typeof iat !== 'number') throw dpopError('DPoP proof needs iat');
+    if (iat > nowSec + FUTURE_SKEW_SEC) throw dpopError('DPoP proof iat is in the future');
+    if (iat < nowSec - this.#maxAgeSec) throw dpopError(`DPoP proof is older than ${this.#maxAgeSec}s`);
+    if (htm !== check.method) throw dpopError(`DPoP proof htm ${String(htm)} is not ${check.method}`);
+    if (typeof htu !== 'string' || normalizeHtu(htu) !== normalizeHtu(check.url))
+      throw dpopError(`DPoP proof htu ${String(htu)} is not ${check.url}`);
+    const expectedAth = createHash('sha256').update(check.accessToken).digest('base64url');
+    if (ath !== expectedAth) throw dpopError('DPoP proof ath does not match the access token');
+    const jkt = await calculateJwkThumbprint(jwk, 'sha256');
+    this.#remember(`${jkt}:${jti}`, (iat + this.#maxAgeSec + FUTURE_SKEW_SEC) * 1000, nowMs);
+    return { jkt, jwk, jti };
+  }
+
+  /** A jti is accepted once; remembered until no proof carrying it could pass the iat window. */
+  #remember(key: string, until: number, now: number): void {
+    const seenUntil = this.#seen.get(key);
+    if (seenUntil !== undefined && seenUntil > now) throw dpopError('DPoP proof replayed (jti already used)');
+    // Forget what has expired, oldest first (amortised: each entry is deleted once).
+    for (const [k, t] of this.#seen) {
+      if (t > now) break;
+      this.#seen.delete(k);
+    }
+    // Full of live proofs: refuse rather than forget one (fail closed).
+    if (this.#seen.size >= MAX_REMEMBERED) throw dpopError('too many DPoP proofs in flight');
+    this.#seen.set(key, until);
+  }
+}
+
+/** `htu` compared as RFC 9449 §4.3 says: no query or fragment; scheme and host case-insensitive, default port dropped. */
+function normalizeHtu(u: string): string {
+  try {
+    const url = new URL(u);
+    return `${url.protocol}//${url.host}${url.pathname}`;
+  } catch {
+    return `invalid:${u}`;
+  }
+}
