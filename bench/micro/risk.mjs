@@ -1,11 +1,19 @@
 #!/usr/bin/env node
-// Cost of the risk step per request: geo-IP lookup (GeoLite2 City from the optional npm package, when
-// installed), 10,000-network threat list, velocity counters, profile signals and learning.
+// Cost of the context + risk steps per request: geo-IP lookup (GeoLite2 City from the optional npm
+// package, when installed), 10,000-network threat list, velocity counters, profile signals and learning;
+// the device context (SQLite lookup of the proven device + its state) and the device signals; and, apart,
+// the DPoP proof verification a browser device pays per request (a fresh signature every time).
 //   npm run build && node bench/micro/risk.mjs [--requests 200000]
-import { existsSync } from 'node:fs';
+import { createHash, randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { createLogger, systemClock } from '../../dist/core/index.js';
+import { DeviceService } from '../../dist/devices/index.js';
 import { GeoIp, parseThreatList, RiskEngine } from '../../dist/risk/index.js';
+import { openSqliteStore } from '../../dist/store/index.js';
 
 const { values } = parseArgs({ options: { requests: { type: 'string', default: '200000' } } });
 const N = Number(values.requests);
@@ -73,6 +81,109 @@ run(Math.min(N, 50_000)); // warm-up
 const t0 = performance.now();
 const r = run(N);
 const us = ((performance.now() - t0) * 1000) / N;
+
+// Devices: 1,000 users with one enrolled, approved device each, in a real SQLite store.
+const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'));
+const store = openSqliteStore(join(dir, 'p.db'));
+const deviceSettings = {
+  approval: 'auto',
+  certTtl: 86_400_000,
+  maxPerUser: 20,
+  dpop: { maxAge: 60_000 },
+  posture: {
+    maxAge: 86_400_000,
+    rules: { diskEncryption: true, screenLock: true, firewall: false, minOsVersion: {} },
+  },
+};
+const devices = new DeviceService({
+  settings: deviceSettings,
+  store,
+  audit: { write: async () => undefined },
+  clock: systemClock,
+  ca: async () => undefined,
+});
+const { publicKey, privateKey } = await generateKeyPair('ES256');
+const jwk = await exportJWK(publicKey);
+const jkts = [];
+for (const [i, u] of users.entries()) {
+  await store.users.create({
+    id: u.id,
+    username: u.id,
+    email: null,
+    displayName: null,
+    passwordHash: 'x',
+    roles: [],
+    groups: [],
+    attributes: {},
+    status: 'active',
+    createdAt: 1,
+    lockedUntil: null,
+    totpSecret: null,
+    totpPending: null,
+    totpLastStep: 0,
+  });
+  const jkt =
+    i === 0 ? await calculateJwkThumbprint(jwk) : createHash('sha256').update(u.id).digest('base64url');
+  jkts.push(jkt);
+  await store.devices.create({
+    id: randomUUID(),
+    userId: u.id,
+    name: 'd',
+    platform: 'macos',
+    publicJwk: jwk,
+    jkt,
+    certSerial: null,
+    certNotAfter: null,
+    status: 'active',
+    createdAt: 1,
+    approvedAt: 1,
+    revokedAt: null,
+    lastSeenAt: null,
+    posture: { os: { name: 'macos', version: '14.5' } },
+    postureAt: Date.now(),
+    compliant: true,
+    complianceFailures: [],
+  });
+}
+const runDevices = async (n) => {
+  const times = new Float64Array(n);
+  for (let k = 0; k < n; k++) {
+    const i = k % users.length;
+    const t0 = process.hrtime.bigint();
+    const device = await devices.forRequest(users[i].id, { via: 'dpop', jkt: jkts[i] });
+    const a = engine.assess(users[i], ips[i], device);
+    engine.observe(users[i], a, device.id);
+    times[k] = Number(process.hrtime.bigint() - t0) / 1000;
+  }
+  times.sort();
+  return { p50: times[Math.floor(n * 0.5)], p99: times[Math.floor(n * 0.99)] };
+};
+await runDevices(Math.min(N, 20_000));
+const rd = await runDevices(Math.min(N, 100_000));
+
+// DPoP: proofs signed beforehand (each jti is single-use), verified as the gateway does per request.
+const token = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MCJ9.sig';
+const ath = createHash('sha256').update(token).digest('base64url');
+const P = 4000;
+const WARM = 1000; // the first proofs warm the JIT and the imported-key cache
+const proofs = [];
+for (let k = 0; k < P; k++)
+  proofs.push(
+    await new SignJWT({ htm: 'GET', htu: 'https://api.test/orders', ath })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+      .setIssuedAt()
+      .setJti(randomUUID())
+      .sign(privateKey),
+  );
+const dtimes = new Float64Array(P - WARM);
+for (let k = 0; k < P; k++) {
+  const t0 = process.hrtime.bigint();
+  await devices.dpop.verify(proofs[k], { method: 'GET', url: 'https://api.test/orders', accessToken: token });
+  if (k >= WARM) dtimes[k - WARM] = Number(process.hrtime.bigint() - t0) / 1000;
+}
+dtimes.sort();
+await store.close();
+rmSync(dir, { recursive: true, force: true });
 console.log('| measure | value |\n|---|---:|');
 console.log(
   `| geo-IP database | ${geo.databases ? 'GeoLite2 City (ipv4), @ip-location-db' : 'none installed (geo signals off)'} |`,
@@ -80,3 +191,9 @@ console.log(
 console.log(`| threat list | ${list.size.toLocaleString('en-US')} networks |`);
 console.log(`| risk step (assess + learn), median / p99 | ${r.p50.toFixed(2)} / ${r.p99.toFixed(2)} µs |`);
 console.log(`| mean incl. timer overhead | ${us.toFixed(2)} µs |`);
+console.log(
+  `| device context (SQLite lookup of the proven device + state) + risk step with device signals, median / p99 | ${rd.p50.toFixed(2)} / ${rd.p99.toFixed(2)} µs |`,
+);
+console.log(
+  `| DPoP proof verification (ES256 via jose, hygiene, replay cache), median / p99 — a browser device, per request | ${dtimes[Math.floor(dtimes.length * 0.5)].toFixed(1)} / ${dtimes[Math.floor(dtimes.length * 0.99)].toFixed(1)} µs |`,
+);

@@ -1,5 +1,6 @@
+import type { webcrypto } from 'node:crypto';
 import { createHash } from 'node:crypto';
-import { calculateJwkThumbprint, EmbeddedJWK, errors, type JWK, jwtVerify } from 'jose';
+import { calculateJwkThumbprint, decodeProtectedHeader, errors, importJWK, type JWK, jwtVerify } from 'jose';
 import { PortcullisError } from '../core/index.js';
 import { checkTokenHygiene } from '../identity/token-hygiene.js';
 
@@ -9,6 +10,7 @@ const ALGORITHMS = ['ES256', 'EdDSA'];
 const MAX_PROOF_BYTES = 4096;
 const FUTURE_SKEW_SEC = 5;
 const MAX_REMEMBERED = 200_000;
+const MAX_KEYS = 10_000;
 
 export interface DpopCheck {
   /** The method of the request (`htm`). */
@@ -49,6 +51,11 @@ export class DpopVerifier {
   readonly #now: () => number;
   /** `jkt:jti` → when it may be forgotten (ms); insertion order is close to expiry order. */
   readonly #seen = new Map<string, number>();
+  /**
+   * Imported keys by the proof's header segment: a client sends the same header (alg, typ, jwk) with
+   * every proof, so the key is imported and its thumbprint computed once, not per request.
+   */
+  readonly #keys = new Map<string, { key: webcrypto.CryptoKey; jwk: JWK; jkt: string }>();
 
   constructor(options: { maxAgeMs: number; now: () => number }) {
     this.#maxAgeSec = Math.ceil(options.maxAgeMs / 1000);
@@ -70,16 +77,17 @@ export class DpopVerifier {
       throw dpopError(`DPoP proof malformed: ${(err as Error).message}`);
     }
     let payload: Record<string, unknown>;
-    let jwk: JWK;
+    let key: { key: webcrypto.CryptoKey; jwk: JWK; jkt: string };
     try {
-      const r = await jwtVerify(proof, EmbeddedJWK, {
+      key = await this.#keyOf(proof.slice(0, proof.indexOf('.')), proof);
+      const r = await jwtVerify(proof, key.key, {
         typ: 'dpop+jwt',
         algorithms: ALGORITHMS,
         currentDate: new Date(nowMs),
       });
       payload = r.payload;
-      jwk = r.protectedHeader.jwk as JWK;
     } catch (err) {
+      if (err instanceof PortcullisError) throw err;
       if (err instanceof errors.JOSEError) throw dpopError(`DPoP proof refused: ${err.message}`);
       throw err;
     }
@@ -94,9 +102,34 @@ export class DpopVerifier {
       throw dpopError(`DPoP proof htu ${String(htu)} is not ${check.url}`);
     const expectedAth = createHash('sha256').update(check.accessToken).digest('base64url');
     if (ath !== expectedAth) throw dpopError('DPoP proof ath does not match the access token');
-    const jkt = await calculateJwkThumbprint(jwk, 'sha256');
+    const { jkt, jwk } = key;
     this.#remember(`${jkt}:${jti}`, (iat + this.#maxAgeSec + FUTURE_SKEW_SEC) * 1000, nowMs);
     return { jkt, jwk, jti };
+  }
+
+  /** The public key a proof's `jwk` header carries (a private key, or anything but EC/OKP, is refused). */
+  async #keyOf(segment: string, proof: string): Promise<{ key: webcrypto.CryptoKey; jwk: JWK; jkt: string }> {
+    const hit = this.#keys.get(segment);
+    if (hit) return hit;
+    const header = decodeProtectedHeader(proof);
+    const jwk = header.jwk as JWK | undefined;
+    if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk))
+      throw dpopError('DPoP proof has no jwk header');
+    if ('d' in jwk || 'p' in jwk || 'k' in jwk) throw dpopError('DPoP proof jwk must be a public key');
+    if (jwk.kty !== 'EC' && jwk.kty !== 'OKP') throw dpopError('DPoP proof jwk must be an EC or OKP key');
+    if (typeof header.alg !== 'string' || !ALGORITHMS.includes(header.alg))
+      throw dpopError(`DPoP proof alg must be one of ${ALGORITHMS.join(', ')}`);
+    let key: webcrypto.CryptoKey;
+    try {
+      key = (await importJWK(jwk, header.alg)) as webcrypto.CryptoKey;
+    } catch (err) {
+      throw dpopError(`DPoP proof jwk is not a usable key: ${(err as Error).message}`);
+    }
+    if (key.type !== 'public') throw dpopError('DPoP proof jwk must be a public key');
+    const entry = { key, jwk, jkt: await calculateJwkThumbprint(jwk, 'sha256') };
+    if (this.#keys.size >= MAX_KEYS) this.#keys.delete(this.#keys.keys().next().value as string);
+    this.#keys.set(segment, entry);
+    return entry;
   }
 
   /** A jti is accepted once; remembered until no proof carrying it could pass the iat window. */

@@ -5,7 +5,7 @@ import { calculateJwkThumbprint, errors, importJWK, type JWK, jwtVerify } from '
 import type { AuditWriter } from '../audit/index.js';
 import { type Clock, PortcullisError, type UserId } from '../core/index.js';
 import { checkTokenHygiene } from '../identity/token-hygiene.js';
-import type { DeviceRecord, Store } from '../store/index.js';
+import type { DeviceCheck, DeviceRecord, Store } from '../store/index.js';
 import { StoreError } from '../store/index.js';
 import type { WorkloadCa } from '../workload/index.js';
 import { pemBlocks } from '../workload/svid.js';
@@ -293,30 +293,29 @@ export class DeviceService {
   async forRequest(
     userId: string,
     proof: { via: 'dpop'; jkt: string } | { via: 'mtls'; spiffeId: string; serial: string },
-  ): Promise<{ record: DeviceRecord; state: DeviceState } | undefined> {
-    let record: DeviceRecord | undefined;
-    if (proof.via === 'dpop') record = await this.#store.devices.findByJkt(proof.jkt);
+  ): Promise<DeviceState | undefined> {
+    let d: DeviceCheck | undefined;
+    if (proof.via === 'dpop') d = await this.#store.devices.check({ jkt: proof.jkt });
     else {
       const at = proof.spiffeId.indexOf(DEVICE_PATH_PREFIX);
-      record = await this.#store.devices.get(proof.spiffeId.slice(at + DEVICE_PATH_PREFIX.length));
-      if (record && record.certSerial !== proof.serial.toLowerCase()) record = undefined;
+      d = await this.#store.devices.check({ id: proof.spiffeId.slice(at + DEVICE_PATH_PREFIX.length) });
+      if (d && d.certSerial !== proof.serial.toLowerCase()) d = undefined;
     }
-    if (!record) return undefined;
-    if (record.userId !== userId)
-      throw new PortcullisError('forbidden', { detail: `device ${record.id} belongs to another user` });
-    if (record.status === 'revoked')
-      throw new PortcullisError('device_revoked', { detail: `device ${record.id} was revoked` });
+    if (!d) return undefined;
+    if (d.userId !== userId)
+      throw new PortcullisError('forbidden', { detail: `device ${d.id} belongs to another user` });
+    if (d.status === 'revoked')
+      throw new PortcullisError('device_revoked', { detail: `device ${d.id} was revoked` });
     const now = this.#clock.now();
-    const last = this.#touched.get(record.id) ?? record.lastSeenAt ?? 0;
-    if (now - last >= TOUCH_EVERY_MS) {
+    if (now - (this.#touched.get(d.id) ?? 0) >= TOUCH_EVERY_MS) {
       if (this.#touched.size >= 100_000) this.#touched.clear();
-      this.#touched.set(record.id, now);
-      void this.#store.devices.update(record.id, { lastSeenAt: now }).catch(() => undefined);
+      this.#touched.set(d.id, now);
+      void this.#store.devices.update(d.id, { lastSeenAt: now }).catch(() => undefined);
     }
-    return { record, state: this.state(record, proof.via, now) };
+    return this.state(d, proof.via, now);
   }
 
-  state(d: DeviceRecord, via: 'mtls' | 'dpop', now = this.#clock.now()): DeviceState {
+  state(d: DeviceCheck, via: 'mtls' | 'dpop', now = this.#clock.now()): DeviceState {
     return {
       id: d.id,
       via,
@@ -351,7 +350,7 @@ export class DeviceService {
     };
   }
 
-  #compliant(d: DeviceRecord, now: number): boolean {
+  #compliant(d: DeviceCheck, now: number): boolean {
     return d.compliant && d.postureAt !== null && now < d.postureAt + this.settings.posture.maxAge;
   }
 

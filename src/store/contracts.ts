@@ -282,11 +282,19 @@ export type DeviceUpdate = Partial<
   >
 >;
 
+/** What a request needs to know about the device it proved: read on every such request, so kept narrow. */
+export type DeviceCheck = Pick<
+  DeviceRecord,
+  'id' | 'userId' | 'status' | 'certSerial' | 'platform' | 'posture' | 'postureAt' | 'compliant'
+>;
+
 export interface DeviceStore {
   /** Fails with `{ code: 'conflict' }` when the key (thumbprint) is already enrolled. */
   create(device: DeviceRecord): Promise<void>;
   get(id: string): Promise<DeviceRecord | undefined>;
   findByJkt(jkt: string): Promise<DeviceRecord | undefined>;
+  /** The per-request view of a device, by key thumbprint or by id (one narrow indexed read). */
+  check(by: { jkt: string } | { id: string }): Promise<DeviceCheck | undefined>;
   /** All devices, or one user's; newest first. */
   list(userId?: UserId): Promise<DeviceRecord[]>;
   update(id: string, patch: DeviceUpdate): Promise<void>;

@@ -3,6 +3,7 @@ export type {
   AuditRecord,
   AuditStore,
   ChainHasher,
+  DeviceCheck,
   DeviceRecord,
   DeviceStore,
   DeviceUpdate,

@@ -6,6 +6,7 @@ import {
   type AuditDraft,
   type AuditRecord,
   type ChainHasher,
+  type DeviceCheck,
   type DeviceRecord,
   type DeviceUpdate,
   type MfaChallengeRecord,
@@ -254,6 +255,21 @@ const toDevice = (r: DeviceRow): DeviceRecord => ({
   compliant: r.compliant === 1,
   complianceFailures: JSON.parse(r.compliance_failures) as string[],
 });
+const DEVICE_CHECK_COLUMNS = 'id, user_id, status, cert_serial, platform, posture, posture_at, compliant';
+type DeviceCheckRow = Pick<
+  DeviceRow,
+  'id' | 'user_id' | 'status' | 'cert_serial' | 'platform' | 'posture' | 'posture_at' | 'compliant'
+>;
+const toDeviceCheck = (r: DeviceCheckRow): DeviceCheck => ({
+  id: r.id,
+  userId: r.user_id as UserId,
+  status: r.status === 'active' || r.status === 'pending' ? r.status : 'revoked',
+  certSerial: r.cert_serial,
+  platform: r.platform,
+  posture: r.posture === null ? null : (JSON.parse(r.posture) as Record<string, unknown>),
+  postureAt: r.posture_at,
+  compliant: r.compliant === 1,
+});
 const DEVICE_COLUMNS: Record<keyof DeviceUpdate, [string, (v: never) => unknown]> = {
   status: ['status', (v: string) => v],
   approvedAt: ['approved_at', (v: number | null) => v],
@@ -399,6 +415,12 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     riskById: db.prepare<[string], { data: string }>('SELECT data FROM risk_profiles WHERE id = ?'),
     deviceById: db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE id = ?'),
     deviceByJkt: db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE jkt = ?'),
+    deviceCheckByJkt: db.prepare<[string], DeviceCheckRow>(
+      `SELECT ${DEVICE_CHECK_COLUMNS} FROM devices WHERE jkt = ?`,
+    ),
+    deviceCheckById: db.prepare<[string], DeviceCheckRow>(
+      `SELECT ${DEVICE_CHECK_COLUMNS} FROM devices WHERE id = ?`,
+    ),
     deviceList: db.prepare<[], DeviceRow>('SELECT * FROM devices ORDER BY created_at DESC, id'),
     devicesByUser: db.prepare<[string], DeviceRow>(
       'SELECT * FROM devices WHERE user_id = ? ORDER BY created_at DESC, id',
@@ -756,6 +778,11 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
         guard(() => {
           const r = q.deviceByJkt.get(jkt);
           return r ? toDevice(r) : undefined;
+        }),
+      check: (by) =>
+        guard(() => {
+          const r = 'jkt' in by ? q.deviceCheckByJkt.get(by.jkt) : q.deviceCheckById.get(by.id);
+          return r ? toDeviceCheck(r) : undefined;
         }),
       list: (userId) =>
         guard(() => (userId === undefined ? q.deviceList.all() : q.devicesByUser.all(userId)).map(toDevice)),

@@ -32,8 +32,7 @@ export async function identifyDevice(gw: Gateway, ctx: RequestContext): Promise<
     });
     if (bound !== undefined && v.jkt !== bound)
       throw dpopError('the DPoP proof is signed by another key than the token is bound to');
-    const found = await devices.forRequest(principal.id, { via: 'dpop', jkt: v.jkt });
-    if (found) ctx.device = found.state;
+    ctx.device = await devices.forRequest(principal.id, { via: 'dpop', jkt: v.jkt });
     return;
   }
   if (bound !== undefined)
@@ -45,10 +44,9 @@ export async function identifyDevice(gw: Gateway, ctx: RequestContext): Promise<
   if (!socket.encrypted) return;
   const peer = await gw.spiffe.peer(socket);
   if (!peer || !isDeviceId(peer.spiffeId)) return;
-  const found = await devices.forRequest(principal.id, {
+  ctx.device = await devices.forRequest(principal.id, {
     via: 'mtls',
     spiffeId: peer.spiffeId,
     serial: peer.serial,
   });
-  if (found) ctx.device = found.state;
 }
