@@ -3,7 +3,7 @@ import { createHash, randomBytes, randomUUID, type webcrypto } from 'node:crypto
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { runCli } from '../src/cli/index.js';
@@ -424,6 +424,99 @@ describe('devices: enrolment, mTLS and DPoP proofs, posture, policy, revocation 
     );
     expect(gone.status).toBe(403);
     expect(code(gone)).toBe('device_revoked');
+  });
+
+  it('DPoP-bound sessions: a sign-in with a proof binds the tokens to the key (cnf.jkt); without the key a stolen token or refresh token is useless', async () => {
+    const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const jwk = await exportJWK(publicKey);
+    const now = () => Math.floor(clock.now() / 1000);
+    const tokenProof = (path: string) =>
+      new SignJWT({ htm: 'POST', htu: htu(path) })
+        .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+        .setIssuedAt(now())
+        .setJti(randomUUID())
+        .sign(privateKey);
+    const creds = { username: s.users.viewer.username, password: s.users.viewer.password };
+    const signIn = await call('POST', '/auth/login', {
+      headers: { dpop: await tokenProof('/auth/login') },
+      body: creds,
+    });
+    expect(signIn.status).toBe(200);
+    expect(signIn.body.token_type).toBe('DPoP');
+    const token = signIn.body.access_token as string;
+    const claims = JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString('utf8'));
+    expect(claims.cnf).toEqual({ jkt: await calculateJwkThumbprint(jwk) });
+    // A sign-in proof must not carry ath.
+    const withAth = await new SignJWT({ htm: 'POST', htu: htu('/auth/login'), ath: 'x' })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+      .setIssuedAt(now())
+      .setJti(randomUUID())
+      .sign(privateKey);
+    expect((await call('POST', '/auth/login', { headers: { dpop: withAth }, body: creds })).status).toBe(401);
+
+    // At the gateway: the token alone (stolen) is refused; with a proof by the key it works.
+    const stolen = await call('GET', '/api/docs', { headers: bearer(token) });
+    expect(stolen.status).toBe(401);
+    expect(code(stolen)).toBe('invalid_dpop_proof');
+    const attacker = await generateKeyPair('ES256', { extractable: true });
+    const attackerJwk = await exportJWK(attacker.publicKey);
+    const wrongKey = await dpopProof(attacker.privateKey, attackerJwk, {
+      htm: 'GET',
+      htu: htu('/api/docs'),
+      token,
+      iat: now(),
+    });
+    expect(
+      (await call('GET', '/api/docs', { headers: { authorization: `DPoP ${token}`, dpop: wrongKey } }))
+        .status,
+    ).toBe(401);
+    const right = await dpopProof(privateKey, jwk, { htm: 'GET', htu: htu('/api/docs'), token, iat: now() });
+    expect(
+      (await call('GET', '/api/docs', { headers: { authorization: `DPoP ${token}`, dpop: right } })).status,
+    ).toBe(200);
+    // And at our own endpoints (sessions, devices, userinfo).
+    expect((await call('GET', '/auth/sessions', { headers: bearer(token) })).status).toBe(401);
+    const sessProof = await dpopProof(privateKey, jwk, {
+      htm: 'GET',
+      htu: htu('/auth/sessions'),
+      token,
+      iat: now(),
+    });
+    expect(
+      (await call('GET', '/auth/sessions', { headers: { authorization: `DPoP ${token}`, dpop: sessProof } }))
+        .status,
+    ).toBe(200);
+
+    // Refresh with a proof by the key: a new bound pair.
+    const refreshed = await call('POST', '/auth/refresh', {
+      headers: { dpop: await tokenProof('/auth/refresh') },
+      body: { refresh_token: signIn.body.refresh_token },
+    });
+    expect(refreshed.status).toBe(200);
+    expect(refreshed.body.token_type).toBe('DPoP');
+    // The refresh token used without the key: it was taken from the device — the session ends.
+    const thief = await call('POST', '/auth/refresh', {
+      body: { refresh_token: refreshed.body.refresh_token },
+    });
+    expect(thief.status).toBe(400);
+    expect(code(thief)).toBe('invalid_grant');
+    const next = refreshed.body.access_token as string;
+    const ended = await call('GET', '/api/docs', {
+      headers: {
+        authorization: `DPoP ${next}`,
+        dpop: await dpopProof(privateKey, jwk, {
+          htm: 'GET',
+          htu: htu('/api/docs'),
+          token: next,
+          iat: now(),
+        }),
+      },
+    });
+    expect(code(ended)).toBe('session_revoked');
+    const unbound: string[] = [];
+    for await (const r of s.pc.core.store.audit.scan())
+      if (r.type === 'auth.refresh.unbound') unbound.push(r.type);
+    expect(unbound).toHaveLength(1);
   });
 
   it('enrolment: a recent sign-in, a public key only, one device per key; the admin API lists and shows devices', async () => {

@@ -93,6 +93,17 @@ export const DEFAULT_ALERT_RULES: readonly AlertRule[] = [
     severity: 'critical',
   },
   {
+    // A DPoP-bound session's refresh token used without its key: taken from the device.
+    id: 'unbound-refresh',
+    type: 'auth.refresh.unbound',
+    where: {},
+    groupBy: 'sessionId',
+    threshold: 1,
+    windowMs: 60_000,
+    suppressMs: 0,
+    severity: 'critical',
+  },
+  {
     id: 'denial-spike',
     type: 'gateway.decision',
     where: { outcome: 'deny' },

@@ -17,8 +17,11 @@ export interface DpopCheck {
   readonly method: string;
   /** The request URL without query or fragment (`htu`): `https://api.example.com/orders/1`. */
   readonly url: string;
-  /** The access token the proof goes with (`ath` = its SHA-256, base64url). */
-  readonly accessToken: string;
+  /**
+   * The access token the proof goes with (`ath` = its SHA-256, base64url); undefined at the token
+   * endpoints (sign-in, refresh), where a proof carries no `ath`.
+   */
+  readonly accessToken: string | undefined;
 }
 
 export interface VerifiedDpop {
@@ -100,8 +103,10 @@ export class DpopVerifier {
     if (htm !== check.method) throw dpopError(`DPoP proof htm ${String(htm)} is not ${check.method}`);
     if (typeof htu !== 'string' || normalizeHtu(htu) !== normalizeHtu(check.url))
       throw dpopError(`DPoP proof htu ${String(htu)} is not ${check.url}`);
-    const expectedAth = createHash('sha256').update(check.accessToken).digest('base64url');
-    if (ath !== expectedAth) throw dpopError('DPoP proof ath does not match the access token');
+    if (check.accessToken === undefined) {
+      if (ath !== undefined) throw dpopError('DPoP proof for a token request must not carry ath');
+    } else if (ath !== createHash('sha256').update(check.accessToken).digest('base64url'))
+      throw dpopError('DPoP proof ath does not match the access token');
     const { jkt, jwk } = key;
     this.#remember(`${jkt}:${jti}`, (iat + this.#maxAgeSec + FUTURE_SKEW_SEC) * 1000, nowMs);
     return { jkt, jwk, jti };

@@ -3,6 +3,7 @@ import { PortcullisError, type Principal } from '../core/index.js';
 import type { SessionRecord, UserRecord } from '../store/index.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
+import { checkTokenProof } from './dpop.js';
 import { sendJson } from './respond.js';
 import { bearerToken } from './steps/authenticate.js';
 
@@ -51,6 +52,7 @@ export function sessionView(s: SessionRecord & { active: boolean }): Record<stri
 async function requireAdmin(gw: Gateway, ctx: RequestContext): Promise<Principal> {
   const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
   await gw.identity.checkSession(principal);
+  await checkTokenProof(gw, ctx, principal);
   const roles = gw.config.identity.adminRoles;
   if (principal.kind !== 'user' || !principal.roles.some((r) => roles.includes(r)))
     throw new PortcullisError('forbidden', {

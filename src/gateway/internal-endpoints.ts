@@ -7,6 +7,7 @@ import { serveAdminApi, sessionView } from './admin-api.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
 import { serveDeviceEndpoints } from './device-endpoints.js';
+import { checkTokenProof, signInMeta } from './dpop.js';
 import { withSecurityHeaders } from './headers.js';
 import { OAUTH_ENDPOINTS } from './oauth-endpoints.js';
 import { NO_STORE, ownSession, requireRecentSignIn } from './own-session.js';
@@ -124,7 +125,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       handle: async (gw, ctx) => {
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, loginBody);
         try {
-          const tokens = await gw.identity.login(body.username, body.password, meta(ctx));
+          const tokens = await gw.identity.login(body.username, body.password, await signInMeta(gw, ctx));
           gw.metrics.logins.inc({ result: 'mfa_required' in tokens ? 'mfa_required' : 'success' });
           sendTokens(gw, ctx, tokens, body.client);
         } catch (err) {
@@ -141,7 +142,11 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       method: 'POST',
       handle: async (gw, ctx) => {
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, mfaLoginBody);
-        const tokens = await gw.identity.completeMfaLogin(body.mfa_token, toProof(body), meta(ctx));
+        const tokens = await gw.identity.completeMfaLogin(
+          body.mfa_token,
+          toProof(body),
+          await signInMeta(gw, ctx),
+        );
         sendTokens(gw, ctx, tokens, body.client);
       },
     },
@@ -223,7 +228,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
           throw new PortcullisError('invalid_body', {
             message: 'refresh_token is required (in the body, or the browser cookie)',
           });
-        const tokens = await gw.identity.refresh(token, meta(ctx));
+        const tokens = await gw.identity.refresh(token, await signInMeta(gw, ctx));
         sendTokens(gw, ctx, tokens, fromCookie !== undefined ? 'browser' : body.client);
       },
     },
@@ -264,6 +269,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
           new Set([OWN_ISSUER_ID, ...Object.keys(gw.config.issuers)]),
         );
         if (principal.issuer === OWN_ISSUER_ID) await gw.identity.checkSession(principal);
+        await checkTokenProof(gw, ctx, principal);
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, authorizeBodySchema);
         const queries = 'requests' in body ? body.requests : [body];
         const time = gw.clock.now();

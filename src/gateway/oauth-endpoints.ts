@@ -3,6 +3,7 @@ import { isPortcullisError } from '../core/index.js';
 import { type ClientAuth, OAuthError } from '../identity/index.js';
 import { readSmallBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
+import { checkTokenProof, signInMeta } from './dpop.js';
 import { sendJson } from './respond.js';
 import { bearerToken } from './steps/authenticate.js';
 
@@ -111,6 +112,7 @@ function metadata(gw: Gateway): Record<string, unknown> {
   return {
     issuer: gw.config.identity.issuer,
     jwks_uri: `${base}/.well-known/jwks.json`,
+    dpop_signing_alg_values_supported: ['ES256', 'EdDSA'],
     token_endpoint: `${base}/oauth2/token`,
     token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
     token_endpoint_auth_signing_alg_values_supported: ['ES256', 'EdDSA'],
@@ -173,7 +175,12 @@ export const OAUTH_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string, En
           if (auth.method !== 'none') await gw.clients.authenticate(auth);
           const token = form.get('refresh_token');
           if (!token) throw new OAuthError('invalid_request', 'refresh_token is required');
-          sendJson(ctx, 200, JSON.stringify(await gw.identity.refresh(token, meta(ctx))), NO_STORE);
+          sendJson(
+            ctx,
+            200,
+            JSON.stringify(await gw.identity.refresh(token, await signInMeta(gw, ctx))),
+            NO_STORE,
+          );
           return;
         }
         throw new OAuthError(
@@ -261,6 +268,7 @@ export const OAUTH_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string, En
       also: 'POST',
       handle: async (gw, ctx) => {
         const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
+        await checkTokenProof(gw, ctx, principal);
         sendJson(ctx, 200, JSON.stringify(await gw.identity.userinfo(principal)), NO_STORE);
       },
     },

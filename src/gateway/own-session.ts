@@ -1,5 +1,6 @@
 import { PortcullisError } from '../core/index.js';
 import type { Gateway, RequestContext } from './context.js';
+import { checkTokenProof } from './dpop.js';
 import { bearerToken } from './steps/authenticate.js';
 
 export const ENROL_MAX_AGE_MS = 15 * 60_000;
@@ -23,6 +24,7 @@ export async function ownSession(gw: Gateway, ctx: RequestContext) {
   if (principal.kind !== 'user')
     throw new PortcullisError('forbidden', { detail: 'a user token is required' });
   await gw.identity.checkSession(principal);
+  await checkTokenProof(gw, ctx, principal);
   return principal;
 }
 

@@ -27,12 +27,15 @@ export interface RequestMeta {
   requestId: string;
   /** The client's User-Agent (logins and refreshes record it on the session). */
   userAgent?: string | undefined;
+  /** The thumbprint of the key that signed a valid DPoP proof sent with this request (RFC 9449). */
+  dpopJkt?: string | undefined;
 }
 
 /** OAuth 2.0 token response (RFC 6749 §5.1). */
 export interface TokenResponse {
   access_token: string;
-  token_type: 'Bearer';
+  /** `DPoP` when the session is bound to a key (send the token with `Authorization: DPoP` and a proof). */
+  token_type: 'Bearer' | 'DPoP';
   expires_in: number;
   refresh_token: string;
 }
@@ -506,6 +509,21 @@ export class IdentityService {
           });
           throw new PortcullisError('invalid_grant', { detail: 'user missing or disabled' });
         }
+        // A key-bound session's refresh token is only good with a proof by that key (RFC 9449 §5): without
+        // it, the token was taken from its device — the session ends, as with refresh-token reuse.
+        if (result.session.dpopJkt !== undefined && meta.dpopJkt !== result.session.dpopJkt) {
+          await this.#o.store.sessions.revoke(result.session.id, this.#o.clock.now()).catch(() => false);
+          await this.#audit('auth.refresh.unbound', {
+            ...base,
+            sessionId: result.session.id,
+            userId: user.id,
+            action: 'session_revoked',
+            severity: 'critical',
+          });
+          throw new PortcullisError('invalid_grant', {
+            detail: 'refresh token of a DPoP-bound session without a proof by its key; session revoked',
+          });
+        }
         await this.#audit('auth.refresh.succeeded', {
           ...base,
           sessionId: result.session.id,
@@ -814,6 +832,7 @@ export class IdentityService {
       lastSeenAt: now,
       ip: meta.ip || null,
       userAgent: meta.userAgent?.slice(0, 256) ?? null,
+      ...(meta.dpopJkt ? { dpopJkt: meta.dpopJkt } : {}),
     };
     const refresh = randomToken();
     try {
@@ -858,10 +877,11 @@ export class IdentityService {
       acr: session.acr,
       groups: user.groups,
       attributes: user.attributes,
+      confirmationJkt: session.dpopJkt,
     });
     return {
       access_token: access,
-      token_type: 'Bearer',
+      token_type: session.dpopJkt ? 'DPoP' : 'Bearer',
       expires_in: this.#o.tokens.accessTokenTtlSec,
       refresh_token: refresh,
     };

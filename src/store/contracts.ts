@@ -145,6 +145,11 @@ export interface SessionRecord {
   /** Client address and user agent at the last login or refresh. */
   ip: string | null;
   userAgent: string | null;
+  /**
+   * The key the session is bound to (RFC 9449 `jkt`), when it was started with a DPoP proof: its access
+   * tokens carry `cnf.jkt` and its refresh tokens are accepted only with a proof by that key.
+   */
+  dpopJkt?: string;
 }
 
 /** Recorded on the session in the same transaction as a rotation; `idleMs` ends an idle session instead. */

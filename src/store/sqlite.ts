@@ -152,6 +152,7 @@ const MIGRATIONS: readonly string[] = [
      compliance_failures TEXT NOT NULL DEFAULT '[]'
    ) STRICT;
    CREATE INDEX devices_user ON devices(user_id, created_at);`,
+  'ALTER TABLE sessions ADD COLUMN dpop_jkt TEXT;',
 ];
 
 interface UserRow {
@@ -182,6 +183,7 @@ interface SessionRow {
   last_seen_at: number;
   ip: string | null;
   user_agent: string | null;
+  dpop_jkt: string | null;
 }
 interface ServiceAccountRow {
   id: string;
@@ -329,6 +331,7 @@ const toSession = (r: SessionRow): SessionRecord => ({
   lastSeenAt: r.last_seen_at,
   ip: r.ip,
   userAgent: r.user_agent,
+  ...(r.dpop_jkt !== null ? { dpopJkt: r.dpop_jkt } : {}),
 });
 const toChallenge = (r: ChallengeRow): MfaChallengeRecord => ({
   hash: r.hash,
@@ -451,7 +454,7 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     ? undefined
     : {
         sessionInsert: db.prepare(
-          'INSERT INTO sessions (id, user_id, amr, created_at, expires_at, revoked_at, auth_time, acr, last_seen_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)',
+          'INSERT INTO sessions (id, user_id, amr, created_at, expires_at, revoked_at, auth_time, acr, last_seen_at, ip, user_agent, dpop_jkt) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)',
         ),
         sessionStepUp: db.prepare(
           'UPDATE sessions SET auth_time = ?, amr = ?, acr = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?',
@@ -543,6 +546,7 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
       s.lastSeenAt,
       s.ip,
       s.userAgent,
+      s.dpopJkt ?? null,
     );
     ww.refreshInsert.run(refreshHash, s.id, s.createdAt);
   });
