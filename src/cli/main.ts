@@ -1,4 +1,5 @@
 import { ConfigError } from '../config/index.js';
+import { agent } from './commands/agent.js';
 import { audit } from './commands/audit.js';
 import { device } from './commands/device.js';
 import { init } from './commands/init.js';
@@ -20,6 +21,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   keys,
   ca,
   svid,
+  agent,
   audit,
   jwt,
   policy,
@@ -40,6 +42,7 @@ commands:
   keys          list | rotate the access-token signing keys
   ca            init the internal CA (workload identity)
   svid          issue | verify X.509-SVIDs
+  agent         keep a workload's X.509-SVID fresh (files + local SDK socket)
   policy        check | explain | test the access policy
 
 options common to most commands: --config FILE (default: $PORTCULLIS_CONFIG or ./portcullis.yaml)

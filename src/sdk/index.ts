@@ -1,3 +1,4 @@
+export { type AgentSvid, fetchJwtSvid, fetchX509Svid } from './agent-client.js';
 export {
   JtiReplayCache,
   JWT_SVID_MAX_LIFETIME_SEC,

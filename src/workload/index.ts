@@ -1,3 +1,4 @@
+export { type AgentOptions, type AgentState, type CurrentSvid, WorkloadAgent } from './agent.js';
 export { type CaFiles, caFiles, initCa, WorkloadCa } from './ca.js';
 export { isDeviceId, SPIFFE_ISSUER_ID, SpiffePeerAuthenticator, type VerifiedPeer } from './peer.js';
 export { createJoinToken, createWorkloadServer, spiffeBundle, type WorkloadServerOptions } from './server.js';
