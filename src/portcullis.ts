@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
+import type { Server as TlsServer } from 'node:tls';
 import { SignJWT } from 'jose';
 import { createAdminServer } from './admin/index.js';
 import {
@@ -30,8 +31,11 @@ import {
   createGatewayServer,
   createUpstreams,
   type Gateway,
+  gatewaySecureContext,
   RouteTable,
+  readGatewayTls,
   type Upstream,
+  watchFiles,
 } from './gateway/index.js';
 import {
   BearerAuthenticator,
@@ -411,16 +415,32 @@ export async function startPortcullis(
     active = await buildGateway(loaded, core, rateLimits, riskParts?.engine);
     const tls = config.gateway.tls;
     const base = loaded.file ? dirname(loaded.file) : process.cwd();
+    const tlsFiles = tls && {
+      cert: resolve(base, tls.certFile),
+      key: resolve(base, tls.keyFile),
+      ...(tls.clientCaFile ? { clientCa: resolve(base, tls.clientCaFile) } : {}),
+    };
     const gw = createGatewayServer(
       () => (active as { gateway: Gateway }).gateway,
-      tls
-        ? {
-            cert: readFileSync(resolve(base, tls.certFile), 'utf8'),
-            key: readFileSync(resolve(base, tls.keyFile), 'utf8'),
-            ...(tls.clientCaFile ? { clientCa: readFileSync(resolve(base, tls.clientCaFile), 'utf8') } : {}),
-          }
-        : undefined,
+      tlsFiles ? readGatewayTls(tlsFiles) : undefined,
     );
+    // Certificates rotate (an agent renews the gateway's SVID at half-life): new handshakes get the new
+    // certificate, open connections carry on, nothing restarts.
+    const unwatch: Array<() => void> = [];
+    if (tlsFiles)
+      unwatch.push(
+        watchFiles(Object.values(tlsFiles), () => {
+          try {
+            (gw as unknown as TlsServer).setSecureContext(gatewaySecureContext(readGatewayTls(tlsFiles)));
+            core.log.info({ cert: tlsFiles.cert }, 'gateway certificate reloaded');
+          } catch (err) {
+            core.log.warn(
+              { err: (err as Error).message },
+              'gateway certificate not reloaded; the current one stays',
+            );
+          }
+        }),
+      );
     const gatewayUrl = (await listen(gw, config.gateway.listen.host, config.gateway.listen.port)).replace(
       /^http:/,
       tls ? 'https:' : 'http:',
@@ -476,6 +496,48 @@ export async function startPortcullis(
     const adminUrl = await listen(admin, config.admin.listen.host, config.admin.listen.port);
     servers.push(admin);
 
+    // The running config, and watches on the upstreams' mTLS files: a rotated client SVID rebuilds the
+    // upstream pools (in-flight requests finish on the old ones), like a config reload.
+    let running = loaded;
+    let unwatchUpstreams: () => void = () => undefined;
+    const watchUpstreamCertificates = (l: LoadedConfig) => {
+      unwatchUpstreams();
+      const b = l.file ? dirname(l.file) : process.cwd();
+      const paths = Object.values(l.config.upstreams).flatMap((u) =>
+        u.mtls ? [u.mtls.certFile, u.mtls.keyFile, u.mtls.bundleFile].map((f) => resolve(b, f)) : [],
+      );
+      unwatchUpstreams = paths.length
+        ? watchFiles(paths, () => {
+            void reload(running).then((r) => {
+              if (r.ok) core.log.info('upstream client certificates reloaded');
+            });
+          })
+        : () => undefined;
+    };
+    const reload = async (
+      next: LoadedConfig,
+    ): Promise<{ ok: true; restartRequired: string[] } | { ok: false; error: string }> => {
+      await maintainKeys();
+      const current = active as { gateway: Gateway; upstreams: Map<string, Upstream> };
+      const { merged, restartRequired } = reloadable(current.gateway.config, next.config);
+      let built: { gateway: Gateway; upstreams: Map<string, Upstream> };
+      try {
+        built = await buildGateway({ ...next, config: merged }, core, rateLimits, riskParts?.engine);
+      } catch (err) {
+        core.log.error({ err }, 'config reload failed; the running config stays');
+        return { ok: false, error: (err as Error).message };
+      }
+      active = built;
+      running = next;
+      // In-flight requests finish on the old pools: undici's close() waits for them.
+      void closeUpstreams(current.upstreams);
+      watchUpstreamCertificates(next);
+      core.log.info({ restartRequired }, 'config reloaded');
+      return { ok: true, restartRequired };
+    };
+    watchUpstreamCertificates(loaded);
+    unwatch.push(() => unwatchUpstreams());
+
     core.log.info({ gatewayUrl, adminUrl, demoUrl }, 'portcullis started');
     let closing: Promise<void> | undefined;
     return {
@@ -486,25 +548,10 @@ export async function startPortcullis(
       workloadUrl,
       seededUsers,
       maintainKeys,
-      reload: async (next) => {
-        await maintainKeys();
-        const current = active as { gateway: Gateway; upstreams: Map<string, Upstream> };
-        const { merged, restartRequired } = reloadable(current.gateway.config, next.config);
-        let built: { gateway: Gateway; upstreams: Map<string, Upstream> };
-        try {
-          built = await buildGateway({ ...next, config: merged }, core, rateLimits, riskParts?.engine);
-        } catch (err) {
-          core.log.error({ err }, 'config reload failed; the running config stays');
-          return { ok: false, error: (err as Error).message };
-        }
-        active = built;
-        // In-flight requests finish on the old pools: undici's close() waits for them.
-        void closeUpstreams(current.upstreams);
-        core.log.info({ restartRequired }, 'config reloaded');
-        return { ok: true, restartRequired };
-      },
+      reload,
       close: () => {
         closing ??= (async () => {
+          for (const u of unwatch) u();
           clearInterval(keyTimer);
           if (riskParts) await riskParts.stop();
           await Promise.all(servers.map(closeServer));

@@ -43,7 +43,9 @@ export async function svidFor(
  * data key made beforehand — so the workload API (and device certificates) can start with the stack.
  */
 export async function startStackWithCa(
-  overrides: import('./helpers.js').TestOverrides = {},
+  overrides:
+    | import('./helpers.js').TestOverrides
+    | ((ca: WorkloadCa, dir: string) => Promise<import('./helpers.js').TestOverrides>) = {},
   options: { clock?: import('../src/core/index.js').Clock } = {},
 ): Promise<{
   s: import('./helpers.js').Stack;
@@ -71,8 +73,9 @@ export async function startStackWithCa(
     box: new SecretBox(dataKey),
   });
   const ca = await Ca.load(join(dataDir, 'ca'), new SecretBox(dataKey));
+  const o = typeof overrides === 'function' ? await overrides(ca, t.dir) : overrides;
   const s = await startStack(
-    { ...overrides, dataDir, identity: { ...overrides.identity, dataKeyFile } } as never,
+    { ...o, dataDir, identity: { ...o.identity, dataKeyFile } } as never,
     undefined,
     options,
   );

@@ -10,5 +10,6 @@ export type { Gateway, RequestContext } from './context.js';
 export { SECURITY_HEADERS } from './headers.js';
 export { type CompiledRoute, canonicalHost, type RouteMatch, RouteTable } from './route-table.js';
 export { createGatewayServer } from './server.js';
+export { type GatewayTls, gatewaySecureContext, readGatewayTls, watchFiles } from './tls-files.js';
 export { compileTrustedProxies } from './trusted-proxies.js';
 export { type AssertionSettings, closeUpstreams, createUpstreams, type Upstream } from './upstream.js';

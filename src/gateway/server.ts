@@ -4,6 +4,7 @@ import { errorBody, newRequestId } from '../core/index.js';
 import type { Gateway } from './context.js';
 import { SECURITY_HEADERS } from './headers.js';
 import { createHandler } from './pipeline.js';
+import { type GatewayTls, gatewaySecureContext } from './tls-files.js';
 
 /** The security headers as raw header lines, for answers written straight to the socket. */
 const RAW_SECURITY_HEADERS = SECURITY_HEADERS.map(([k, v]) => `${k}: ${v}\r\n`).join('');
@@ -12,10 +13,7 @@ const RAW_SECURITY_HEADERS = SECURITY_HEADERS.map(([k, v]) => `${k}: ${v}\r\n`).
  * The gateway's node:http server. Malformed HTTP (the parser refuses it before any handler runs) gets a
  * JSON 400 and the connection is closed.
  */
-export function createGatewayServer(
-  current: () => Gateway,
-  tls?: { cert: string; key: string; clientCa?: string },
-): Server {
+export function createGatewayServer(current: () => Gateway, tls?: GatewayTls): Server {
   const options = {
     headersTimeout: 10_000,
     requestTimeout: 60_000,
@@ -25,16 +23,10 @@ export function createGatewayServer(
     insecureHTTPParser: false,
   };
   const server: Server = tls
-    ? (createTlsServer(
-        {
-          ...options,
-          cert: tls.cert,
-          key: tls.key,
-          minVersion: 'TLSv1.2',
-          // Client certificates are optional (users come with bearer tokens) and are verified by the
-          // pipeline with the SPIFFE rules, not by OpenSSL's defaults.
-          ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
-        },
+    ? // Client certificates are optional (users come with bearer tokens) and are verified by the
+      // pipeline with the SPIFFE rules, not by OpenSSL's defaults.
+      (createTlsServer(
+        { ...options, ...gatewaySecureContext(tls) },
         createHandler(current),
       ) as unknown as Server)
     : createServer(options, createHandler(current));

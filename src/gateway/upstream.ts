@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { createPrivateKey, X509Certificate as NodeX509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import type { PeerCertificate } from 'node:tls';
@@ -34,10 +35,15 @@ export interface AssertionSettings {
 function mtlsConnect(m: NonNullable<UpstreamConfig['mtls']>, baseDir: string) {
   const read = (f: string) => readFileSync(isAbsolute(f) ? f : resolve(baseDir, f), 'utf8');
   const expected = parseSpiffeId(m.spiffeId).toString();
+  const cert = read(m.certFile);
+  const key = read(m.keyFile);
+  // An agent replaces key and certificate one after the other: never build a pool on a mismatched pair.
+  if (!new NodeX509Certificate(cert).checkPrivateKey(createPrivateKey(key)))
+    throw new Error(`upstream mTLS: ${m.keyFile} does not belong to the certificate in ${m.certFile}`);
   return {
     ca: read(m.bundleFile),
-    cert: read(m.certFile),
-    key: read(m.keyFile),
+    cert,
+    key,
     rejectUnauthorized: true,
     checkServerIdentity: (_host: string, cert: PeerCertificate): Error | undefined => {
       try {
