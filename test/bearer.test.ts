@@ -23,10 +23,13 @@ describe('external issuers, the verified-token cache and HS256 assertions', () =
 
   const extToken = (
     sub: string,
-    opts: { roles?: unknown; exp?: number; aud?: string; key?: KeyObject } = {},
+    opts: { roles?: unknown; exp?: number; aud?: string; key?: KeyObject; cnf?: unknown } = {},
   ) => {
     const now = Math.floor(clock.now() / 1000);
-    return new SignJWT({ roles: opts.roles ?? ['reader'] })
+    return new SignJWT({
+      roles: opts.roles ?? ['reader'],
+      ...(opts.cnf !== undefined ? { cnf: opts.cnf } : {}),
+    })
       .setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: 'idp-1' })
       .setIssuer(EXT_ISS)
       .setAudience(opts.aud ?? 'orders-api')
@@ -89,6 +92,13 @@ describe('external issuers, the verified-token cache and HS256 assertions', () =
     expect((await call('/partner/x', ownToken)).status).toBe(401);
     expect((await call('/both/x', ownToken)).status).toBe(200);
     expect((await call('/own/x', ownToken)).status).toBe(200);
+  });
+
+  it('an external token bound to a key (cnf.jkt) is refused without a DPoP proof by that key', async () => {
+    const bound = await call('/partner/x', await extToken('p-bound', { cnf: { jkt: 'A'.repeat(43) } }));
+    expect(bound.status).toBe(401);
+    expect((await bound.json()).error.code).toBe('invalid_dpop_proof');
+    expect((await call('/partner/x', await extToken('p-bad', { cnf: 'x' }))).status).toBe(401);
   });
 
   it('reads roles from a space-separated claim too', async () => {

@@ -3,6 +3,7 @@ import { createHash, randomBytes, randomUUID, type webcrypto } from 'node:crypto
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -193,6 +194,20 @@ describe('devices: enrolment, mTLS and DPoP proofs, posture, policy, revocation 
       if (r.type === 'gateway.decision') out.push(JSON.parse(r.data) as Record<string, unknown>);
     return out;
   };
+  /** Enrols a key (JWK) as a device, proving possession with a DPoP proof signed by `signer`. */
+  const enrolKey = async (token: string, signer: KeyLike, jwk: JWK, name: string, proofJwk = jwk) =>
+    call('POST', '/auth/devices', {
+      headers: {
+        authorization: `DPoP ${token}`,
+        dpop: await dpopProof(signer, proofJwk, {
+          htm: 'POST',
+          htu: htu('/auth/devices'),
+          token,
+          iat: Math.floor(clock.now() / 1000),
+        }),
+      },
+      body: { name, platform: 'chrome', jwk },
+    });
   const approve = async (id: string) => {
     const admin = await login(s.users.admin);
     return call('POST', `/_portcullis/admin/devices/${id}/approve`, { headers: bearer(admin) });
@@ -318,10 +333,7 @@ describe('devices: enrolment, mTLS and DPoP proofs, posture, policy, revocation 
     const token = await login();
     const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
     const jwk = await exportJWK(publicKey);
-    const enrol = await call('POST', '/auth/devices', {
-      headers: bearer(token),
-      body: { name: 'browser', platform: 'chrome', jwk },
-    });
+    const enrol = await enrolKey(token, privateKey, jwk, 'browser');
     expect(enrol.status).toBe(201);
     const id = (enrol.body.device as { id: string }).id;
     expect(enrol.body.certificate).toBeUndefined();
@@ -519,6 +531,96 @@ describe('devices: enrolment, mTLS and DPoP proofs, posture, policy, revocation 
     expect(unbound).toHaveLength(1);
   });
 
+  it('review regressions: Host tricks, foreign client certificates, failed sign-ins, revocation of bound sessions, no proof upstream', async () => {
+    const now = () => Math.floor(clock.now() / 1000);
+    const token = await login();
+    const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const jwk = await exportJWK(publicKey);
+    const id = ((await enrolKey(token, privateKey, jwk, 'k')).body.device as { id: string }).id;
+    await approve(id);
+
+    // A proof for GET /api/docs cannot be moved to /api/payroll by smuggling a path into Host.
+    const port = new URL(s.pc.gatewayUrl).port;
+    const forDocs = await dpopProof(privateKey, jwk, {
+      htm: 'GET',
+      htu: htu('/api/docs'),
+      token,
+      iat: now(),
+    });
+    const moved = await call('GET', '/api/payroll', {
+      headers: { authorization: `DPoP ${token}`, dpop: forDocs, host: `127.0.0.1:${port}/api/docs?` },
+    });
+    expect(code(moved)).toBe('invalid_dpop_proof');
+
+    // The proof is the gateway's: it never reaches the upstream.
+    const seen = s.upstream.received.length;
+    const ok = await dpopProof(privateKey, jwk, { htm: 'GET', htu: htu('/api/docs'), token, iat: now() });
+    expect(
+      (await call('GET', '/api/docs', { headers: { authorization: `DPoP ${token}`, dpop: ok } })).status,
+    ).toBe(200);
+    const forwarded = s.upstream.received.slice(seen);
+    expect(forwarded).toHaveLength(1);
+    expect(forwarded[0]?.headers.dpop).toBeUndefined();
+
+    // A client certificate that is not one of our SVIDs is no device, and no reason to refuse the token.
+    const selfSigned = await keyAndCsr();
+    const cert = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: '01',
+      name: 'CN=smartcard',
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 3_600_000),
+      keys: selfSigned.keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    });
+    const foreign = { cert: cert.toString('pem'), key: selfSigned.keyPem };
+    expect((await call('GET', '/api/docs', { client: foreign, headers: bearer(token) })).status).toBe(200);
+
+    // A failed sign-in does not spend the proof's jti (anyone can call sign-in; the cache is not theirs).
+    const signInProof = await new SignJWT({ htm: 'POST', htu: htu('/auth/login') })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+      .setIssuedAt(now())
+      .setJti(randomUUID())
+      .sign(privateKey);
+    const wrong = await call('POST', '/auth/login', {
+      headers: { dpop: signInProof },
+      body: { username: s.users.viewer.username, password: 'not-the-password-123' },
+    });
+    expect(code(wrong)).toBe('invalid_credentials');
+    const bound = await call('POST', '/auth/login', {
+      headers: { dpop: signInProof },
+      body: { username: s.users.viewer.username, password: s.users.viewer.password },
+    });
+    expect(bound.body.token_type).toBe('DPoP');
+    const boundToken = bound.body.access_token as string;
+
+    // Revoking the device ends the sessions bound to its key: no refresh, no own endpoints.
+    const admin = await login(s.users.admin);
+    await call('POST', `/_portcullis/admin/devices/${id}/revoke`, { headers: bearer(admin) });
+    const sessions = await call('GET', '/auth/sessions', {
+      headers: {
+        authorization: `DPoP ${boundToken}`,
+        dpop: await dpopProof(privateKey, jwk, {
+          htm: 'GET',
+          htu: htu('/auth/sessions'),
+          token: boundToken,
+          iat: now(),
+        }),
+      },
+    });
+    expect(code(sessions)).toBe('session_revoked');
+    const refresh = await call('POST', '/auth/refresh', {
+      headers: {
+        dpop: await new SignJWT({ htm: 'POST', htu: htu('/auth/refresh') })
+          .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+          .setIssuedAt(now())
+          .setJti(randomUUID())
+          .sign(privateKey),
+      },
+      body: { refresh_token: bound.body.refresh_token },
+    });
+    expect(code(refresh)).toBe('invalid_grant');
+  });
+
   it('enrolment: a recent sign-in, a public key only, one device per key; the admin API lists and shows devices', async () => {
     const token = await login();
     const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
@@ -537,12 +639,14 @@ describe('devices: enrolment, mTLS and DPoP proofs, posture, policy, revocation 
       ).status,
     ).toBe(400);
     const jwk = await exportJWK(publicKey);
-    expect(
-      (await call('POST', '/auth/devices', { headers: bearer(token), body: { name: 'x', jwk } })).status,
-    ).toBe(201);
-    expect(
-      (await call('POST', '/auth/devices', { headers: bearer(token), body: { name: 'y', jwk } })).status,
-    ).toBe(400);
+    // The public key alone is not enough (it travels in every DPoP proof): the enroller must hold it.
+    const bare = await call('POST', '/auth/devices', { headers: bearer(token), body: { name: 'x', jwk } });
+    expect(code(bare)).toBe('invalid_dpop_proof');
+    const thief = await generateKeyPair('ES256', { extractable: true });
+    const notHers = await enrolKey(token, thief.privateKey, jwk, 'x', await exportJWK(thief.publicKey));
+    expect(code(notHers)).toBe('invalid_dpop_proof');
+    expect((await enrolKey(token, privateKey, jwk, 'x')).status).toBe(201);
+    expect((await enrolKey(token, privateKey, jwk, 'y')).status).toBe(400);
     const garbage = await call('POST', '/auth/devices', {
       headers: bearer(token),
       body: {
@@ -606,6 +710,9 @@ describe('compliance rules', () => {
 
   it('names every rule that fails; OS names match case-insensitively', () => {
     expect(judgePosture(report, base, now)).toEqual({ compliant: true, failures: [] });
+    expect(judgePosture({ ...report, lastPatch: '2027-01-01' }, base, now).failures).toEqual([
+      'lastPatch: 2027-01-01 is in the future',
+    ]);
     expect(
       judgePosture(
         report,

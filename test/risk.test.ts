@@ -285,8 +285,14 @@ describe('risk signals (manual clock, test geo database)', () => {
     }
   });
 
-  it('devices: a new device for this user, an untrusted one, a non-compliant one; no device scores only when weighted', () => {
-    const { e, clock } = engine();
+  it('devices: a new device for this user, an untrusted one, a non-compliant one; never more than no device', () => {
+    // Device signals are on when unmanagedDevice is weighted; off (and silent) by default.
+    const off = engine().e;
+    expect(names(off.assess(user, LONDON) as RiskAssessment)).toEqual([]);
+    expect(
+      names(off.assess(user, LONDON, { id: 'x', trusted: false, compliant: false }) as RiskAssessment),
+    ).toEqual([]);
+    const { e, clock } = engine(undefined, { weights: { ...SETTINGS.weights, unmanagedDevice: 50 } });
     const laptop = { id: 'laptop', trusted: true, compliant: true };
     const devNames = (a: RiskAssessment) => names(a).filter((n) => n.endsWith('_device'));
     // First request ever: no history, so nothing is "new" yet; the profile learns the laptop.
@@ -309,14 +315,25 @@ describe('risk signals (manual clock, test geo database)', () => {
       'untrusted_device',
       'noncompliant_device',
     ]);
-    // No device at all: silent by default (unmanagedDevice 0), a signal when weighted.
-    expect(devNames(e.assess(user, LONDON) as RiskAssessment)).toEqual([]);
-    const strict = engine(clock, { weights: { ...SETTINGS.weights, unmanagedDevice: 30 } }).e;
-    expect(devNames(strict.assess(user, LONDON) as RiskAssessment)).toEqual(['unmanaged_device']);
+    // No device at all scores the cap; a proven device never more than that (leaving the proof out
+    // must not be the way to look less risky).
+    const none = e.assess(user, LONDON) as RiskAssessment;
+    expect(none.signals.filter((x) => x.name.endsWith('_device'))).toEqual([
+      { name: 'unmanaged_device', weight: 50, evidence: {} },
+    ]);
+    const tight = engine(clock, { weights: { ...SETTINGS.weights, unmanagedDevice: 20 } }).e;
+    tight.observe(user, tight.assess(user, LONDON, laptop) as RiskAssessment, laptop.id);
+    const capped = tight.assess(user, LONDON, {
+      id: 'tablet',
+      trusted: false,
+      compliant: false,
+    }) as RiskAssessment;
+    expect(capped.signals.filter((x) => x.name.endsWith('_device')).map((x) => [x.name, x.weight])).toEqual([
+      ['new_device', 15],
+      ['untrusted_device', 5],
+    ]);
     // Services are never judged by device.
-    expect(
-      devNames(strict.assess({ id: 'svc', kind: 'service', amr: [] }, LONDON) as RiskAssessment),
-    ).toEqual([]);
+    expect(devNames(e.assess({ id: 'svc', kind: 'service', amr: [] }, LONDON) as RiskAssessment)).toEqual([]);
   });
 
   it('persists profiles: a restarted engine still knows the usual country', async () => {

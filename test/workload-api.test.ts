@@ -147,6 +147,21 @@ describe('workload API (TLS on loopback)', () => {
     }
   });
 
+  it('a device certificate (…/device/<id>, same CA) is not a workload: no renewal, no JWT-SVID, no join token', async () => {
+    const device = await keyAndCsr();
+    const { chain } = await ca.issue(device.csr, 'spiffe://prod.test/device/3f1c', 60_000);
+    const client = { cert: chain, key: device.keyPem };
+    const next = await keyAndCsr();
+    const renew = await call('/v1/svid/renew', { csr: next.csr }, client);
+    expect(renew.status).toBe(401);
+    expect(renew.body).toMatchObject({ error: { code: 'invalid_svid' } });
+    const jwt = await call('/v1/jwt-svid', { audience: 'orders' }, client);
+    expect(jwt.status).toBe(401);
+    await expect(
+      createJoinToken(s.pc.core.store, ca, 'spiffe://prod.test/device/3f1c', 60_000),
+    ).rejects.toThrow(/device/);
+  });
+
   it("mints JWT-SVIDs for the caller's SPIFFE ID (mTLS); the receiver enforces audience and refuses a replayed jti", async () => {
     const { JtiReplayCache, verifyJwtSvid } = await import('../src/sdk/index.js');
     const token = await createJoinToken(s.pc.core.store, ca, 'spiffe://prod.test/ns/billing', 60_000);

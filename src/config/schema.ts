@@ -588,10 +588,14 @@ export const configSchema = z
             failureVelocity: z.number().int().min(0).max(100).default(25),
             staleAuthentication: z.number().int().min(0).max(100).default(10),
             noRecentMfa: z.number().int().min(0).max(100).default(5),
+            /**
+             * No device proof. Device signals are on when this is above 0, and it caps them: a proven
+             * device (new, untrusted, not compliant) never scores more than no device at all.
+             */
+            unmanagedDevice: z.number().int().min(0).max(100).default(0),
             /** A device proof from a device this principal has not used before. */
             newDevice: z.number().int().min(0).max(100).default(15),
-            /** No device proof, an untrusted (unapproved) device, or one whose posture is not compliant. */
-            unmanagedDevice: z.number().int().min(0).max(100).default(0),
+            /** An untrusted (unapproved) device, or one whose posture is not compliant. */
             untrustedDevice: z.number().int().min(0).max(100).default(10),
             noncompliantDevice: z.number().int().min(0).max(100).default(20),
           })

@@ -10,6 +10,7 @@ const ALGORITHMS = ['ES256', 'EdDSA'];
 const MAX_PROOF_BYTES = 4096;
 const FUTURE_SKEW_SEC = 5;
 const MAX_REMEMBERED = 200_000;
+const MAX_PER_SUBJECT = 10_000;
 const MAX_KEYS = 10_000;
 
 export interface DpopCheck {
@@ -53,7 +54,8 @@ export class DpopVerifier {
   readonly #maxAgeSec: number;
   readonly #now: () => number;
   /** `jkt:jti` → when it may be forgotten (ms); insertion order is close to expiry order. */
-  readonly #seen = new Map<string, number>();
+  readonly #seen = new Map<string, { until: number; subject: string }>();
+  readonly #perSubject = new Map<string, number>();
   /**
    * Imported keys by the proof's header segment: a client sends the same header (alg, typ, jwk) with
    * every proof, so the key is imported and its thumbprint computed once, not per request.
@@ -65,7 +67,16 @@ export class DpopVerifier {
     this.#now = options.now;
   }
 
-  async verify(proof: string, check: DpopCheck): Promise<VerifiedDpop> {
+  /**
+   * Verifies a proof and spends its jti for `subject` (who is calling: the signed-in user). With
+   * `defer`, the jti is not spent yet: the caller spends it with `commit()` once the request succeeded
+   * (sign-in endpoints, where anyone may call and a failed attempt must cost the cache nothing).
+   */
+  async verify(
+    proof: string,
+    check: DpopCheck,
+    options: { subject?: string; defer?: boolean } = {},
+  ): Promise<VerifiedDpop & { commit: () => void }> {
     const nowMs = this.#now();
     const nowSec = Math.floor(nowMs / 1000);
     try {
@@ -108,8 +119,11 @@ export class DpopVerifier {
     } else if (ath !== createHash('sha256').update(check.accessToken).digest('base64url'))
       throw dpopError('DPoP proof ath does not match the access token');
     const { jkt, jwk } = key;
-    this.#remember(`${jkt}:${jti}`, (iat + this.#maxAgeSec + FUTURE_SKEW_SEC) * 1000, nowMs);
-    return { jkt, jwk, jti };
+    const until = (iat + this.#maxAgeSec + FUTURE_SKEW_SEC) * 1000;
+    const commit = () => this.#remember(`${jkt}:${jti}`, until, this.#now(), options.subject ?? jkt);
+    if (options.defer) return { jkt, jwk, jti, commit };
+    commit();
+    return { jkt, jwk, jti, commit: () => undefined };
   }
 
   /** The public key a proof's `jwk` header carries (a private key, or anything but EC/OKP, is refused). */
@@ -137,18 +151,28 @@ export class DpopVerifier {
     return entry;
   }
 
-  /** A jti is accepted once; remembered until no proof carrying it could pass the iat window. */
-  #remember(key: string, until: number, now: number): void {
+  /**
+   * A jti is accepted once; remembered until no proof carrying it could pass the iat window. At most
+   * {@link MAX_PER_SUBJECT} live proofs per subject (the signed-in user, or the key at sign-in), so one
+   * caller cannot fill the cache for everyone; the whole cache refuses rather than forgets (fail closed).
+   */
+  #remember(key: string, until: number, now: number, subject: string): void {
     const seenUntil = this.#seen.get(key);
-    if (seenUntil !== undefined && seenUntil > now) throw dpopError('DPoP proof replayed (jti already used)');
+    if (seenUntil !== undefined && seenUntil.until > now)
+      throw dpopError('DPoP proof replayed (jti already used)');
     // Forget what has expired, oldest first (amortised: each entry is deleted once).
-    for (const [k, t] of this.#seen) {
-      if (t > now) break;
+    for (const [k, e] of this.#seen) {
+      if (e.until > now) break;
       this.#seen.delete(k);
+      const n = (this.#perSubject.get(e.subject) ?? 1) - 1;
+      if (n <= 0) this.#perSubject.delete(e.subject);
+      else this.#perSubject.set(e.subject, n);
     }
-    // Full of live proofs: refuse rather than forget one (fail closed).
+    const mine = this.#perSubject.get(subject) ?? 0;
+    if (mine >= MAX_PER_SUBJECT) throw dpopError('too many DPoP proofs from this caller in the window');
     if (this.#seen.size >= MAX_REMEMBERED) throw dpopError('too many DPoP proofs in flight');
-    this.#seen.set(key, until);
+    this.#seen.set(key, { until, subject });
+    this.#perSubject.set(subject, mine + 1);
   }
 }
 

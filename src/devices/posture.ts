@@ -65,6 +65,8 @@ export function judgePosture(
     failures.push(`minOsVersion: ${report.os.name} ${report.os.version} is older than ${minOs}`);
   if (rules.minAgentVersion !== undefined && compareVersions(report.agentVersion, rules.minAgentVersion) < 0)
     failures.push(`minAgentVersion: agent ${report.agentVersion} is older than ${rules.minAgentVersion}`);
+  const patchedAt = Date.parse(report.lastPatch);
+  if (patchedAt > now + 86_400_000) failures.push(`lastPatch: ${report.lastPatch} is in the future`);
   if (rules.maxPatchAge !== undefined) {
     const patched = Date.parse(report.lastPatch);
     const days = Math.floor((now - patched) / 86_400_000);

@@ -9,7 +9,7 @@ import type { DeviceCheck, DeviceRecord, Store } from '../store/index.js';
 import { StoreError } from '../store/index.js';
 import type { WorkloadCa } from '../workload/index.js';
 import { pemBlocks } from '../workload/svid.js';
-import { DpopVerifier } from './dpop.js';
+import { DpopVerifier, dpopError } from './dpop.js';
 import { type ComplianceRules, judgePosture, type PostureClaims, postureClaims } from './posture.js';
 
 x509.cryptoProvider.set(webcrypto as never);
@@ -93,7 +93,7 @@ export class DeviceService {
   async enrol(
     userId: UserId,
     input: EnrolInput,
-    meta: { ip: string; requestId: string },
+    meta: { ip: string; requestId: string; provenJkt?: string | undefined },
   ): Promise<Enrolment> {
     const now = this.#clock.now();
     const mine = (await this.#store.devices.list(userId)).filter((d) => d.status !== 'revoked');
@@ -113,6 +113,8 @@ export class DeviceService {
       jwk = await csrPublicJwk(input.csr);
     } else jwk = await publicJwk(input.jwk);
     const jkt = await calculateJwkThumbprint(jwk, 'sha256');
+    if (input.csr === undefined && meta.provenJkt !== jkt)
+      throw dpopError('enrolling a key needs a DPoP proof signed by that key with the request');
     let issued: { certificate: string; chain: string; notAfter: Date; serial: string } | undefined;
     if (ca && input.csr !== undefined) {
       try {
@@ -196,27 +198,31 @@ export class DeviceService {
   /** An admin trusts a pending device. A revoked device stays revoked (enrol it again). */
   async approve(id: string, actor: string): Promise<DeviceRecord> {
     const d = await this.#required(id);
-    if (d.status === 'revoked') throw new PortcullisError('device_revoked');
-    if (d.status === 'pending') {
-      await this.#store.devices.update(id, { status: 'active', approvedAt: this.#clock.now() });
+    if (await this.#store.devices.approve(id, this.#clock.now()))
       await this.#audit.write(
         { type: 'device.approved', data: { device: id, sub: d.userId, actor } },
         'durable',
       );
-    }
-    return (await this.#store.devices.get(id)) as DeviceRecord;
+    const after = (await this.#store.devices.get(id)) as DeviceRecord;
+    if (after.status === 'revoked') throw new PortcullisError('device_revoked');
+    return after;
   }
 
-  /** Its user or an admin ends a device: every later proof by it (certificate or DPoP key) is refused. */
+  /**
+   * Its user or an admin ends a device: every later proof by it (certificate or DPoP key) is refused,
+   * and the sessions bound to its key end too.
+   */
   async revoke(id: string, actor: string): Promise<DeviceRecord> {
     const d = await this.#required(id);
-    if (d.status !== 'revoked') {
-      await this.#store.devices.update(id, { status: 'revoked', revokedAt: this.#clock.now() });
+    const sessions = await this.#store.devices.revoke(id, this.#clock.now());
+    if (sessions !== undefined)
       await this.#audit.write(
-        { type: 'device.revoked', data: { device: id, sub: d.userId, actor, serial: d.certSerial } },
+        {
+          type: 'device.revoked',
+          data: { device: id, sub: d.userId, actor, serial: d.certSerial, sessionsEnded: sessions },
+        },
         'durable',
       );
-    }
     return (await this.#store.devices.get(id)) as DeviceRecord;
   }
 
@@ -292,14 +298,16 @@ export class DeviceService {
    */
   async forRequest(
     userId: string,
-    proof: { via: 'dpop'; jkt: string } | { via: 'mtls'; spiffeId: string; serial: string },
+    proof: { via: 'dpop'; jkt: string } | { via: 'mtls'; spiffeId: string; serial: string; jkt: string },
   ): Promise<DeviceState | undefined> {
     let d: DeviceCheck | undefined;
     if (proof.via === 'dpop') d = await this.#store.devices.check({ jkt: proof.jkt });
     else {
       const at = proof.spiffeId.indexOf(DEVICE_PATH_PREFIX);
       d = await this.#store.devices.check({ id: proof.spiffeId.slice(at + DEVICE_PATH_PREFIX.length) });
-      if (d && d.certSerial !== proof.serial.toLowerCase()) d = undefined;
+      // The enrolled certificate, by serial and by key: another CA in the client bundle minting the same
+      // ID and serial still cannot have the device's key.
+      if (d && (d.certSerial !== proof.serial.toLowerCase() || d.jkt !== proof.jkt)) d = undefined;
     }
     if (!d) return undefined;
     if (d.userId !== userId)

@@ -45,7 +45,13 @@ export async function serveDeviceEndpoints(gw: Gateway, ctx: RequestContext, pat
   if (id === undefined) {
     requireRecentSignIn(gw, principal, 'device enrolment');
     const body = await readJsonBody(ctx.req, Math.max(limit, 32_768), enrolBody);
-    const out = await devices.enrol(principal.id, body, { ip: ctx.ip, requestId: ctx.requestId });
+    // A key is enrolled only by whoever holds it: a CSR is signed by it, a JWK comes with a DPoP proof
+    // signed by it (the public key alone travels in every proof and must not be enough).
+    const out = await devices.enrol(principal.id, body, {
+      ip: ctx.ip,
+      requestId: ctx.requestId,
+      provenJkt: ctx.dpop?.jkt,
+    });
     sendJson(ctx, 201, JSON.stringify(out), NO_STORE);
     return true;
   }

@@ -12,6 +12,8 @@ const HOP_BY_HOP = new Set([
   'transfer-encoding',
   'upgrade',
   'http2-settings',
+  // A DPoP proof is for the gateway (it checked it); an upstream must not be able to replay it here.
+  'dpop',
 ]);
 
 /** Headers the gateway sets itself towards upstreams; a client's copy is dropped. */

@@ -13,6 +13,7 @@ import { OAUTH_ENDPOINTS } from './oauth-endpoints.js';
 import { NO_STORE, ownSession, requireRecentSignIn } from './own-session.js';
 import { sendJson } from './respond.js';
 import { bearerToken } from './steps/authenticate.js';
+import { deviceOf } from './steps/device.js';
 
 type Endpoint = {
   method: 'GET' | 'POST';
@@ -125,7 +126,9 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       handle: async (gw, ctx) => {
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, loginBody);
         try {
-          const tokens = await gw.identity.login(body.username, body.password, await signInMeta(gw, ctx));
+          const { meta: m, commit } = await signInMeta(gw, ctx);
+          const tokens = await gw.identity.login(body.username, body.password, m);
+          commit();
           gw.metrics.logins.inc({ result: 'mfa_required' in tokens ? 'mfa_required' : 'success' });
           sendTokens(gw, ctx, tokens, body.client);
         } catch (err) {
@@ -142,11 +145,9 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       method: 'POST',
       handle: async (gw, ctx) => {
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, mfaLoginBody);
-        const tokens = await gw.identity.completeMfaLogin(
-          body.mfa_token,
-          toProof(body),
-          await signInMeta(gw, ctx),
-        );
+        const { meta: m, commit } = await signInMeta(gw, ctx);
+        const tokens = await gw.identity.completeMfaLogin(body.mfa_token, toProof(body), m);
+        commit();
         sendTokens(gw, ctx, tokens, body.client);
       },
     },
@@ -204,6 +205,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       method: 'POST',
       handle: async (gw, ctx) => {
         const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
+        await checkTokenProof(gw, ctx, principal);
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, proofBody);
         const tokens = await gw.identity.stepUp(principal, toProof(body), {
           ip: ctx.ip,
@@ -228,7 +230,9 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
           throw new PortcullisError('invalid_body', {
             message: 'refresh_token is required (in the body, or the browser cookie)',
           });
-        const tokens = await gw.identity.refresh(token, await signInMeta(gw, ctx));
+        const { meta: m, commit } = await signInMeta(gw, ctx);
+        const tokens = await gw.identity.refresh(token, m);
+        commit();
         sendTokens(gw, ctx, tokens, fromCookie !== undefined ? 'browser' : body.client);
       },
     },
@@ -240,6 +244,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       handle: async (gw, ctx) => {
         const token = bearerToken(ctx.req.headers.authorization);
         const principal = await gw.tokens.verifyAccessToken(token);
+        await checkTokenProof(gw, ctx, principal);
         if (principal.sessionId === undefined)
           throw new PortcullisError('invalid_token', { detail: 'token has no session' });
         await gw.identity.logout(principal.sessionId, { ip: ctx.ip, requestId: ctx.requestId });
@@ -269,7 +274,8 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
           new Set([OWN_ISSUER_ID, ...Object.keys(gw.config.issuers)]),
         );
         if (principal.issuer === OWN_ISSUER_ID) await gw.identity.checkSession(principal);
-        await checkTokenProof(gw, ctx, principal);
+        // The device it proves (DPoP or device certificate), so `device.*` rules answer as at the gateway.
+        const device = await deviceOf(gw, ctx, principal);
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, authorizeBodySchema);
         const queries = 'requests' in body ? body.requests : [body];
         const time = gw.clock.now();
@@ -278,6 +284,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
             principal,
             action: q.action,
             resource: q.resource as PolicyInput['resource'],
+            ...(device ? { device } : {}),
             context: {
               time,
               ip: ctx.ip,

@@ -175,12 +175,10 @@ export const OAUTH_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string, En
           if (auth.method !== 'none') await gw.clients.authenticate(auth);
           const token = form.get('refresh_token');
           if (!token) throw new OAuthError('invalid_request', 'refresh_token is required');
-          sendJson(
-            ctx,
-            200,
-            JSON.stringify(await gw.identity.refresh(token, await signInMeta(gw, ctx))),
-            NO_STORE,
-          );
+          const { meta: m, commit } = await signInMeta(gw, ctx);
+          const tokens = await gw.identity.refresh(token, m);
+          commit();
+          sendJson(ctx, 200, JSON.stringify(tokens), NO_STORE);
           return;
         }
         throw new OAuthError(

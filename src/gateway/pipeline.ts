@@ -125,6 +125,7 @@ export function createHandler(current: () => Gateway): (req: IncomingMessage, re
       decision: undefined,
       risk: undefined,
       device: undefined,
+      dpop: undefined,
       internal: false,
       rateLimitHeaders: undefined,
     };

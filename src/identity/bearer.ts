@@ -138,7 +138,11 @@ export class BearerAuthenticator {
     } catch (err) {
       throw invalid(err instanceof TokenVerificationError ? err.message : 'token is invalid', err);
     }
-    const { sub, jti, exp, nbf, amr, auth_time, acr } = claims;
+    const { sub, jti, exp, nbf, amr, auth_time, acr, cnf } = claims;
+    // A token its issuer bound to a key (RFC 9449 cnf.jkt) is only good with a proof by that key.
+    const jkt = (cnf as { jkt?: unknown } | undefined)?.jkt;
+    if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || typeof jkt !== 'string'))
+      throw invalid('cnf must be an object with a jkt');
     const rawRoles = claims[config.rolesClaim];
     const roles = typeof rawRoles === 'string' ? rawRoles.split(' ').filter((r) => r !== '') : rawRoles;
     if (typeof sub !== 'string' || sub === '' || !isStringArray(roles))
@@ -159,6 +163,7 @@ export class BearerAuthenticator {
           ? { authTime: auth_time * 1000 }
           : {}),
         ...(typeof acr === 'string' ? { acr } : {}),
+        ...(typeof jkt === 'string' ? { confirmationJkt: jkt } : {}),
       },
       expiresAt: exp ?? 0,
       notBefore: nbf ?? 0,

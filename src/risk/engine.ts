@@ -338,29 +338,24 @@ export class RiskEngine {
         });
       if (!subject.amr.some((m) => MFA.has(m)) && w.noRecentMfa > 0)
         signals.push({ name: 'no_mfa', weight: w.noRecentMfa, evidence: { amr: subject.amr } });
-      if (device === undefined) {
-        if (w.unmanagedDevice > 0)
-          signals.push({ name: 'unmanaged_device', weight: w.unmanagedDevice, evidence: {} });
-      } else {
+      // Device signals are on when `unmanagedDevice` is weighted, and a proven device never scores more
+      // than no device at all: otherwise leaving the proof out would be the way to look less risky.
+      const cap = w.unmanagedDevice;
+      if (cap > 0 && device === undefined)
+        signals.push({ name: 'unmanaged_device', weight: cap, evidence: {} });
+      else if (cap > 0 && device !== undefined) {
+        let left = cap;
+        const add = (name: string, weight: number, evidence: Record<string, unknown>) => {
+          const wt = Math.min(weight, left);
+          if (wt <= 0) return;
+          left -= wt;
+          signals.push({ name, weight: wt, evidence });
+        };
         const known = p?.devices ?? [];
-        if (p !== undefined && p.seen > 0 && !known.includes(device.id) && w.newDevice > 0)
-          signals.push({
-            name: 'new_device',
-            weight: w.newDevice,
-            evidence: { device: device.id, known: known.length },
-          });
-        if (!device.trusted && w.untrustedDevice > 0)
-          signals.push({
-            name: 'untrusted_device',
-            weight: w.untrustedDevice,
-            evidence: { device: device.id },
-          });
-        if (!device.compliant && w.noncompliantDevice > 0)
-          signals.push({
-            name: 'noncompliant_device',
-            weight: w.noncompliantDevice,
-            evidence: { device: device.id },
-          });
+        if (p !== undefined && p.seen > 0 && !known.includes(device.id))
+          add('new_device', w.newDevice, { device: device.id, known: known.length });
+        if (!device.trusted) add('untrusted_device', w.untrustedDevice, { device: device.id });
+        if (!device.compliant) add('noncompliant_device', w.noncompliantDevice, { device: device.id });
       }
     }
 

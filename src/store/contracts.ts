@@ -290,11 +290,11 @@ export type DeviceUpdate = Partial<
 /** What a request needs to know about the device it proved: read on every such request, so kept narrow. */
 export type DeviceCheck = Pick<
   DeviceRecord,
-  'id' | 'userId' | 'status' | 'certSerial' | 'platform' | 'posture' | 'postureAt' | 'compliant'
+  'id' | 'userId' | 'status' | 'jkt' | 'certSerial' | 'platform' | 'posture' | 'postureAt' | 'compliant'
 >;
 
 export interface DeviceStore {
-  /** Fails with `{ code: 'conflict' }` when the key (thumbprint) is already enrolled. */
+  /** Fails with `{ code: 'conflict' }` when the key (thumbprint) is enrolled as a device that is not revoked. */
   create(device: DeviceRecord): Promise<void>;
   get(id: string): Promise<DeviceRecord | undefined>;
   findByJkt(jkt: string): Promise<DeviceRecord | undefined>;
@@ -303,6 +303,13 @@ export interface DeviceStore {
   /** All devices, or one user's; newest first. */
   list(userId?: UserId): Promise<DeviceRecord[]>;
   update(id: string, patch: DeviceUpdate): Promise<void>;
+  /** pending → active (atomic); false when the device is not pending (approved already, or revoked). */
+  approve(id: string, at: number): Promise<boolean>;
+  /**
+   * → revoked (atomic), and every session of its user bound to its key (`dpopJkt`) ends with it: the
+   * number of sessions ended, or undefined when the device was already revoked.
+   */
+  revoke(id: string, at: number): Promise<number | undefined>;
   /**
    * Records a posture report unless a later one is already stored (atomic compare on `postureAt`);
    * false when the report is not newer.

@@ -138,7 +138,7 @@ const MIGRATIONS: readonly string[] = [
      name TEXT NOT NULL,
      platform TEXT,
      public_jwk TEXT NOT NULL,
-     jkt TEXT NOT NULL UNIQUE,
+     jkt TEXT NOT NULL,
      cert_serial TEXT,
      cert_not_after INTEGER,
      status TEXT NOT NULL,
@@ -151,7 +151,9 @@ const MIGRATIONS: readonly string[] = [
      compliant INTEGER NOT NULL DEFAULT 0,
      compliance_failures TEXT NOT NULL DEFAULT '[]'
    ) STRICT;
-   CREATE INDEX devices_user ON devices(user_id, created_at);`,
+   CREATE INDEX devices_user ON devices(user_id, created_at);
+   CREATE UNIQUE INDEX devices_live_key ON devices(jkt) WHERE status != 'revoked';
+   CREATE INDEX devices_key ON devices(jkt);`,
   'ALTER TABLE sessions ADD COLUMN dpop_jkt TEXT;',
 ];
 
@@ -257,15 +259,17 @@ const toDevice = (r: DeviceRow): DeviceRecord => ({
   compliant: r.compliant === 1,
   complianceFailures: JSON.parse(r.compliance_failures) as string[],
 });
-const DEVICE_CHECK_COLUMNS = 'id, user_id, status, cert_serial, platform, posture, posture_at, compliant';
+const DEVICE_CHECK_COLUMNS =
+  'id, user_id, status, jkt, cert_serial, platform, posture, posture_at, compliant';
 type DeviceCheckRow = Pick<
   DeviceRow,
-  'id' | 'user_id' | 'status' | 'cert_serial' | 'platform' | 'posture' | 'posture_at' | 'compliant'
+  'id' | 'user_id' | 'status' | 'jkt' | 'cert_serial' | 'platform' | 'posture' | 'posture_at' | 'compliant'
 >;
 const toDeviceCheck = (r: DeviceCheckRow): DeviceCheck => ({
   id: r.id,
   userId: r.user_id as UserId,
   status: r.status === 'active' || r.status === 'pending' ? r.status : 'revoked',
+  jkt: r.jkt,
   certSerial: r.cert_serial,
   platform: r.platform,
   posture: r.posture === null ? null : (JSON.parse(r.posture) as Record<string, unknown>),
@@ -417,9 +421,12 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     saList: db.prepare<[], ServiceAccountRow>('SELECT * FROM service_accounts ORDER BY name'),
     riskById: db.prepare<[string], { data: string }>('SELECT data FROM risk_profiles WHERE id = ?'),
     deviceById: db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE id = ?'),
-    deviceByJkt: db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE jkt = ?'),
+    // A key's live device first; else its latest revoked one (so a revoked key is refused as revoked).
+    deviceByJkt: db.prepare<[string], DeviceRow>(
+      "SELECT * FROM devices WHERE jkt = ? ORDER BY status = 'revoked', created_at DESC LIMIT 1",
+    ),
     deviceCheckByJkt: db.prepare<[string], DeviceCheckRow>(
-      `SELECT ${DEVICE_CHECK_COLUMNS} FROM devices WHERE jkt = ?`,
+      `SELECT ${DEVICE_CHECK_COLUMNS} FROM devices WHERE jkt = ? ORDER BY status = 'revoked', created_at DESC LIMIT 1`,
     ),
     deviceCheckById: db.prepare<[string], DeviceCheckRow>(
       `SELECT ${DEVICE_CHECK_COLUMNS} FROM devices WHERE id = ?`,
@@ -492,6 +499,15 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           `INSERT INTO devices (id, user_id, name, platform, public_jwk, jkt, cert_serial, cert_not_after, status,
              created_at, approved_at, revoked_at, last_seen_at, posture, posture_at, compliant, compliance_failures)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ),
+        deviceApprove: db.prepare(
+          "UPDATE devices SET status = 'active', approved_at = ? WHERE id = ? AND status = 'pending'",
+        ),
+        deviceRevoke: db.prepare(
+          "UPDATE devices SET status = 'revoked', revoked_at = ? WHERE id = ? AND status != 'revoked'",
+        ),
+        sessionRevokeByJkt: db.prepare(
+          'UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND dpop_jkt = ? AND revoked_at IS NULL',
         ),
         devicePosture: db.prepare(
           `UPDATE devices SET posture = ?, posture_at = ?, compliant = ?, compliance_failures = ?
@@ -618,6 +634,14 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     }
     if (sets.length > 0) db.prepare(`UPDATE ${table} SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
   };
+
+  const revokeDevice = db.transaction((id: string, at: number): number | undefined => {
+    const ww = writable();
+    if (ww.deviceRevoke.run(at, id).changes === 0) return undefined;
+    // The sessions bound to the device's key end with it.
+    const d = q.deviceById.get(id) as DeviceRow;
+    return ww.sessionRevokeByJkt.run(at, d.user_id, d.jkt).changes;
+  });
 
   const putRisk = db.transaction((entries: readonly (readonly [string, string])[], at: number) => {
     const ww = writable();
@@ -791,6 +815,8 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
       list: (userId) =>
         guard(() => (userId === undefined ? q.deviceList.all() : q.devicesByUser.all(userId)).map(toDevice)),
       update: (id, patch) => guard(() => updateRow('devices', DEVICE_COLUMNS, id, patch)),
+      approve: (id, at) => guard(() => writable().deviceApprove.run(at, id).changes > 0),
+      revoke: (id, at) => guard(() => revokeDevice.immediate(id, at)),
       putPosture: (id, r) =>
         guard(
           () =>

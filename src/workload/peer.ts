@@ -1,6 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type * as x509 from '@peculiar/x509';
+import { calculateJwkThumbprint, type JWK } from 'jose';
 import { type Clock, PortcullisError, type Principal, type UserId } from '../core/index.js';
 import { parseCertificates, SvidError, verifySvid } from './svid.js';
 
@@ -19,6 +20,8 @@ export class SpiffePeerAuthenticator {
   readonly #trustDomain: string | undefined;
   readonly #clock: Clock;
   readonly #cache = new Map<string, VerifiedPeer>();
+  /** Per connection: its certificate does not change, so a keep-alive connection is checked once. */
+  readonly #bySocket = new WeakMap<object, VerifiedPeer | PortcullisError | null>();
 
   constructor(bundlePem: string, trustDomain: string | undefined, clock: Clock) {
     this.#roots = parseCertificates(bundlePem);
@@ -34,6 +37,21 @@ export class SpiffePeerAuthenticator {
    */
   async peer(socket: TLSSocket): Promise<VerifiedPeer | undefined> {
     if (typeof socket.getPeerCertificate !== 'function') return undefined;
+    const known = this.#bySocket.get(socket);
+    if (known === null) return undefined;
+    if (known instanceof PortcullisError) throw known;
+    if (known && this.#clock.now() <= known.notAfter) return known;
+    try {
+      const p = await this.#verifyPeer(socket);
+      this.#bySocket.set(socket, p ?? null);
+      return p;
+    } catch (err) {
+      if (err instanceof PortcullisError) this.#bySocket.set(socket, err);
+      throw err;
+    }
+  }
+
+  async #verifyPeer(socket: TLSSocket): Promise<VerifiedPeer | undefined> {
     const peer = socket.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
     if (!peer?.raw) return undefined;
     const key = createHash('sha256').update(peer.raw).digest('base64');
@@ -73,9 +91,12 @@ export class SpiffePeerAuthenticator {
       tokenId: '',
       spiffeId,
     };
+    const leaf = chain[0] as x509.X509Certificate;
+    const spki = createPublicKey({ key: Buffer.from(leaf.publicKey.rawData), format: 'der', type: 'spki' });
     const verified = {
       spiffeId,
-      serial: (chain[0] as x509.X509Certificate).serialNumber.toLowerCase(),
+      serial: leaf.serialNumber.toLowerCase(),
+      jkt: await calculateJwkThumbprint(spki.export({ format: 'jwk' }) as JWK, 'sha256'),
       notAfter: notAfter.getTime(),
       principal,
     };
@@ -106,6 +127,8 @@ export interface VerifiedPeer {
   readonly spiffeId: string;
   /** The leaf certificate's serial, lower-case hex. */
   readonly serial: string;
+  /** RFC 7638 thumbprint of the leaf's public key (a device is matched by its key, not only its serial). */
+  readonly jkt: string;
   /** ms */
   readonly notAfter: number;
   readonly principal: Principal;

@@ -8,6 +8,7 @@ import type { AuditWriter } from '../audit/index.js';
 import { type Clock, type Logger, randomToken, sha256b64url } from '../core/index.js';
 import type { Store } from '../store/index.js';
 import type { WorkloadCa } from './ca.js';
+import { isDeviceId } from './peer.js';
 import { parseSpiffeId } from './spiffe-id.js';
 import { SvidError, verifySvid } from './svid.js';
 
@@ -39,6 +40,8 @@ export async function createJoinToken(
   if (id.trustDomain !== ca.trustDomain)
     throw new Error(`${spiffeId} is not in this CA's trust domain (${ca.trustDomain})`);
   if (id.path === '') throw new Error('a join token needs a SPIFFE ID with a path');
+  if (isDeviceId(id.toString()))
+    throw new Error('device IDs (…/device/…) are issued by device enrolment, not join tokens');
   const token = randomToken(32);
   await store.joinTokens.create(sha256b64url(token), id.toString(), now + ttlMs, now);
   return token;
@@ -220,6 +223,15 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
               'durable',
             );
             fail(res, 401, 'invalid_svid', `The client certificate is not a valid SVID (${why}).`);
+            return;
+          }
+          // A device certificate proves which device a user is on; it is never a workload identity.
+          if (isDeviceId(spiffeId)) {
+            await o.audit.write(
+              { type: 'ca.renew_refused', data: { reason: 'device certificate', spiffeId } },
+              'durable',
+            );
+            fail(res, 401, 'invalid_svid', 'A device certificate is not a workload identity.');
             return;
           }
           if (path === '/v1/jwt-svid') {

@@ -10,7 +10,7 @@ const ABSOLUTE_FORM = /^https?:\/\//i;
  * Step 1: one canonical host and target for everything after; ambiguous targets are a 400. A second
  * Host header is refused; an absolute-form target (`GET http://host/path`) supplies the host itself
  * (RFC 9112 §3.2.2) and must carry no userinfo. Behind trusted proxies, the client address comes from
- * their X-Forwarded-For.
+ * their X-Forwarded-For and the scheme from their X-Forwarded-Proto.
  */
 export function canonicalize(gw: Gateway, ctx: RequestContext): void {
   const raw = ctx.req.rawHeaders;
@@ -29,6 +29,7 @@ export function canonicalize(gw: Gateway, ctx: RequestContext): void {
       throw new PortcullisError('invalid_path', { detail: 'absolute-form target without a plain authority' });
     }
     ctx.host = canonicalHost(authority);
+    ctx.authority = authority.toLowerCase();
     const rest = url.slice(end);
     ctx.target = canonicalizeTarget(rest.startsWith('/') ? rest : `/${rest}`);
   } else {
@@ -38,4 +39,9 @@ export function canonicalize(gw: Gateway, ctx: RequestContext): void {
   const client = clientAddress(gw, ctx);
   ctx.ip = client.ip;
   ctx.forwardedFor = client.chain;
+  // Behind a TLS-terminating proxy we trust, the scheme the client used is the one it says.
+  if (gw.isTrustedProxy(ctx.peerIp)) {
+    const proto = ctx.req.headers['x-forwarded-proto'];
+    if (proto === 'https' || proto === 'http') ctx.scheme = proto;
+  }
 }

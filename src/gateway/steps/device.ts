@@ -1,4 +1,6 @@
 import type { TLSSocket } from 'node:tls';
+import type { Principal } from '../../core/index.js';
+import type { DeviceState } from '../../devices/index.js';
 import { isDeviceId } from '../../workload/index.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { checkTokenProof } from '../dpop.js';
@@ -14,21 +16,35 @@ import { checkTokenProof } from '../dpop.js';
 export async function identifyDevice(gw: Gateway, ctx: RequestContext): Promise<void> {
   const principal = ctx.principal;
   if (principal?.kind !== 'user') return;
+  ctx.device = await deviceOf(gw, ctx, principal);
+}
+
+/** The proven device of a user's request (also for `/v1/authorize`); checks the token's proof first. */
+export async function deviceOf(
+  gw: Gateway,
+  ctx: RequestContext,
+  principal: Principal,
+): Promise<DeviceState | undefined> {
   const v = await checkTokenProof(gw, ctx, principal);
   const devices = gw.devices;
-  if (!devices) return;
-  if (v) {
-    ctx.device = await devices.forRequest(principal.id, { via: 'dpop', jkt: v.jkt });
-    return;
-  }
-  if (!gw.spiffe) return;
+  if (!devices || principal.kind !== 'user') return undefined;
+  if (v) return devices.forRequest(principal.id, { via: 'dpop', jkt: v.jkt });
+  if (!gw.spiffe) return undefined;
   const socket = ctx.req.socket as TLSSocket;
-  if (!socket.encrypted) return;
-  const peer = await gw.spiffe.peer(socket);
-  if (!peer || !isDeviceId(peer.spiffeId)) return;
-  ctx.device = await devices.forRequest(principal.id, {
+  if (!socket.encrypted) return undefined;
+  let peer: Awaited<ReturnType<NonNullable<Gateway['spiffe']>['peer']>>;
+  try {
+    peer = await gw.spiffe.peer(socket);
+  } catch {
+    // A client certificate that is not an SVID of ours (a browser's smartcard, an enterprise proxy's):
+    // no device, and the bearer token decides as if there were no certificate.
+    return undefined;
+  }
+  if (!peer || !isDeviceId(peer.spiffeId)) return undefined;
+  return devices.forRequest(principal.id, {
     via: 'mtls',
     spiffeId: peer.spiffeId,
     serial: peer.serial,
+    jkt: peer.jkt,
   });
 }
