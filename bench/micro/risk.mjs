@@ -40,7 +40,7 @@ const settings = {
     staleAuthentication: 10,
     noRecentMfa: 5,
     newDevice: 15,
-    unmanagedDevice: 0,
+    unmanagedDevice: 45, // device signals on (they are off at 0)
     untrustedDevice: 10,
     noncompliantDevice: 20,
   },
