@@ -52,7 +52,14 @@ import { loadPolicy } from './policy/index.js';
 import { MemoryRateLimitStore } from './ratelimit/index.js';
 import { GeoIp, RiskEngine, ThreatIntel } from './risk/index.js';
 import { openSqliteStore, type Store } from './store/index.js';
-import { createWorkloadServer, SpiffePeerAuthenticator, WorkloadCa } from './workload/index.js';
+import {
+  caLoader,
+  caStatus,
+  createWorkloadServer,
+  maintainCa,
+  SpiffePeerAuthenticator,
+  type WorkloadCa,
+} from './workload/index.js';
 
 export interface CoreOptions {
   log?: Logger;
@@ -266,18 +273,13 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
     const caDir = config.devices.caDir
       ? resolve(loaded.file ? dirname(loaded.file) : process.cwd(), config.devices.caDir)
       : join(dataDir, 'ca');
-    let ca: Promise<WorkloadCa | undefined> | undefined;
     const devices = new DeviceService({
       settings: config.devices,
       store,
       audit,
       clock,
-      ca: () => {
-        ca ??= existsSync(join(caDir, 'intermediate.crt'))
-          ? WorkloadCa.load(caDir, new SecretBox(keys.dataKey))
-          : Promise.resolve(undefined);
-        return ca;
-      },
+      // Loaded again when the CA rotates.
+      ca: caLoader(caDir, new SecretBox(keys.dataKey)),
     });
     return {
       loaded,
@@ -332,6 +334,8 @@ export interface RunningPortcullis {
    * (listeners, identity, keys, storage, audit, alerts) are kept and listed in `restartRequired`.
    */
   reload(next: LoadedConfig): Promise<{ ok: true; restartRequired: string[] } | { ok: false; error: string }>;
+  /** Applies the CA rotation schedule now (at `now`; also runs every minute): promotes, retires. */
+  maintainCa(now?: number): Promise<{ changed: boolean; promoted?: number }>;
   /** Re-reads the key folder and applies the rotation schedule now (also runs every 10 minutes and on reload). */
   maintainKeys(): Promise<void>;
   close(): Promise<void>;
@@ -433,6 +437,8 @@ export async function startPortcullis(
           try {
             (gw as unknown as TlsServer).setSecureContext(gatewaySecureContext(readGatewayTls(tlsFiles)));
             core.log.info({ cert: tlsFiles.cert }, 'gateway certificate reloaded');
+            // A changed client CA bundle (a CA rotation) also renews the SPIFFE peer check's roots.
+            if (tlsFiles.clientCa) void reload(running);
           } catch (err) {
             core.log.warn(
               { err: (err as Error).message },
@@ -448,13 +454,15 @@ export async function startPortcullis(
     servers.push(gw);
 
     let workloadUrl: string | undefined;
+    const caDir = join(core.loaded.dataDir, 'ca');
+    let workload: Awaited<ReturnType<typeof createWorkloadServer>> | undefined;
     if (config.workload.listen) {
-      const caDir = join(core.loaded.dataDir, 'ca');
       if (!existsSync(join(caDir, 'intermediate.crt'))) {
         core.log.warn({ caDir }, 'workload API not started: no CA yet (run portcullis ca init)');
       } else {
-        const workload = await createWorkloadServer({
-          ca: await WorkloadCa.load(caDir, new SecretBox(core.keys.dataKey)),
+        const loadCa = caLoader(caDir, new SecretBox(core.keys.dataKey));
+        workload = await createWorkloadServer({
+          ca: async () => (await loadCa()) as WorkloadCa,
           store: core.store,
           audit: core.audit,
           clock: core.clock,
@@ -487,6 +495,29 @@ export async function startPortcullis(
         servers.push(workload as unknown as Server);
       }
     }
+
+    // CA rotation: a prepared generation starts signing when its time comes; retired roots leave the
+    // bundle once nothing they signed can still be valid. Checked every minute.
+    const caRetainMs = Math.max(config.workload.svidTtl, config.devices.certTtl, 24 * 3_600_000) + 3_600_000;
+    const maintainWorkloadCa = async (now = core.clock.now()) => {
+      try {
+        const r = maintainCa(caDir, caRetainMs, now);
+        if (!r.changed) return r;
+        if (r.promoted !== undefined)
+          await core.audit.write({ type: 'ca.rotated', data: { generation: r.promoted } }, 'durable');
+        await core.audit.write({ type: 'ca.bundle_changed', data: { ...caStatus(caDir) } }, 'durable');
+        if (workload) await workload.renewOwn();
+        core.log.info(r, 'CA rotation state changed');
+        return r;
+      } catch (err) {
+        core.log.error({ err }, 'CA maintenance failed; the current CA stays');
+        return { changed: false };
+      }
+    };
+    await maintainWorkloadCa();
+    const caTimer = setInterval(() => void maintainWorkloadCa(), 60_000);
+    caTimer.unref();
+    unwatch.push(() => clearInterval(caTimer));
 
     const admin = createAdminServer({
       metrics: core.metrics,
@@ -548,6 +579,7 @@ export async function startPortcullis(
       workloadUrl,
       seededUsers,
       maintainKeys,
+      maintainCa: maintainWorkloadCa,
       reload,
       close: () => {
         closing ??= (async () => {

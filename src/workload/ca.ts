@@ -69,12 +69,23 @@ export async function initCa(options: {
   now?: number;
 }): Promise<CaFiles> {
   const td = parseSpiffeId(`spiffe://${options.trustDomain}`).trustDomain;
-  if (options.passphrase.length < 12)
-    throw new Error('the root key passphrase must be at least 12 characters');
   const files = caFiles(options.dir);
   if (existsSync(files.rootCert)) throw new Error(`${files.rootCert} exists: the CA is already initialised`);
   mkdirSync(options.dir, { recursive: true, mode: 0o700 });
-  const now = options.now ?? Date.now();
+  const root = await writeGeneration(files, td, options.passphrase, options.box, options.now ?? Date.now());
+  writeSecretFile(files.bundle, root.toString('pem'));
+  return files;
+}
+
+/** A root + intermediate pair written to `files` (root key encrypted with the passphrase, intermediate key sealed). */
+async function writeGeneration(
+  files: Omit<CaFiles, 'bundle'>,
+  td: string,
+  passphrase: string,
+  box: SecretBox,
+  now: number,
+): Promise<x509.X509Certificate> {
+  if (passphrase.length < 12) throw new Error('the root key passphrase must be at least 12 characters');
   const rootKeys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
   const root = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
@@ -112,17 +123,157 @@ export async function initCa(options: {
     type: 'pkcs8',
     format: 'pem',
     cipher: 'aes-256-cbc',
-    passphrase: options.passphrase,
+    passphrase,
   }) as string;
   writeSecretFile(files.rootKey, rootKeyPem);
   writeSecretFile(
     files.intermediateKey,
-    `${options.box.seal(await pkcs8Pem(interKeys.privateKey), 'ca-intermediate-key')}\n`,
+    `${box.seal(await pkcs8Pem(interKeys.privateKey), 'ca-intermediate-key')}\n`,
   );
   writeSecretFile(files.rootCert, root.toString('pem'));
   writeSecretFile(files.intermediateCert, intermediate.toString('pem'));
-  writeSecretFile(files.bundle, root.toString('pem'));
-  return files;
+  return root;
+}
+
+/**
+ * Rotation state (`ca/rotation.json`): which generation signs (`active`: `0` is the CA `ca init` made,
+ * in the folder itself; later ones live in `ca/generations/<n>/`), the prepared next one and when it
+ * starts signing, the retired roots kept in the bundle until what they signed has expired, and the
+ * bundle's sequence number.
+ */
+interface RotationState {
+  active: number;
+  next?: { generation: number; activatesAt: number };
+  retired: Array<{ generation: number; until: number }>;
+  sequence: number;
+}
+
+const stateFile = (dir: string) => join(dir, 'rotation.json');
+
+function readState(dir: string): RotationState {
+  const f = stateFile(dir);
+  if (!existsSync(f)) return { active: 0, retired: [], sequence: 1 };
+  return JSON.parse(readFileSync(f, 'utf8')) as RotationState;
+}
+
+function generationFiles(dir: string, generation: number): Omit<CaFiles, 'bundle'> {
+  const base = generation === 0 ? dir : join(dir, 'generations', String(generation));
+  const f = caFiles(base);
+  return {
+    rootCert: f.rootCert,
+    rootKey: f.rootKey,
+    intermediateCert: f.intermediateCert,
+    intermediateKey: f.intermediateKey,
+  };
+}
+
+/** Every root the bundle publishes: the active one, the next one (ahead of its first signature), the retired ones still needed. */
+function publishedRoots(dir: string, st: RotationState): x509.X509Certificate[] {
+  const gens = [st.active, ...(st.next ? [st.next.generation] : []), ...st.retired.map((r) => r.generation)];
+  return gens.flatMap((g) => parseCertificates(readFileSync(generationFiles(dir, g).rootCert, 'utf8')));
+}
+
+function writeState(dir: string, st: RotationState): void {
+  writeSecretFile(
+    join(dir, 'bundle.pem'),
+    publishedRoots(dir, st)
+      .map((r) => r.toString('pem'))
+      .join('\n'),
+  );
+  writeSecretFile(stateFile(dir), `${JSON.stringify(st, null, 2)}\n`);
+}
+
+/**
+ * CA rotation, step 1 (`portcullis ca rotate`): a new root + intermediate, published in the bundle now
+ * and signing only from `activatesAt` — so every relying party has the new root well before the first
+ * certificate it signed arrives. The new root key is encrypted with `passphrase` (move it offline too).
+ */
+export async function prepareCaRotation(options: {
+  dir: string;
+  passphrase: string;
+  box: SecretBox;
+  activateInMs: number;
+  now?: number;
+}): Promise<{ generation: number; activatesAt: Date; sequence: number }> {
+  const now = options.now ?? Date.now();
+  const st = readState(options.dir);
+  if (st.next)
+    throw new Error(
+      `generation ${st.next.generation} is already prepared (activates ${new Date(st.next.activatesAt).toISOString()})`,
+    );
+  const current = await WorkloadCa.load(options.dir, options.box);
+  const generation = Math.max(st.active, ...st.retired.map((r) => r.generation)) + 1;
+  const files = generationFiles(options.dir, generation);
+  mkdirSync(join(options.dir, 'generations', String(generation)), { recursive: true, mode: 0o700 });
+  await writeGeneration(files, current.trustDomain, options.passphrase, options.box, now);
+  const next: RotationState = {
+    ...st,
+    next: { generation, activatesAt: now + options.activateInMs },
+    sequence: st.sequence + 1,
+  };
+  writeState(options.dir, next);
+  return { generation, activatesAt: new Date(now + options.activateInMs), sequence: next.sequence };
+}
+
+/**
+ * CA rotation, step 2 (run by the server every minute): a prepared generation whose time has come
+ * starts signing; the one it replaces keeps its root in the bundle for `retainMs` (longer than anything
+ * it signed lives); retired roots past that leave the bundle. Returns whether the bundle changed.
+ */
+export function maintainCa(
+  dir: string,
+  retainMs: number,
+  now = Date.now(),
+): { changed: boolean; promoted?: number } {
+  if (!existsSync(join(dir, 'intermediate.crt'))) return { changed: false };
+  const st = readState(dir);
+  let changed = false;
+  let promoted: number | undefined;
+  if (st.next && st.next.activatesAt <= now) {
+    st.retired.push({ generation: st.active, until: now + retainMs });
+    st.active = st.next.generation;
+    promoted = st.active;
+    delete st.next;
+    changed = true;
+  }
+  const kept = st.retired.filter((r) => r.until > now);
+  if (kept.length !== st.retired.length) {
+    st.retired = kept;
+    changed = true;
+  }
+  if (changed) {
+    st.sequence += 1;
+    writeState(dir, st);
+  }
+  return promoted === undefined ? { changed } : { changed, promoted };
+}
+
+/**
+ * The CA of a folder, loaded again whenever its rotation state changed (a generation was promoted or
+ * prepared): undefined while there is no CA.
+ */
+export function caLoader(dir: string, box: SecretBox): () => Promise<WorkloadCa | undefined> {
+  let cached: { key: string; ca: Promise<WorkloadCa> } | undefined;
+  return () => {
+    if (!existsSync(caFiles(dir).intermediateCert)) return Promise.resolve(undefined);
+    const f = stateFile(dir);
+    const key = existsSync(f) ? readFileSync(f, 'utf8') : '';
+    if (!cached || cached.key !== key) {
+      const ca = WorkloadCa.load(dir, box);
+      // A failed load is not remembered: the next call tries again.
+      ca.catch(() => {
+        if (cached?.ca === ca) cached = undefined;
+      });
+      cached = { key, ca };
+    }
+    return cached.ca;
+  };
+}
+
+/** What `portcullis ca status` shows. */
+export function caStatus(dir: string): RotationState & { roots: string[] } {
+  const st = readState(dir);
+  return { ...st, roots: publishedRoots(dir, st).map((r) => r.serialNumber.toLowerCase()) };
 }
 
 /** The CA that signs: the intermediate certificate and key, and the bundle's roots. */
@@ -132,21 +283,25 @@ export class WorkloadCa {
     readonly intermediate: x509.X509Certificate,
     readonly roots: x509.X509Certificate[],
     private readonly key: CryptoKey,
+    /** The bundle's sequence number (`spiffe_sequence`): it grows with every change of the roots. */
+    readonly sequence = 1,
   ) {}
 
   static async load(dir: string, box: SecretBox): Promise<WorkloadCa> {
-    const files = caFiles(dir);
-    if (!existsSync(files.intermediateCert)) throw new Error(`no CA in ${dir}: run portcullis ca init`);
+    if (!existsSync(caFiles(dir).intermediateCert))
+      throw new Error(`no CA in ${dir}: run portcullis ca init`);
+    const st = readState(dir);
+    const files = generationFiles(dir, st.active);
     const intermediate = parseCertificates(
       readFileSync(files.intermediateCert, 'utf8'),
     )[0] as x509.X509Certificate;
-    const roots = parseCertificates(readFileSync(files.bundle, 'utf8'));
+    const roots = publishedRoots(dir, st);
     const pem = box.open(readFileSync(files.intermediateKey, 'utf8').trim(), 'ca-intermediate-key');
     const der = pemBlocks(pem)[0]?.der as ArrayBuffer;
     const key = await subtle.importKey('pkcs8', der, EC, false, ['sign']);
     const san = intermediate.getExtension(x509.SubjectAlternativeNameExtension);
     const td = parseSpiffeId(san?.names.items.find((n) => n.type === 'url')?.value ?? '').trustDomain;
-    return new WorkloadCa(td, intermediate, roots, key);
+    return new WorkloadCa(td, intermediate, roots, key, st.sequence);
   }
 
   /**

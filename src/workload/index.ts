@@ -1,5 +1,14 @@
 export { type AgentOptions, type AgentState, type CurrentSvid, WorkloadAgent } from './agent.js';
-export { type CaFiles, caFiles, initCa, WorkloadCa } from './ca.js';
+export {
+  type CaFiles,
+  caFiles,
+  caLoader,
+  caStatus,
+  initCa,
+  maintainCa,
+  prepareCaRotation,
+  WorkloadCa,
+} from './ca.js';
 export { isDeviceId, SPIFFE_ISSUER_ID, SpiffePeerAuthenticator, type VerifiedPeer } from './peer.js';
 export { createJoinToken, createWorkloadServer, spiffeBundle, type WorkloadServerOptions } from './server.js';
 export { isSpiffeId, parseSpiffeId, type SpiffeId } from './spiffe-id.js';

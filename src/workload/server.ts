@@ -15,10 +15,13 @@ import { SvidError, verifySvid } from './svid.js';
 x509.cryptoProvider.set(webcrypto as never);
 const subtle = webcrypto.subtle;
 const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+/** The workload API's own SVID lives a day and is renewed at half-life. */
+const OWN_TTL_MS = 24 * 3_600_000;
 const MAX_BODY = 16 * 1024;
 
 export interface WorkloadServerOptions {
-  ca: WorkloadCa;
+  /** The CA (reloaded when it rotates). */
+  ca: () => Promise<WorkloadCa>;
   store: Store;
   audit: AuditWriter;
   clock: Clock;
@@ -102,23 +105,37 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
  * still-valid X.509-SVID presented as its TLS client certificate — the new SVID has the same ID), and
  * `GET /v1/bundle` (the SPIFFE bundle document). The CA decides every SAN; a CSR only contributes its key.
  */
-export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Server> {
-  // The server's own SVID: spiffe://<td>/portcullis/workload-api, issued from a fresh key at start.
-  const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: 'CN=workload-api',
-    keys,
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-  });
-  const own = await o.ca.issue(
-    csr.toString('pem'),
-    `spiffe://${o.ca.trustDomain}/portcullis/workload-api`,
-    24 * 3_600_000,
-    o.clock.now(),
-  );
-  const keyDer = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
-  const keyPem = `-----BEGIN PRIVATE KEY-----\n${keyDer.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n`;
-  const rootsPem = o.ca.roots.map((r) => r.toString('pem')).join('\n');
+export async function createWorkloadServer(
+  o: WorkloadServerOptions,
+): Promise<Server & { renewOwn(): Promise<void> }> {
+  /** The server's own SVID: spiffe://<td>/portcullis/workload-api, from a fresh key; renewed at half-life. */
+  const ownSvid = async () => {
+    const ca = await o.ca();
+    const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: 'CN=workload-api',
+      keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    });
+    const own = await ca.issue(
+      csr.toString('pem'),
+      `spiffe://${ca.trustDomain}/portcullis/workload-api`,
+      OWN_TTL_MS,
+      o.clock.now(),
+    );
+    const keyDer = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
+    const key = `-----BEGIN PRIVATE KEY-----\n${keyDer.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n`;
+    return {
+      context: {
+        key,
+        cert: own.chain,
+        ca: ca.roots.map((r) => r.toString('pem')).join('\n'),
+      },
+      renewAt: o.clock.now() + OWN_TTL_MS / 2,
+    };
+  };
+  let own = await ownSvid();
+  const rootsPem = async () => (await o.ca()).roots.map((r) => r.toString('pem')).join('\n');
 
   const send = (res: ServerResponse, status: number, body: unknown) => {
     const text = JSON.stringify(body);
@@ -142,7 +159,7 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
     if (typeof csrPem !== 'string') throw Object.assign(new Error('csr (PEM) is required'), { status: 400 });
     let out: Awaited<ReturnType<WorkloadCa['issue']>>;
     try {
-      out = await o.ca.issue(csrPem, spiffeId, o.svidTtlMs, o.clock.now());
+      out = await (await o.ca()).issue(csrPem, spiffeId, o.svidTtlMs, o.clock.now());
     } catch (err) {
       throw Object.assign(new Error((err as Error).message), { status: 400 });
     }
@@ -153,16 +170,14 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
     send(res, 200, {
       spiffe_id: spiffeId,
       svid: out.chain,
-      bundle: rootsPem,
+      bundle: await rootsPem(),
       expires_at: out.notAfter.toISOString(),
     });
   };
 
-  return createServer(
+  const server = createServer(
     {
-      key: keyPem,
-      cert: own.chain,
-      ca: rootsPem,
+      ...own.context,
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
@@ -172,7 +187,8 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
         try {
           const path = new URL(req.url ?? '/', 'https://workload.invalid').pathname;
           if (req.method === 'GET' && path === '/v1/bundle') {
-            send(res, 200, spiffeBundle(o.ca.roots, 1, 300));
+            const ca = await o.ca();
+            send(res, 200, spiffeBundle(ca.roots, ca.sequence, 300));
             return;
           }
           if (
@@ -212,8 +228,9 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
           }
           let spiffeId: string;
           try {
-            ({ spiffeId } = await verifySvid(chain, o.ca.roots, {
-              trustDomain: o.ca.trustDomain,
+            const ca = await o.ca();
+            ({ spiffeId } = await verifySvid(chain, ca.roots, {
+              trustDomain: ca.trustDomain,
               at: new Date(o.clock.now()),
             }));
           } catch (err) {
@@ -263,4 +280,16 @@ export async function createWorkloadServer(o: WorkloadServerOptions): Promise<Se
       })();
     },
   );
+  /** Renews the server's own SVID at half-life (and after a CA rotation), for new handshakes. */
+  const renewOwn = async () => {
+    own = await ownSvid();
+    server.setSecureContext({ ...own.context });
+  };
+  const timer = setInterval(() => {
+    if (o.clock.now() >= own.renewAt)
+      void renewOwn().catch((err: unknown) => o.log.error({ err }, 'workload API: own SVID not renewed'));
+  }, 60_000);
+  timer.unref();
+  server.on('close', () => clearInterval(timer));
+  return Object.assign(server, { renewOwn });
 }

@@ -3,9 +3,11 @@ import { join } from 'node:path';
 import { loadConfigFile, parseDuration } from '../../config/index.js';
 import { SecretBox } from '../../identity/index.js';
 import {
+  caStatus,
   createJoinToken,
   initCa,
   parseCertificates,
+  prepareCaRotation,
   SvidError,
   verifySvid,
   WorkloadCa,
@@ -16,7 +18,13 @@ import { type CliIO, CONFIG_OPTION, type Command, configPath, parse, UsageError 
 const CA_USAGE = `usage:
   portcullis ca init --trust-domain TD --passphrase-stdin [--config FILE]
       creates the root (key encrypted with the passphrase: move <dataDir>/ca/root.key.pem offline) and the
-      intermediate that signs X.509-SVIDs (key sealed with the data key)`;
+      intermediate that signs X.509-SVIDs (key sealed with the data key)
+  portcullis ca rotate --passphrase-stdin [--activate-in 24h] [--config FILE]
+      prepares the next root + intermediate: published in the trust bundle now, signing from then on
+      (a running server promotes it within a minute of that time); the old root stays in the bundle
+      until everything it signed has expired
+  portcullis ca status [--config FILE]
+      the generations (active, next, retired) and the roots the bundle publishes`;
 
 const SVID_USAGE = `usage:
   portcullis svid join-token --spiffe-id ID [--ttl 1h] [--config FILE]
@@ -36,6 +44,8 @@ async function readStdin(io: CliIO): Promise<string> {
 /** `portcullis ca init`: the internal certificate authority of workload identity. */
 export const ca: Command = async (argv, io) => {
   const [sub, ...rest] = argv;
+  if (sub === 'rotate') return caRotate(rest, io);
+  if (sub === 'status') return caShow(rest, io);
   if (sub !== 'init') throw new UsageError(CA_USAGE);
   const { values } = parse(
     rest,
@@ -64,6 +74,46 @@ export const ca: Command = async (argv, io) => {
     return 0;
   });
 };
+
+async function caRotate(argv: readonly string[], io: CliIO): Promise<number> {
+  const { values } = parse(
+    argv,
+    { ...CONFIG_OPTION, 'activate-in': { type: 'string' }, 'passphrase-stdin': { type: 'boolean' } },
+    false,
+  );
+  if (!values['passphrase-stdin']) throw new UsageError(CA_USAGE);
+  const activateIn = parseDuration(values['activate-in'] ?? '24h');
+  if (activateIn === undefined) throw new UsageError('--activate-in: a duration such as 24h');
+  const passphrase = await readStdin(io);
+  const loaded = loadConfigFile(configPath(values.config, io), io.env ?? process.env);
+  return withCore(loaded, io, async (core) => {
+    const dir = join(loaded.dataDir, 'ca');
+    const r = await prepareCaRotation({
+      dir,
+      passphrase,
+      box: new SecretBox(core.keys.dataKey),
+      activateInMs: activateIn,
+    });
+    await core.audit.write(
+      {
+        type: 'ca.rotation_prepared',
+        data: { generation: r.generation, activatesAt: r.activatesAt.toISOString() },
+      },
+      'durable',
+    );
+    io.stdout.write(
+      `CA generation ${r.generation} prepared: in the trust bundle now (sequence ${r.sequence}), signing from ${r.activatesAt.toISOString()}\n`,
+    );
+    return 0;
+  });
+}
+
+async function caShow(argv: readonly string[], io: CliIO): Promise<number> {
+  const { values } = parse(argv, CONFIG_OPTION, false);
+  const loaded = loadConfigFile(configPath(values.config, io), io.env ?? process.env);
+  io.stdout.write(`${JSON.stringify(caStatus(join(loaded.dataDir, 'ca')), null, 2)}\n`);
+  return 0;
+}
 
 /** `portcullis svid issue|verify`. */
 export const svid: Command = async (argv, io) => {
