@@ -2,6 +2,7 @@ import { ConfigError } from '../config/index.js';
 import { agent } from './commands/agent.js';
 import { audit } from './commands/audit.js';
 import { device } from './commands/device.js';
+import { exportCommand } from './commands/export.js';
 import { init } from './commands/init.js';
 import { jwt } from './commands/jwt.js';
 import { keys } from './commands/keys.js';
@@ -22,6 +23,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   ca,
   svid,
   agent,
+  export: exportCommand,
   audit,
   jwt,
   policy,
@@ -43,6 +45,7 @@ commands:
   ca            init the internal CA (workload identity)
   svid          issue | verify X.509-SVIDs
   agent         keep a workload's X.509-SVID fresh (files + local SDK socket)
+  export        istio | k8s: the policy's service graph as mesh/cluster manifests
   policy        check | explain | test the access policy
 
 options common to most commands: --config FILE (default: $PORTCULLIS_CONFIG or ./portcullis.yaml)

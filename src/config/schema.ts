@@ -50,6 +50,23 @@ export const cidr = z.string().refine((v) => {
   return /^\d{1,3}$/.test(bits) && n <= (family === 4 ? 32 : 128);
 }, 'expected an IP address or CIDR such as 10.0.0.0/8 or ::1/128');
 
+/** Where a service runs in Kubernetes, for `portcullis export istio|k8s`. */
+const k8sName = z
+  .string()
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a Kubernetes name (lower case, digits, -)')
+  .max(63);
+const kubernetesWorkload = z.strictObject({
+  namespace: k8sName,
+  /** The pods' labels (the selector of the exported policies). */
+  labels: z.record(z.string().min(1).max(253), z.string().max(63)).refine((l) => Object.keys(l).length > 0, {
+    message: 'at least one label',
+  }),
+  /** Its SPIFFE ID (Istio: spiffe://<td>/ns/<ns>/sa/<serviceaccount>); default: the upstream's mtls.spiffeId. */
+  spiffeId: z.string().startsWith('spiffe://').optional(),
+  /** The container port the NetworkPolicy opens (default: any port). */
+  port: z.number().int().min(1).max(65535).optional(),
+});
+
 const upstream = z.strictObject({
   /** Base URL of the upstream (http or https); its path is ignored. */
   url: z.url({ protocol: /^https?$/ }),
@@ -73,6 +90,8 @@ const upstream = z.strictObject({
       keyFile: z.string().min(1),
     })
     .optional(),
+  /** The service behind this upstream in Kubernetes (for the mesh exports). */
+  kubernetes: kubernetesWorkload.optional(),
 });
 
 /** The reserved issuer id of Portcullis's own access tokens (session-checked on every request). */
@@ -447,6 +466,12 @@ export const configSchema = z
     /** External issuers whose tokens routes may accept (`routes[].issuers`). */
     issuers: z.record(id, externalIssuer).default({}),
     upstreams: z.record(id, upstream),
+    /** `portcullis export istio|k8s`: where the gateway itself runs (its pods and SPIFFE ID). */
+    export: z
+      .strictObject({
+        gateway: kubernetesWorkload.extend({ spiffeId: z.string().startsWith('spiffe://') }).optional(),
+      })
+      .prefault({}),
     routes: z.array(route).min(1),
     policy: policySection.prefault({}),
     audit: z

@@ -9,6 +9,7 @@ export {
   prepareCaRotation,
   WorkloadCa,
 } from './ca.js';
+export { exportIstio, exportKubernetes, type Manifest, type MeshExport } from './export.js';
 export { isDeviceId, SPIFFE_ISSUER_ID, SpiffePeerAuthenticator, type VerifiedPeer } from './peer.js';
 export { createJoinToken, createWorkloadServer, spiffeBundle, type WorkloadServerOptions } from './server.js';
 export { isSpiffeId, parseSpiffeId, type SpiffeId } from './spiffe-id.js';
