@@ -71,4 +71,18 @@ export {
   type StartOptions,
   startPortcullis,
 } from './portcullis.js';
-export { type VerifiedAssertion, type VerifyAssertionOptions, verifyAssertion } from './sdk/index.js';
+export {
+  type AgentSvid,
+  fetchJwtSvid,
+  fetchX509Svid,
+  JtiReplayCache,
+  mtlsClientOptions,
+  mtlsServerOptions,
+  peerSpiffeId,
+  type SpiffeIdMatcher,
+  type VerifiedAssertion,
+  type VerifiedJwtSvid,
+  type VerifyAssertionOptions,
+  verifyAssertion,
+  verifyJwtSvid,
+} from './sdk/index.js';

@@ -57,6 +57,7 @@ import {
   caStatus,
   createWorkloadServer,
   maintainCa,
+  parseDenylist,
   SpiffePeerAuthenticator,
   type WorkloadCa,
 } from './workload/index.js';
@@ -357,7 +358,7 @@ export async function startPortcullis(
   const core = await openCore(loaded, options);
   const { config } = loaded;
   const servers: Server[] = [];
-  let active: { gateway: Gateway; upstreams: Map<string, Upstream> } | undefined;
+  let active: Built | undefined;
   try {
     const seededUsers = config.demo.seedUsers ? await seedDemoUsers(core) : [];
 
@@ -468,6 +469,7 @@ export async function startPortcullis(
           clock: core.clock,
           log: core.log,
           svidTtlMs: config.workload.svidTtl,
+          deniedSerials: () => active?.denied ?? new Set<string>(),
           // JWT-SVIDs: ES256 with the current access-token key (published in our JWKS), typ JWT (so no
           // access-token check ever takes one), one audience, 5 minutes, a fresh jti.
           jwtSvid: async (spiffeId, audience) => {
@@ -534,9 +536,12 @@ export async function startPortcullis(
     const watchUpstreamCertificates = (l: LoadedConfig) => {
       unwatchUpstreams();
       const b = l.file ? dirname(l.file) : process.cwd();
-      const paths = Object.values(l.config.upstreams).flatMap((u) =>
-        u.mtls ? [u.mtls.certFile, u.mtls.keyFile, u.mtls.bundleFile].map((f) => resolve(b, f)) : [],
-      );
+      const paths = [
+        ...Object.values(l.config.upstreams).flatMap((u) =>
+          u.mtls ? [u.mtls.certFile, u.mtls.keyFile, u.mtls.bundleFile].map((f) => resolve(b, f)) : [],
+        ),
+        ...(l.config.workload.denylistFile ? [resolve(b, l.config.workload.denylistFile)] : []),
+      ];
       unwatchUpstreams = paths.length
         ? watchFiles(paths, () => {
             void reload(running).then((r) => {
@@ -549,9 +554,9 @@ export async function startPortcullis(
       next: LoadedConfig,
     ): Promise<{ ok: true; restartRequired: string[] } | { ok: false; error: string }> => {
       await maintainKeys();
-      const current = active as { gateway: Gateway; upstreams: Map<string, Upstream> };
+      const current = active as Built;
       const { merged, restartRequired } = reloadable(current.gateway.config, next.config);
-      let built: { gateway: Gateway; upstreams: Map<string, Upstream> };
+      let built: Built;
       try {
         built = await buildGateway({ ...next, config: merged }, core, rateLimits, riskParts?.engine);
       } catch (err) {
@@ -682,18 +687,32 @@ function reloadable(running: Config, next: Config): { merged: Config; restartReq
 }
 
 /** Everything request handling needs, built from one config: swapped as a whole on reload. */
+/** What one config builds: the gateway, its upstream pools, and the serial denylist in force. */
+interface Built {
+  gateway: Gateway;
+  upstreams: Map<string, Upstream>;
+  denied: ReadonlySet<string> | undefined;
+}
+
 async function buildGateway(
   loaded: LoadedConfig,
   core: PortcullisCore,
   rateLimits: MemoryRateLimitStore,
   risk: RiskEngine | undefined,
-): Promise<{ gateway: Gateway; upstreams: Map<string, Upstream> }> {
+): Promise<Built> {
   const { config } = loaded;
+  const base = loaded.file ? dirname(loaded.file) : process.cwd();
+  // Emergency revocation: read at every build (a change of the file rebuilds the gateway).
+  const denylist = config.workload.denylistFile;
+  const denied = denylist
+    ? parseDenylist(readFileSync(resolve(base, denylist), 'utf8'), resolve(base, denylist))
+    : undefined;
   const upstreams = createUpstreams(config.upstreams, {
     issuer: config.identity.issuer,
     ttlSec: Math.max(1, Math.floor(config.assertion.ttl / 1000)),
     key: core.keys.assertion,
-    baseDir: loaded.file ? dirname(loaded.file) : process.cwd(),
+    baseDir: base,
+    ...(denied ? { deniedSerials: denied } : {}),
   });
   try {
     const policy = loadPolicy(loaded);
@@ -729,6 +748,7 @@ async function buildGateway(
             ),
             config.gateway.tls.clientTrustDomain,
             core.clock,
+            denied,
           )
         : undefined,
       keys: core.keys,
@@ -740,7 +760,7 @@ async function buildGateway(
       metrics: core.metrics,
       clock: core.clock,
     };
-    return { gateway, upstreams };
+    return { gateway, upstreams, denied };
   } catch (err) {
     await closeUpstreams(upstreams);
     throw err;

@@ -1,11 +1,19 @@
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli/index.js';
 import { createLogger } from '../src/core/index.js';
-import { fetchJwtSvid, fetchX509Svid } from '../src/sdk/index.js';
+import {
+  fetchJwtSvid,
+  fetchX509Svid,
+  mtlsClientOptions,
+  mtlsServerOptions,
+  peerSpiffeId,
+} from '../src/sdk/index.js';
 import {
   type CurrentSvid,
   createJoinToken,
@@ -150,6 +158,60 @@ describe('portcullis agent: SVID files, renewal at half-life, CA outage, local S
     expect(await run).toBe(0);
     const usage = captureIO();
     expect(await runCli(['agent', '--spiffe-id', id], usage.io)).toBe(2);
+  });
+
+  it("service → service through the SDK: mTLS with the agents' SVIDs, each side checking the other by SPIFFE ID", async () => {
+    const billingId = 'spiffe://prod.test/ns/billing/sa/payments';
+    const ordersId = 'spiffe://prod.test/ns/orders/sa/api';
+    const batchId = 'spiffe://prod.test/ns/batch/sa/job';
+    const sock = (n: string) => join(dir, `${n}.sock`);
+    for (const [id, n] of [
+      [billingId, 'sdk-billing'],
+      [ordersId, 'sdk-orders'],
+      [batchId, 'sdk-batch'],
+    ] as const)
+      await agent(id, n, { joinToken: await token(id), socketPath: sock(n) }).start();
+    const billing = await fetchX509Svid(sock('sdk-billing'));
+    const server = createHttpsServer(mtlsServerOptions(billing), (req, res) => {
+      const caller = peerSpiffeId(req.socket as TLSSocket, [ordersId]);
+      res.writeHead(caller ? 200 : 403).end(caller ?? 'forbidden');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    const get = (from: string, expectServer: string) =>
+      fetchX509Svid(sock(from)).then(
+        (svid) =>
+          new Promise<{ status: number; body: string }>((resolve, reject) => {
+            const req = httpsRequest(
+              {
+                host: '127.0.0.1',
+                port,
+                path: '/charges',
+                agent: false,
+                ...mtlsClientOptions(svid, expectServer),
+              },
+              (res) => {
+                let body = '';
+                res.on('data', (c) => {
+                  body += c;
+                });
+                res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+              },
+            );
+            req.on('error', reject);
+            req.end();
+          }),
+      );
+    try {
+      expect(await get('sdk-orders', billingId)).toEqual({ status: 200, body: ordersId });
+      expect((await get('sdk-batch', billingId)).status).toBe(403);
+      // The client refuses a server that is not the one it meant to call.
+      await expect(get('sdk-orders', 'spiffe://prod.test/ns/billing/sa/other')).rejects.toThrow(
+        /not allowed/,
+      );
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 
   it('refuses an SVID for another ID than it runs as (the join token decides, the agent checks)', async () => {

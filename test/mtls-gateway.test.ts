@@ -5,9 +5,10 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../src/cli/index.js';
 import { SecretBox } from '../src/identity/index.js';
-import { initCa, WorkloadCa } from '../src/workload/index.js';
-import { type Stack, startStack, tempDir } from './helpers.js';
+import { initCa, parseCertificates, WorkloadCa } from '../src/workload/index.js';
+import { captureIO, type Stack, startStack, tempDir } from './helpers.js';
 import { svidFor } from './pki.js';
 
 x509.cryptoProvider.set(webcrypto as never);
@@ -20,9 +21,13 @@ describe('workloads authenticate to the gateway with their X.509-SVID (real TLS)
   let ca: WorkloadCa;
   let bundle: string;
   let cleanup: () => void;
+  let denylist: string;
+  let bundleFile: string;
+  let cleanupDir: string;
   beforeAll(async () => {
     const t = tempDir();
     cleanup = t.cleanup;
+    cleanupDir = t.dir;
     const box = new SecretBox(Buffer.alloc(32, 5));
     await initCa({
       dir: join(t.dir, 'ca'),
@@ -36,7 +41,11 @@ describe('workloads authenticate to the gateway with their X.509-SVID (real TLS)
     writeFileSync(join(t.dir, 'gw.crt'), server.cert);
     writeFileSync(join(t.dir, 'gw.key'), server.key);
     writeFileSync(join(t.dir, 'bundle.pem'), bundle);
+    denylist = join(t.dir, 'denylist.txt');
+    writeFileSync(denylist, '# emergency revocations\n');
+    bundleFile = join(t.dir, 'bundle.pem');
     s = await startStack({
+      workload: { denylistFile: denylist },
       gateway: {
         listen: { host: '127.0.0.1', port: 0 },
         tls: {
@@ -128,6 +137,36 @@ describe('workloads authenticate to the gateway with their X.509-SVID (real TLS)
       ['POST', 'spiffe://prod.test/ns/reports/sa/worker'],
       ['POST', null],
     ]);
+  });
+
+  it('a serial on the denylist is refused on its next request (file re-read on change), and by svid verify', async () => {
+    const billing = await svidFor(ca, 'spiffe://prod.test/ns/billing/sa/worker');
+    expect((await call('POST', '/charges', billing)).status).toBe(200);
+    const serial = (parseCertificates(billing.cert)[0] as x509.X509Certificate).serialNumber;
+    // Colon-separated upper case, as `openssl x509 -serial` users may paste it.
+    const pasted = (serial.toUpperCase().match(/.{1,2}/g) ?? []).join(':');
+    writeFileSync(denylist, `# emergency revocations\n${pasted}  # stolen laptop, ticket 42\n`);
+    let status = 0;
+    for (let i = 0; i < 60 && status !== 401; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await call('POST', '/charges', billing)).status;
+    }
+    expect(status).toBe(401);
+    // Another SVID for the same workload (a new serial) is fine.
+    expect(
+      (await call('POST', '/charges', await svidFor(ca, 'spiffe://prod.test/ns/billing/sa/worker'))).status,
+    ).toBe(200);
+    const certFile = join(cleanupDir, 'billing.pem');
+    writeFileSync(certFile, billing.cert);
+    const io = captureIO();
+    expect(
+      await runCli(['svid', 'verify', certFile, '--bundle', bundleFile, '--denylist', denylist], io.io),
+    ).toBe(1);
+    expect(io.out()).toMatch(/^refused \(revoked\)/);
+    writeFileSync(denylist, 'not a serial\n');
+    await new Promise((r) => setTimeout(r, 1500));
+    // A broken denylist keeps the running one (the reload fails and says so).
+    expect((await call('POST', '/charges', billing)).status).toBe(401);
   });
 
   it('refuses an SVID from another CA, and does not take an SVID where the route wants bearer tokens', async () => {

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
@@ -20,6 +21,7 @@ describe('workload API (TLS on loopback)', () => {
   let url: URL;
   let bundle: string;
   let cleanup: () => void;
+  let denylist: string;
   beforeAll(async () => {
     const first = await startStack();
     // The CA lives in the data directory; initialise it, then start again with the workload API on.
@@ -36,9 +38,11 @@ describe('workload API (TLS on loopback)', () => {
     cpSync(first.dataDir, dir, { recursive: true });
     // Keys and the CA carry over; the database starts fresh (the stack creates its users again).
     for (const f of readdirSync(dir)) if (f.startsWith('portcullis.db')) rmSync(join(dir, f));
+    denylist = join(dir, 'denylist.txt');
+    writeFileSync(denylist, '');
     s = await startStack({
       dataDir: dir,
-      workload: { listen: { host: '127.0.0.1', port: 0 }, svidTtl: '10m' },
+      workload: { listen: { host: '127.0.0.1', port: 0 }, svidTtl: '10m', denylistFile: denylist },
     } as never);
     url = new URL(s.pc.workloadUrl as string);
     ca = await WorkloadCa.load(join(dir, 'ca'), new SecretBox(s.pc.core.keys.dataKey));
@@ -145,6 +149,25 @@ describe('workload API (TLS on loopback)', () => {
     } finally {
       c();
     }
+  });
+
+  it('emergency revocation: a serial on the denylist can no longer renew or get JWT-SVIDs', async () => {
+    const token = await createJoinToken(s.pc.core.store, ca, 'spiffe://prod.test/ns/stolen', 60_000);
+    const k = await keyAndCsr();
+    const issued = await call('/v1/svid', { join_token: token, csr: k.csr });
+    const client = { cert: issued.body.svid as string, key: k.keyPem };
+    expect((await call('/v1/jwt-svid', { audience: 'x' }, client)).status).toBe(200);
+    const serial = (parseCertificates(issued.body.svid as string)[0] as x509.X509Certificate).serialNumber;
+    writeFileSync(denylist, `${serial}\n`);
+    let status = 0;
+    for (let i = 0; i < 60 && status !== 401; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await call('/v1/jwt-svid', { audience: 'x' }, client)).status;
+    }
+    expect(status).toBe(401);
+    const renew = await call('/v1/svid/renew', { csr: (await keyAndCsr()).csr }, client);
+    expect(renew.body).toMatchObject({ error: { code: 'invalid_svid' } });
+    expect(JSON.stringify(renew.body)).toContain('revoked');
   });
 
   it('a device certificate (…/device/<id>, same CA) is not a workload: no renewal, no JWT-SVID, no join token', async () => {

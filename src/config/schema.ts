@@ -536,6 +536,12 @@ export const configSchema = z
         /** Serve the workload API (TLS) here: first issuance by join token, renewal over mTLS, the bundle. */
         listen: listen.optional(),
         svidTtl: duration.default(3_600_000).refine((ms) => ms <= 86_400_000, 'svidTtl must be at most 24h'),
+        /**
+         * Emergency revocation: a file of certificate serials (hex, one per line, `#` comments) refused
+         * wherever an X.509-SVID is checked — client certificates at the gateway, renewals and JWT-SVIDs
+         * at the workload API, upstream servers. Re-read when it changes.
+         */
+        denylistFile: z.string().min(1).optional(),
         joinTokenTtl: duration
           .default(3_600_000)
           .refine((ms) => ms <= 7 * 86_400_000, 'joinTokenTtl must be at most 7d'),

@@ -26,13 +26,15 @@ export interface AssertionSettings {
   key: SigningKey;
   /** Folder that relative mTLS file paths are resolved against. */
   baseDir?: string;
+  /** Certificate serials refused (emergency revocation), lower-case hex. */
+  deniedSerials?: ReadonlySet<string>;
 }
 
 /**
  * undici `connect` options for an mTLS upstream: the gateway's SVID as client certificate, the bundle as
  * the only trust anchors, and the server's identity checked by its SPIFFE ID, exactly.
  */
-function mtlsConnect(m: NonNullable<UpstreamConfig['mtls']>, baseDir: string) {
+function mtlsConnect(m: NonNullable<UpstreamConfig['mtls']>, baseDir: string, denied?: ReadonlySet<string>) {
   const read = (f: string) => readFileSync(isAbsolute(f) ? f : resolve(baseDir, f), 'utf8');
   const expected = parseSpiffeId(m.spiffeId).toString();
   const cert = read(m.certFile);
@@ -48,7 +50,10 @@ function mtlsConnect(m: NonNullable<UpstreamConfig['mtls']>, baseDir: string) {
     checkServerIdentity: (_host: string, cert: PeerCertificate): Error | undefined => {
       try {
         // The SPIFFE leaf rules (exactly one URI SAN, a valid ID, not a CA, digitalSignature) on the raw DER.
-        const id = checkLeaf(new X509Certificate(new Uint8Array(cert.raw)));
+        const leaf = new X509Certificate(new Uint8Array(cert.raw));
+        const id = checkLeaf(leaf);
+        if (denied?.has(leaf.serialNumber.toLowerCase().replace(/^0+(?=.)/, '')))
+          return new Error(`upstream certificate ${leaf.serialNumber} is on the denylist`);
         return id === expected ? undefined : new Error(`upstream is ${id}, expected ${expected}`);
       } catch (err) {
         return new Error(`upstream certificate is not an X.509-SVID: ${(err as Error).message}`);
@@ -77,7 +82,9 @@ export function createUpstreams(
         headersTimeout: c.timeout,
         bodyTimeout: c.timeout,
         connectTimeout: Math.min(c.timeout, 10_000),
-        ...(c.mtls ? { connect: mtlsConnect(c.mtls, assertion.baseDir ?? process.cwd()) } : {}),
+        ...(c.mtls
+          ? { connect: mtlsConnect(c.mtls, assertion.baseDir ?? process.cwd(), assertion.deniedSerials) }
+          : {}),
       }),
     });
   }

@@ -6,6 +6,7 @@ export {
   type VerifiedJwtSvid,
   verifyJwtSvid,
 } from './jwt-svid.js';
+export { mtlsClientOptions, mtlsServerOptions, peerSpiffeId, type SpiffeIdMatcher } from './mtls.js';
 export {
   ASSERTION_TYP,
   type VerifiedAssertion,

@@ -16,6 +16,7 @@ export { isSpiffeId, parseSpiffeId, type SpiffeId } from './spiffe-id.js';
 export {
   checkLeaf,
   parseCertificates,
+  parseDenylist,
   parseSvid,
   pemBlocks,
   SvidError,

@@ -23,11 +23,19 @@ export class SpiffePeerAuthenticator {
   /** Per connection: its certificate does not change, so a keep-alive connection is checked once. */
   readonly #bySocket = new WeakMap<object, VerifiedPeer | PortcullisError | null>();
 
-  constructor(bundlePem: string, trustDomain: string | undefined, clock: Clock) {
+  readonly #denied: ReadonlySet<string> | undefined;
+
+  constructor(
+    bundlePem: string,
+    trustDomain: string | undefined,
+    clock: Clock,
+    deniedSerials?: ReadonlySet<string>,
+  ) {
     this.#roots = parseCertificates(bundlePem);
     if (this.#roots.length === 0) throw new Error('the client CA bundle holds no certificate');
     this.#trustDomain = trustDomain;
     this.#clock = clock;
+    this.#denied = deniedSerials;
   }
 
   /**
@@ -75,6 +83,7 @@ export class SpiffePeerAuthenticator {
       ({ spiffeId, notAfter } = await verifySvid(chain, this.#roots, {
         at: new Date(now),
         ...(this.#trustDomain ? { trustDomain: this.#trustDomain } : {}),
+        ...(this.#denied ? { deniedSerials: this.#denied } : {}),
       }));
     } catch (err) {
       throw new PortcullisError('unauthenticated', {

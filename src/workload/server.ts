@@ -27,6 +27,8 @@ export interface WorkloadServerOptions {
   clock: Clock;
   log: Logger;
   svidTtlMs: number;
+  /** Serials refused at renewal and for JWT-SVIDs (emergency revocation). */
+  deniedSerials?: () => ReadonlySet<string>;
   /** Mints a JWT-SVID (`POST /v1/jwt-svid`), when configured. */
   jwtSvid?: (spiffeId: string, audience: string) => Promise<{ token: string; expiresAt: number }>;
 }
@@ -229,7 +231,9 @@ export async function createWorkloadServer(
           let spiffeId: string;
           try {
             const ca = await o.ca();
+            const denied = o.deniedSerials?.();
             ({ spiffeId } = await verifySvid(chain, ca.roots, {
+              ...(denied ? { deniedSerials: denied } : {}),
               trustDomain: ca.trustDomain,
               at: new Date(o.clock.now()),
             }));

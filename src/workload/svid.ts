@@ -192,6 +192,25 @@ export async function parseSvid(pem: string): Promise<{ spiffeId: string; chain:
  * @example
  * const { spiffeId } = await verifySvid(parseCertificates(pem), bundle, { trustDomain: 'prod.example' });
  */
+/**
+ * Reads a serial denylist: one hex serial per line (colons allowed, case ignored), `#` comments and
+ * blank lines skipped. A line that is not a serial is an error naming the line.
+ */
+export function parseDenylist(text: string, file = 'denylist'): Set<string> {
+  const out = new Set<string>();
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.replace(/#.*/, '').trim();
+    if (line === '') return;
+    const hex = line
+      .replace(/:/g, '')
+      .toLowerCase()
+      .replace(/^0+(?=.)/, '');
+    if (!/^[0-9a-f]{1,40}$/.test(hex)) throw new Error(`${file}:${i + 1}: not a certificate serial: ${line}`);
+    out.add(hex);
+  });
+  return out;
+}
+
 export async function verifySvid(
   chain: readonly x509.X509Certificate[],
   roots: readonly x509.X509Certificate[],
@@ -212,7 +231,7 @@ export async function verifySvid(
   let current = leaf;
   const pool = chain.slice(1);
   for (let depth = 0; depth < 8; depth++) {
-    if (denied?.has(current.serialNumber.toLowerCase()))
+    if (denied?.has(current.serialNumber.toLowerCase().replace(/^0+(?=.)/, '')))
       throw new SvidError('revoked', `certificate serial ${current.serialNumber} is on the denylist`);
     checkTime(current, at, depth === 0 ? 'the leaf' : `intermediate ${current.subject}`);
     // A trusted root that signed `current` ends the chain.

@@ -7,6 +7,7 @@ import {
   createJoinToken,
   initCa,
   parseCertificates,
+  parseDenylist,
   prepareCaRotation,
   SvidError,
   verifySvid,
@@ -30,7 +31,7 @@ const SVID_USAGE = `usage:
   portcullis svid join-token --spiffe-id ID [--ttl 1h] [--config FILE]
       a single-use token that lets a workload get its first SVID for ID from the workload API
   portcullis svid issue --csr FILE --spiffe-id ID [--ttl 1h] [--out FILE] [--config FILE]
-  portcullis svid verify CERT.pem --bundle BUNDLE.pem [--at RFC3339] [--trust-domain TD]
+  portcullis svid verify CERT.pem --bundle BUNDLE.pem [--at RFC3339] [--trust-domain TD] [--denylist FILE]
       validates a certificate chain against a bundle (path rules and the SPIFFE leaf rules); prints the
       SPIFFE ID, or the reason it is refused (exit 1)`;
 
@@ -183,6 +184,7 @@ async function verify(argv: readonly string[], io: CliIO): Promise<number> {
     bundle: { type: 'string' },
     at: { type: 'string' },
     'trust-domain': { type: 'string' },
+    denylist: { type: 'string' },
   });
   const file = positionals[0];
   if (!file || positionals.length !== 1 || !values.bundle) throw new UsageError(SVID_USAGE);
@@ -193,6 +195,9 @@ async function verify(argv: readonly string[], io: CliIO): Promise<number> {
     if (roots.length === 0) throw new SvidError('parse', `${values.bundle}: no certificates in the bundle`);
     const chain = parseCertificates(readFileSync(file, 'utf8'));
     const result = await verifySvid(chain, roots, {
+      ...(values.denylist
+        ? { deniedSerials: parseDenylist(readFileSync(values.denylist, 'utf8'), values.denylist) }
+        : {}),
       ...(at ? { at } : {}),
       ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
     });
