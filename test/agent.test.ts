@@ -233,7 +233,8 @@ describe('portcullis agent: SVID files, renewal at half-life, CA outage, local S
     expect(renewed.key).not.toBe(first.key);
     expect(readFileSync(join(dir, 'orders', 'svid.pem'), 'utf8')).toBe(renewed.chain);
     const renewedAfter = renewed.notAfter.getTime() - 4_000 - issuedAt;
-    expect(renewedAfter).toBeGreaterThan(1_200);
+    // NotAfter has whole seconds: about 2 s ± 10 %, give or take a second.
+    expect(renewedAfter).toBeGreaterThan(800);
 
     // The CA goes away: renewals fail and are retried; the SVID in use stays valid meanwhile.
     await relay.down();

@@ -200,7 +200,8 @@ describe('the internal CA: init, issuance from a CSR, verification', () => {
       publicKey: keys.publicKey,
       signingKey: signer.key,
       signingAlgorithm: SIGN,
-      extensions,
+      // An AKI as any CA writes it (a certificate without one is refused before its other faults).
+      extensions: [...extensions, await x509.AuthorityKeyIdentifierExtension.create(signer.cert.publicKey)],
     });
     return [cert, ca.intermediate];
   }

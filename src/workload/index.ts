@@ -15,11 +15,13 @@ export { createJoinToken, createWorkloadServer, spiffeBundle, type WorkloadServe
 export { isSpiffeId, parseSpiffeId, type SpiffeId } from './spiffe-id.js';
 export {
   checkLeaf,
+  EKU,
   parseCertificates,
   parseDenylist,
   parseSvid,
   pemBlocks,
   SvidError,
   type VerifiedSvid,
+  verifyPath,
   verifySvid,
 } from './svid.js';
