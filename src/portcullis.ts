@@ -432,22 +432,6 @@ export async function startPortcullis(
     // Certificates rotate (an agent renews the gateway's SVID at half-life): new handshakes get the new
     // certificate, open connections carry on, nothing restarts.
     const unwatch: Array<() => void> = [];
-    if (tlsFiles)
-      unwatch.push(
-        watchFiles(Object.values(tlsFiles), () => {
-          try {
-            (gw as unknown as TlsServer).setSecureContext(gatewaySecureContext(readGatewayTls(tlsFiles)));
-            core.log.info({ cert: tlsFiles.cert }, 'gateway certificate reloaded');
-            // A changed client CA bundle (a CA rotation) also renews the SPIFFE peer check's roots.
-            if (tlsFiles.clientCa) void reload(running);
-          } catch (err) {
-            core.log.warn(
-              { err: (err as Error).message },
-              'gateway certificate not reloaded; the current one stays',
-            );
-          }
-        }),
-      );
     const gatewayUrl = (await listen(gw, config.gateway.listen.host, config.gateway.listen.port)).replace(
       /^http:/,
       tls ? 'https:' : 'http:',
@@ -500,7 +484,9 @@ export async function startPortcullis(
 
     // CA rotation: a prepared generation starts signing when its time comes; retired roots leave the
     // bundle once nothing they signed can still be valid. Checked every minute.
-    const caRetainMs = Math.max(config.workload.svidTtl, config.devices.certTtl, 24 * 3_600_000) + 3_600_000;
+    // Longer than anything a retired generation signed can live: SVIDs, device certificates, the
+    // workload API's own (24 h) and `svid issue` (up to 30 days).
+    const caRetainMs = Math.max(config.workload.svidTtl, config.devices.certTtl, 30 * 86_400_000) + 3_600_000;
     const maintainWorkloadCa = async (now = core.clock.now()) => {
       try {
         const r = maintainCa(caDir, caRetainMs, now);
@@ -550,7 +536,17 @@ export async function startPortcullis(
           })
         : () => undefined;
     };
-    const reload = async (
+    // Reloads run one at a time (a certificate watcher and SIGHUP may fire together): each builds on
+    // the gateway the previous one left, and every replaced pool is closed.
+    let reloads: Promise<unknown> = Promise.resolve();
+    const reload = (
+      next: LoadedConfig,
+    ): Promise<{ ok: true; restartRequired: string[] } | { ok: false; error: string }> => {
+      const run = reloads.then(() => reloadNow(next));
+      reloads = run.catch(() => undefined);
+      return run;
+    };
+    const reloadNow = async (
       next: LoadedConfig,
     ): Promise<{ ok: true; restartRequired: string[] } | { ok: false; error: string }> => {
       await maintainKeys();
@@ -573,6 +569,22 @@ export async function startPortcullis(
     };
     watchUpstreamCertificates(loaded);
     unwatch.push(() => unwatchUpstreams());
+    if (tlsFiles)
+      unwatch.push(
+        watchFiles(Object.values(tlsFiles), () => {
+          try {
+            (gw as unknown as TlsServer).setSecureContext(gatewaySecureContext(readGatewayTls(tlsFiles)));
+            core.log.info({ cert: tlsFiles.cert }, 'gateway certificate reloaded');
+            // A changed client CA bundle (a CA rotation) also renews the SPIFFE peer check's roots.
+            if (tlsFiles.clientCa) void reload(running);
+          } catch (err) {
+            core.log.warn(
+              { err: (err as Error).message },
+              'gateway certificate not reloaded; the current one stays',
+            );
+          }
+        }),
+      );
 
     core.log.info({ gatewayUrl, adminUrl, demoUrl }, 'portcullis started');
     let closing: Promise<void> | undefined;

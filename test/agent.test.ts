@@ -23,7 +23,7 @@ import {
   type WorkloadCa,
 } from '../src/workload/index.js';
 import { captureIO, type Stack } from './helpers.js';
-import { startStackWithCa } from './pki.js';
+import { keyAndCsr, startStackWithCa } from './pki.js';
 
 /** A TCP relay in front of the workload API that a test can switch off and on (a CA outage). */
 class Relay {
@@ -212,6 +212,26 @@ describe('portcullis agent: SVID files, renewal at half-life, CA outage, local S
     } finally {
       await new Promise<void>((r) => server.close(() => r()));
     }
+  });
+
+  it("review regressions: https only, the workload API's own ID is not for join tokens, a mismatched key on disk starts over", async () => {
+    expect(
+      () =>
+        new WorkloadAgent({
+          workloadApi: 'http://127.0.0.1:1',
+          bundlePem: bundle,
+          spiffeId: 'spiffe://prod.test/x',
+          outDir: join(dir, 'plain'),
+          log,
+        }),
+    ).toThrow(/https/);
+    await expect(token('spiffe://prod.test/portcullis/workload-api')).rejects.toThrow(/own ID/);
+    const id = 'spiffe://prod.test/ns/torn/sa/x';
+    const first = await agent(id, 'torn', { joinToken: await token(id) }).start();
+    // A crash between the key and the certificate writes: the key no longer matches the certificate.
+    writeFileSync(join(dir, 'torn', 'svid.key'), (await keyAndCsr()).keyPem, { mode: 0o600 });
+    const again = await agent(id, 'torn', { joinToken: await token(id) }).start();
+    expect(again.serial).not.toBe(first.serial);
   });
 
   it('refuses an SVID for another ID than it runs as (the join token decides, the agent checks)', async () => {

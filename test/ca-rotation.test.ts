@@ -88,10 +88,16 @@ describe('CA rotation (real TLS to the workload API)', () => {
     expect((await verifySvid(firstChain, [oldRoot as never])).spiffeId).toBe(ID);
     expect(await bundleDoc()).toMatchObject({ spiffe_sequence: 1, keys: [expect.anything()] });
 
-    // Prepare the next generation (CLI, passphrase on stdin): in the bundle now, signing in an hour.
+    // Too soon: workloads would not all have the new root before it signs.
+    const soon = captureIO({ stdin: Readable.from(['another long root passphrase\n']) });
+    expect(
+      await runCli(['ca', 'rotate', '--passphrase-stdin', '--activate-in', '5m', '--config', cfg], soon.io),
+    ).toBe(2);
+    expect(soon.err()).toMatch(/at least the SVID TTL/);
+    // Prepare the next generation (CLI, passphrase on stdin): in the bundle now, signing in two hours.
     const io = captureIO({ stdin: Readable.from(['another long root passphrase\n']) });
     expect(
-      await runCli(['ca', 'rotate', '--passphrase-stdin', '--activate-in', '1h', '--config', cfg], io.io),
+      await runCli(['ca', 'rotate', '--passphrase-stdin', '--activate-in', '2h', '--config', cfg], io.io),
     ).toBe(0);
     expect(io.out()).toMatch(/generation 1 prepared: in the trust bundle now \(sequence 2\)/);
     const published = bundleRoots();
@@ -109,8 +115,8 @@ describe('CA rotation (real TLS to the workload API)', () => {
     expect(parseCertificates(agent.current?.bundle as string)).toHaveLength(2);
     expect((await s.pc.maintainCa()).changed).toBe(false);
 
-    // Its time has come (the server checks every minute; here we ask for the check an hour ahead).
-    const promoted = await s.pc.maintainCa(Date.now() + 3_600_000 + 1_000);
+    // Its time has come (the server checks every minute; here we ask for the check two hours ahead).
+    const promoted = await s.pc.maintainCa(Date.now() + 2 * 3_600_000 + 1_000);
     expect(promoted).toEqual({ changed: true, promoted: 1 });
     await agent.renew(); // over mTLS to the API, whose own certificate now comes from the new CA
     expect((await verifySvid(chainOf(), [newRoot as never])).spiffeId).toBe(ID);
@@ -120,7 +126,7 @@ describe('CA rotation (real TLS to the workload API)', () => {
     expect((await verifySvid(firstChain, bundleRoots())).spiffeId).toBe(ID);
 
     // After the retention (longer than anything it signed lives) the old root leaves the bundle.
-    const later = await s.pc.maintainCa(Date.now() + 3_600_000 + 31 * DAY);
+    const later = await s.pc.maintainCa(Date.now() + 2 * 3_600_000 + 32 * DAY);
     expect(later.changed).toBe(true);
     expect(bundleRoots().map((r) => r.serialNumber)).toEqual([newRoot?.serialNumber]);
     const status = captureIO();

@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AuthorizationPolicy, RequestAuthentication } from '@kubernetes-models/istio/security.istio.io/v1';
 import { PeerAuthentication } from '@kubernetes-models/istio/security.istio.io/v1beta1';
@@ -71,6 +72,17 @@ describe('mesh exports', async () => {
         },
         { id: 'any-namespace', services: [`${TD}/ns/*/sa/auditor`], routes: ['orders'] },
         { id: 'people', roles: ['viewer'], routes: ['orders'] },
+        // Only with MFA (services never pass that), only one path of the route: not exportable as allows.
+        { id: 'with-mfa', services: [`${TD}/ns/shop/sa/orders`], routes: ['orders'], require: { mfa: true } },
+        {
+          id: 'one-path',
+          services: [`${TD}/ns/shop/sa/orders`],
+          routes: ['orders'],
+          paths: ['/api/orders/export'],
+        },
+        // A deny that names nobody applies to every caller; one with a * inside the ID is widened.
+        { id: 'no-posting-orders', effect: 'deny', routes: ['orders'], methods: ['POST'] },
+        { id: 'no-cron-jobs', effect: 'deny', services: [`${TD}/ns/batch/*/cron`], routes: ['orders'] },
       ],
     },
   });
@@ -109,7 +121,7 @@ describe('mesh exports', async () => {
       expect(find('PeerAuthentication', 'default', ns)?.spec).toEqual({ mtls: { mode: 'STRICT' } });
       expect(find('AuthorizationPolicy', 'portcullis-deny-by-default', ns)?.spec).toEqual({});
     }
-    const allow = find('AuthorizationPolicy', 'portcullis-billing-allow', 'payments')?.spec;
+    const allow = find('AuthorizationPolicy', 'portcullis-upstream-billing-allow', 'payments')?.spec;
     expect(allow).toMatchObject({ selector: { matchLabels: { app: 'billing' } }, action: 'ALLOW' });
     expect(allow?.rules).toEqual([
       {
@@ -129,26 +141,44 @@ describe('mesh exports', async () => {
         to: [{ operation: { methods: ['GET', 'HEAD'], paths: ['/charges/{*}'] } }],
       },
     ]);
-    expect(find('AuthorizationPolicy', 'portcullis-billing-deny', 'payments')?.spec).toMatchObject({
+    expect(find('AuthorizationPolicy', 'portcullis-upstream-billing-deny', 'payments')?.spec).toMatchObject({
       action: 'DENY',
       rules: [{ from: [{ source: { principals: ['cluster.local/ns/batch/sa/cron'] } }] }],
     });
     // Orders: only the gateway (the conditional rule and the mid-pattern * cannot be expressed).
-    const orders = find('AuthorizationPolicy', 'portcullis-orders-allow', 'shop')?.spec as {
+    const orders = find('AuthorizationPolicy', 'portcullis-upstream-orders-allow', 'shop')?.spec as {
       rules: { to: { operation: { paths: string[] } }[] }[];
     };
     expect(orders.rules).toHaveLength(1);
     expect(orders.rules[0]?.to[0]?.operation.paths).toEqual(['/api/orders/{**}']);
-    expect(find('RequestAuthentication', 'portcullis-billing', 'payments')?.spec).toMatchObject({
+    expect(find('RequestAuthentication', 'portcullis-upstream-billing', 'payments')?.spec).toMatchObject({
       jwtRules: [
         { issuer: 'http://portcullis.test', jwksUri: 'http://portcullis.test/.well-known/jwks.json' },
       ],
     });
-    expect(find('RequestAuthentication', 'portcullis-orders', 'shop')).toBeUndefined();
+    expect(find('RequestAuthentication', 'portcullis-upstream-orders', 'shop')).toBeUndefined();
     expect(warnings).toContain(
       'rule mornings-only: a condition (when) cannot be expressed in the mesh; left out',
     );
-    expect(warnings).toContain('spiffe://cluster.local/ns/*/sa/auditor cannot be an Istio principal');
+    expect(warnings).toContain(
+      'spiffe://cluster.local/ns/*/sa/auditor cannot be an Istio principal exactly; left out',
+    );
+    expect(warnings).toContain(
+      'rule with-mfa: an obligation (require) cannot be expressed in the mesh; left out',
+    );
+    expect(warnings).toContain(
+      'rule one-path: paths narrower than route orders cannot be expressed exactly; left out',
+    );
+    const ordersDeny = find('AuthorizationPolicy', 'portcullis-upstream-orders-deny', 'shop')?.spec;
+    expect(ordersDeny?.rules).toEqual([
+      // Every caller: no `from`.
+      { to: [{ operation: { methods: ['POST'], paths: ['/api/orders/{**}'] } }] },
+      // ns/batch/*/cron widened to everything in ns/batch.
+      {
+        from: [{ source: { principals: ['cluster.local/ns/batch/*'] } }],
+        to: [{ operation: { methods: ['GET', 'HEAD', 'POST'], paths: ['/api/orders/{**}'] } }],
+      },
+    ]);
     expect(warnings).toContain('upstream orders: HS256 assertions cannot be checked by the mesh');
     // Nothing for an upstream without a Kubernetes workload.
     expect(yaml).not.toContain('legacy');
@@ -164,7 +194,7 @@ describe('mesh exports', async () => {
       all.filter((m) => (m.metadata as { name: string }).name === 'portcullis-default-deny-ingress'),
     ).toHaveLength(3);
     const billing = all.find(
-      (m) => (m.metadata as { name: string }).name === 'portcullis-billing-ingress',
+      (m) => (m.metadata as { name: string }).name === 'portcullis-upstream-billing-ingress',
     ) as {
       spec: { ingress: { from: unknown[]; ports: unknown[] }[] };
     };
@@ -180,6 +210,31 @@ describe('mesh exports', async () => {
       { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'batch' } } },
     ]);
     expect(billing.spec.ingress[0]?.ports).toEqual([{ protocol: 'TCP', port: 8080 }]);
+  });
+
+  it('refuses names that would collide when applied', async () => {
+    mkdirSync(join(t.dir, 'clash'));
+    const clash = await writeConfigFile(join(t.dir, 'clash'), 'http://127.0.0.1:1', {
+      export: { gateway: { namespace: 'gw', labels: { app: 'gw' }, spiffeId: `${TD}/ns/gw/sa/gw` } },
+      upstreams: {
+        a_b: {
+          url: 'http://a:80',
+          kubernetes: { namespace: 'x', labels: { app: 'a1' }, spiffeId: `${TD}/ns/x/sa/a1` },
+        },
+        'a-b': {
+          url: 'http://b:80',
+          kubernetes: { namespace: 'x', labels: { app: 'a2' }, spiffeId: `${TD}/ns/x/sa/a2` },
+        },
+      },
+      routes: [
+        { id: 'r1', path: '/one', upstream: 'a_b' },
+        { id: 'r2', path: '/two', upstream: 'a-b' },
+      ],
+      policy: { rules: [] },
+    });
+    const io = captureIO();
+    expect(await runCli(['export', 'istio', '--config', clash], io.io)).toBe(1);
+    expect(io.err()).toMatch(/portcullis-upstream-a-b-allow/);
   });
 
   it('the schemas are strict enough to catch a broken manifest', () => {

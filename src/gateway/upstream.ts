@@ -52,8 +52,17 @@ function mtlsConnect(m: NonNullable<UpstreamConfig['mtls']>, baseDir: string, de
         // The SPIFFE leaf rules (exactly one URI SAN, a valid ID, not a CA, digitalSignature) on the raw DER.
         const leaf = new X509Certificate(new Uint8Array(cert.raw));
         const id = checkLeaf(leaf);
-        if (denied?.has(leaf.serialNumber.toLowerCase().replace(/^0+(?=.)/, '')))
-          return new Error(`upstream certificate ${leaf.serialNumber} is on the denylist`);
+        // Every certificate the server presented, intermediates too, against the denylist.
+        const seen = new Set<unknown>();
+        for (
+          let c: PeerCertificate | undefined = cert;
+          c && !seen.has(c);
+          c = (c as { issuerCertificate?: PeerCertificate }).issuerCertificate
+        ) {
+          seen.add(c);
+          if (denied?.has(c.serialNumber.toLowerCase().replace(/^0+(?=.)/, '')))
+            return new Error(`upstream certificate ${c.serialNumber} is on the denylist`);
+        }
         return id === expected ? undefined : new Error(`upstream is ${id}, expected ${expected}`);
       } catch (err) {
         return new Error(`upstream certificate is not an X.509-SVID: ${(err as Error).message}`);

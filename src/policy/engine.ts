@@ -223,7 +223,8 @@ function expandRoles(
   return holders;
 }
 
-function actionMatcher(patterns: readonly string[]): ((a: string) => boolean) | undefined {
+/** A rule's action patterns (`orders:read`, `orders:*`, `*`, any `*` glob) as a matcher; undefined = any. */
+export function actionMatcher(patterns: readonly string[]): ((a: string) => boolean) | undefined {
   if (patterns.includes('*')) return undefined;
   const exact = new Set(patterns.filter((p) => !p.includes('*')));
   const globs = patterns.filter((p) => p.includes('*')).map(globToRegExp);

@@ -8,6 +8,7 @@ export {
   compileExpression,
 } from './cel.js';
 export {
+  actionMatcher,
   type CompiledPolicy,
   type ConditionTrace,
   compilePolicy,

@@ -56,6 +56,9 @@ export interface CurrentSvid {
   readonly serial: string;
 }
 
+/** The workload API refused the credential (401): retrying with it is pointless. */
+class RefusedError extends Error {}
+
 /** What the agent is doing, for its logs and the local endpoint. */
 export type AgentState = 'starting' | 'ready' | 'retrying' | 'expired' | 'stopped';
 
@@ -100,8 +103,11 @@ export class WorkloadAgent {
   #state: AgentState = 'starting';
   #failures = 0;
   #renewing: Promise<void> | undefined;
+  #joinTokenSpent = false;
 
   constructor(options: AgentOptions) {
+    if (new URL(options.workloadApi).protocol !== 'https:')
+      throw new Error('the workload API must be reached over https (the join token and keys travel there)');
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
     const id = parseSpiffeId(options.spiffeId);
@@ -131,6 +137,7 @@ export class WorkloadAgent {
           'no valid SVID on disk and no join token: run `portcullis svid join-token` for this ID',
         );
       const { csr, keyPem } = await keyAndCsr();
+      this.#joinTokenSpent = true;
       const answer = await this.#call('/v1/svid', { join_token: this.#o.joinToken, csr }, undefined);
       await this.#accept(answer, keyPem, 'join_token');
     }
@@ -160,7 +167,17 @@ export class WorkloadAgent {
     const cur = this.#current;
     if (!cur) throw new Error('no SVID to renew');
     const { csr, keyPem } = await keyAndCsr();
-    const answer = await this.#call('/v1/svid/renew', { csr }, cur);
+    let answer: Record<string, unknown>;
+    try {
+      answer = await this.#call('/v1/svid/renew', { csr }, cur);
+    } catch (err) {
+      // The current SVID is refused (revoked, or from a CA no longer trusted): a join token given to
+      // this agent, and not yet spent, starts it over.
+      if (!(err instanceof RefusedError) || !this.#o.joinToken || this.#joinTokenSpent) throw err;
+      this.#o.log.warn({ err: err.message }, 'agent: renewal refused; using the join token');
+      this.#joinTokenSpent = true;
+      answer = await this.#call('/v1/svid', { join_token: this.#o.joinToken, csr }, undefined);
+    }
     await this.#accept(answer, keyPem, 'renewal');
   }
 
@@ -171,8 +188,11 @@ export class WorkloadAgent {
     if (typeof chainPem !== 'string' || typeof bundle !== 'string')
       throw new Error('the workload API answered without svid and bundle');
     const chain = parseCertificates(chainPem);
-    const roots = parseCertificates(bundle);
-    const { spiffeId, notAfter } = await verifySvid(chain, roots, { at: new Date(this.#clock.now()) });
+    // The new SVID must chain to what this agent already trusts — never to roots that came with it. The
+    // answer's bundle (new roots are published ahead of their first signature) is adopted only then.
+    const { spiffeId, notAfter } = await verifySvid(chain, parseCertificates(this.#bundle), {
+      at: new Date(this.#clock.now()),
+    });
     if (spiffeId !== this.#expectedId)
       throw new Error(`the workload API issued ${spiffeId}, expected ${this.#expectedId}`);
     const leaf = chain[0] as x509.X509Certificate;
@@ -214,6 +234,13 @@ export class WorkloadAgent {
         at: new Date(this.#clock.now()),
       });
       if (spiffeId !== this.#expectedId) return undefined;
+      // A crash between the key and the certificate writes leaves a pair that does not match.
+      const { createPrivateKey, createPublicKey } = await import('node:crypto');
+      const spki = createPublicKey(createPrivateKey(key)).export({ format: 'der', type: 'spki' });
+      if (!Buffer.from((chain[0] as x509.X509Certificate).publicKey.rawData).equals(spki)) {
+        this.#o.log.warn('agent: the key on disk does not match the SVID on disk; starting over');
+        return undefined;
+      }
       this.#bundle = bundle;
       return {
         spiffeId,
@@ -318,7 +345,8 @@ export class WorkloadAgent {
       }
       if (res.statusCode !== 200) {
         const e = json.error as { code?: string; message?: string } | undefined;
-        throw new Error(`the workload API refused (${res.statusCode} ${e?.code ?? ''}): ${e?.message ?? ''}`);
+        const message = `the workload API refused (${res.statusCode} ${e?.code ?? ''}): ${e?.message ?? ''}`;
+        throw res.statusCode === 401 ? new RefusedError(message) : new Error(message);
       }
       return json;
     } finally {

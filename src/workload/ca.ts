@@ -230,6 +230,11 @@ export function maintainCa(
   let changed = false;
   let promoted: number | undefined;
   if (st.next && st.next.activatesAt <= now) {
+    // Never promote a generation that could not sign: all its files must be there.
+    const f = generationFiles(dir, st.next.generation);
+    const missing = Object.values(f).filter((p) => !existsSync(p));
+    if (missing.length > 0)
+      throw new Error(`CA generation ${st.next.generation} is incomplete: ${missing.join(', ')}`);
     st.retired.push({ generation: st.active, until: now + retainMs });
     st.active = st.next.generation;
     promoted = st.active;

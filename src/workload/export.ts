@@ -1,4 +1,5 @@
 import type { Config } from '../config/index.js';
+import { actionMatcher } from '../policy/index.js';
 
 /** A Kubernetes object as the exports produce it (plain JSON, stable key order). */
 export type Manifest = Record<string, unknown>;
@@ -31,17 +32,26 @@ interface Edge {
 
 const LABEL = { 'app.kubernetes.io/managed-by': 'portcullis' };
 
-/** `spiffe://td/ns/a/sa/b` → Istio's principal `td/ns/a/sa/b`; a final `*` or `/**` → a prefix match. */
-function principalOf(pattern: string): string | undefined {
+/**
+ * A SPIFFE ID pattern as Istio principals (`td/ns/a/sa/b`; Istio matches `*` only as a whole prefix or
+ * suffix). For an allow the result must never match more than the pattern: an exact ID, or a final
+ * `*` in the service-account place of an Istio identity (`…/ns/<ns>/sa/*`, which cannot be deeper). For
+ * a deny it must never match less: a `*` anywhere widens to the prefix before it, and `/**` also covers
+ * the ID it starts from. Undefined: not expressible for an allow.
+ */
+function principalsOf(pattern: string, effect: 'allow' | 'deny'): string[] | undefined {
   const bare = pattern.slice('spiffe://'.length);
   const deep = bare.endsWith('/**');
   const base = deep ? bare.slice(0, -3) : bare;
-  const segments = base.split('/');
-  const last = segments.length - 1;
-  // Istio matches `*` only as a whole prefix or suffix: a `*` anywhere else cannot be expressed.
-  if (segments.some((s, i) => s.includes('*') && !(i === last && s === '*'))) return undefined;
-  if (deep) return `${base}/*`;
-  return base;
+  const star = base.indexOf('*');
+  if (effect === 'deny') {
+    if (star !== -1) return [`${base.slice(0, base.lastIndexOf('/', star) + 1)}*`];
+    return deep ? [base, `${base}/*`] : [base];
+  }
+  // `/**` = anything below: exactly Istio's prefix match (which leaves out the ID itself: narrower).
+  if (deep) return star === -1 ? [`${base}/*`] : undefined;
+  if (star === -1) return [base];
+  return /^[^/*]+\/ns\/[a-z0-9][-a-z0-9]*\/sa\/\*$/.test(base) ? [base] : undefined;
 }
 
 /** A route path pattern as an Istio path template (1.22+): `:param` → `{*}`, a final `*` → `{**}`. */
@@ -52,20 +62,21 @@ function istioPath(pattern: string): string {
   return `${segments.join('/')}${rest ? '/{**}' : ''}` || '/';
 }
 
-/** A simple action glob (`orders:*`, `*`) against a named action. */
-function actionMatches(pattern: string, action: string): boolean {
-  if (pattern === '*' || pattern === action) return true;
-  return pattern.endsWith(':*') && action.startsWith(pattern.slice(0, -1));
-}
+const withHead = (methods: readonly string[]) =>
+  methods.flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m]));
 
 const sorted = <T>(xs: Iterable<T>): T[] => [...new Set(xs)].sort();
 
+/** Kubernetes names: lower case, `_` → `-`, at most 63 characters. */
+const k8sName = (s: string) => s.toLowerCase().replace(/_/g, '-').slice(0, 63);
+
 /**
  * The service graph of the policy, for the mesh: every rule naming `services` becomes edges from those
- * SPIFFE IDs to the upstream workloads of its routes, with the methods and paths it allows; the gateway
- * may call each upstream on its routes (user traffic, already authorized by Portcullis). What the mesh
- * cannot express is never widened: conditional allows are left out (with a warning), conditional denies
- * are exported without their condition (denying more, never less).
+ * SPIFFE IDs to the upstream workloads of its routes, with the methods and paths it allows; a deny that
+ * names nobody in particular applies to every caller; the gateway may call each upstream on its routes
+ * (user traffic, already authorized by Portcullis). The mesh never allows more than the policy: allows
+ * it cannot express exactly (conditions, obligations, resource types, paths narrower than the route,
+ * wildcards inside an ID) are left out with a warning; denies are widened rather than dropped.
  */
 function serviceGraph(
   config: Config,
@@ -73,8 +84,9 @@ function serviceGraph(
 ): { edges: Edge[]; workloads: Workload[]; warnings: string[] } {
   const warnings: string[] = [];
   const byUpstream = new Map<string, Workload>();
-  for (const [name, u] of Object.entries(config.upstreams).sort(([a], [b]) => a.localeCompare(b))) {
-    if (!u.kubernetes) continue;
+  for (const name of Object.keys(config.upstreams).sort()) {
+    const u = config.upstreams[name];
+    if (!u?.kubernetes) continue;
     const spiffeId = u.kubernetes.spiffeId ?? u.mtls?.spiffeId;
     if (!spiffeId) {
       warnings.push(`upstream ${name}: no SPIFFE ID (kubernetes.spiffeId or mtls.spiffeId); not exported`);
@@ -88,62 +100,98 @@ function serviceGraph(
       port: u.kubernetes.port,
     });
   }
-  const routes = config.routes.filter((r) => byUpstream.has(r.upstream) && !r.public);
+  const routes = config.routes.filter((r) => byUpstream.has(r.upstream));
   const edges: Edge[] = [];
   const gw = config.export.gateway;
   if (gw) {
+    // Every route, public ones too: the gateway forwards what it let through.
     for (const r of routes)
       edges.push({
         ruleId: `gateway:${r.id}`,
         effect: 'allow',
         target: byUpstream.get(r.upstream) as Workload,
-        principals: [principalOf(gw.spiffeId) as string],
-        methods: sorted(r.methods.flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m]))),
+        principals: [gw.spiffeId.slice('spiffe://'.length)],
+        methods: sorted(withHead(r.methods)),
         paths: [istioPath(r.path)],
       });
   } else warnings.push('export.gateway is not set: no policy lets the gateway reach the upstreams');
 
   for (const rule of rules) {
-    if (!rule.services) continue;
-    if (rule.when !== undefined && rule.effect === 'allow') {
-      warnings.push(`rule ${rule.id}: a condition (when) cannot be expressed in the mesh; left out`);
+    const deny = rule.effect === 'deny';
+    const aboutPeople = rule.roles || rule.groups || rule.users;
+    // An allow reaches services only through `services`; a deny reaches them through `services`, or
+    // when it names nobody in particular (then it applies to every caller).
+    if (!rule.services && (!deny || aboutPeople)) continue;
+    if (!deny && (rule.when !== undefined || rule.require || rule.types)) {
+      warnings.push(
+        `rule ${rule.id}: ${rule.when !== undefined ? 'a condition (when)' : rule.require ? 'an obligation (require)' : 'resource types'} cannot be expressed in the mesh; left out`,
+      );
       continue;
     }
-    if (rule.when !== undefined)
-      warnings.push(`rule ${rule.id}: exported without its condition (denies more in the mesh)`);
-    if (rule.types || rule.require || rule.groups || rule.users || rule.roles)
-      warnings.push(`rule ${rule.id}: only its services, routes, methods and paths are exported`);
-    const principals: string[] = [];
-    for (const s of rule.services) {
-      const p = principalOf(s);
-      if (p === undefined) warnings.push(`rule ${rule.id}: ${s} cannot be an Istio principal (a * inside)`);
-      else principals.push(p);
-    }
-    if (principals.length === 0) continue;
+    if (deny && (rule.when !== undefined || rule.types))
+      warnings.push(`rule ${rule.id}: exported without its condition or types (denies more in the mesh)`);
+    let principals: string[] | undefined = [];
+    if (rule.services) {
+      for (const svc of rule.services) {
+        const p = principalsOf(svc, rule.effect);
+        if (p === undefined)
+          warnings.push(`rule ${rule.id}: ${svc} cannot be an Istio principal exactly; left out`);
+        else principals.push(...p);
+      }
+      if (principals.length === 0) continue;
+      principals = sorted(principals);
+    } else principals = undefined; // every caller
+    const matchAction = rule.actions ? actionMatcher(rule.actions) : undefined;
     const targets = rule.routes ? routes.filter((r) => rule.routes?.includes(r.id)) : routes;
     for (const r of targets) {
-      let methods: string[] = r.methods.flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m]));
+      let methods = withHead(r.methods);
       if (rule.methods) {
-        const allowed = new Set(rule.methods.flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m])));
+        const allowed = new Set(withHead(rule.methods));
         methods = methods.filter((m) => allowed.has(m));
       }
-      if (rule.actions) {
+      if (matchAction) {
         const named = (m: string) =>
-          (m === 'HEAD' ? r.actions?.GET : r.actions?.[m as keyof typeof r.actions]) ?? m;
-        methods = methods.filter((m) => rule.actions?.some((a) => actionMatches(a, named(m))));
+          (r.actions as Record<string, string> | undefined)?.[m] ??
+          (m === 'HEAD' ? r.actions?.GET : undefined) ??
+          m;
+        methods = methods.filter((m) => matchAction(named(m)));
       }
       if (methods.length === 0) continue;
+      let paths = [istioPath(r.path)];
+      if (rule.paths) {
+        // An allow's paths must be the route's own (anything else could be wider in the mesh); a
+        // deny's paths are exported as they are (wider is safe).
+        if (deny) paths = sorted(rule.paths.map(istioPath));
+        else if (!rule.paths.every((p) => p === r.path)) {
+          warnings.push(
+            `rule ${rule.id}: paths narrower than route ${r.id} cannot be expressed exactly; left out`,
+          );
+          continue;
+        }
+      }
       edges.push({
         ruleId: rule.id,
         effect: rule.effect,
         target: byUpstream.get(r.upstream) as Workload,
-        principals: sorted(principals),
+        principals: principals ?? [],
         methods: sorted(methods),
-        paths: rule.paths ? sorted(rule.paths.map(istioPath)) : [istioPath(r.path)],
+        paths,
       });
     }
   }
   return { edges, workloads: [...byUpstream.values()], warnings };
+}
+
+/** Two manifests with one kind, namespace and name would overwrite each other when applied: refuse. */
+function unique(manifests: Manifest[]): Manifest[] {
+  const seen = new Set<string>();
+  for (const m of manifests) {
+    const md = m.metadata as { name: string; namespace: string };
+    const key = `${m.kind}/${md.namespace}/${md.name}`;
+    if (seen.has(key)) throw new Error(`two exported objects would both be ${key}: rename an upstream`);
+    seen.add(key);
+  }
+  return manifests;
 }
 
 const meta = (name: string, namespace: string) => ({ name, namespace, labels: LABEL });
@@ -193,14 +241,15 @@ export function exportIstio(config: Config, rules: readonly Rule[]): MeshExport 
       const rules = mine
         .filter((e) => e.effect === effect)
         .map((e) => ({
-          from: [{ source: { principals: e.principals } }],
+          // A deny without principals applies to every caller.
+          ...(e.principals.length ? { from: [{ source: { principals: e.principals } }] } : {}),
           to: [{ operation: { methods: e.methods, paths: e.paths } }],
         }));
       if (rules.length === 0) continue;
       manifests.push({
         apiVersion: 'security.istio.io/v1',
         kind: 'AuthorizationPolicy',
-        metadata: meta(`portcullis-${w.name}-${effect}`, w.namespace),
+        metadata: meta(`portcullis-upstream-${k8sName(w.name)}-${effect}`, w.namespace),
         spec: { selector: { matchLabels: w.labels }, action: effect.toUpperCase(), rules },
       });
     }
@@ -209,7 +258,7 @@ export function exportIstio(config: Config, rules: readonly Rule[]): MeshExport 
       manifests.push({
         apiVersion: 'security.istio.io/v1',
         kind: 'RequestAuthentication',
-        metadata: meta(`portcullis-${w.name}`, w.namespace),
+        metadata: meta(`portcullis-upstream-${k8sName(w.name)}`, w.namespace),
         spec: {
           selector: { matchLabels: w.labels },
           jwtRules: [
@@ -228,7 +277,7 @@ export function exportIstio(config: Config, rules: readonly Rule[]): MeshExport 
         `upstream ${w.name}: HS256 assertions cannot be checked by the mesh; no RequestAuthentication`,
       );
   }
-  return { manifests, warnings: sorted(warnings) };
+  return { manifests: unique(manifests), warnings: sorted(warnings) };
 }
 
 /**
@@ -269,7 +318,7 @@ export function exportKubernetes(config: Config, rules: readonly Rule[]): MeshEx
     );
     const sources = known
       .filter((src) => src !== w && principals.some((p) => matches(p, src.spiffeId)))
-      .sort((a, b) => a.name.localeCompare(b.name));
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     // Callers that are no known workload: by their Istio-style ID's namespace (`<td>/ns/<ns>/…`), the
     // whole namespace (NetworkPolicy cannot select by service account; the mesh narrows it).
     const namespacesOnly = sorted(
@@ -285,7 +334,7 @@ export function exportKubernetes(config: Config, rules: readonly Rule[]): MeshEx
     manifests.push({
       apiVersion: 'networking.k8s.io/v1',
       kind: 'NetworkPolicy',
-      metadata: meta(`portcullis-${w.name}-ingress`, w.namespace),
+      metadata: meta(`portcullis-upstream-${k8sName(w.name)}-ingress`, w.namespace),
       spec: {
         podSelector: { matchLabels: w.labels },
         policyTypes: ['Ingress'],
@@ -306,5 +355,5 @@ export function exportKubernetes(config: Config, rules: readonly Rule[]): MeshEx
       },
     });
   }
-  return { manifests, warnings: sorted(warnings) };
+  return { manifests: unique(manifests), warnings: sorted(warnings) };
 }

@@ -10,7 +10,13 @@ export {
   WorkloadCa,
 } from './ca.js';
 export { exportIstio, exportKubernetes, type Manifest, type MeshExport } from './export.js';
-export { isDeviceId, SPIFFE_ISSUER_ID, SpiffePeerAuthenticator, type VerifiedPeer } from './peer.js';
+export {
+  isDeviceId,
+  isReservedId,
+  SPIFFE_ISSUER_ID,
+  SpiffePeerAuthenticator,
+  type VerifiedPeer,
+} from './peer.js';
 export { createJoinToken, createWorkloadServer, spiffeBundle, type WorkloadServerOptions } from './server.js';
 export { isSpiffeId, parseSpiffeId, type SpiffeId } from './spiffe-id.js';
 export {

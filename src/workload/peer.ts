@@ -132,6 +132,15 @@ export function isDeviceId(spiffeId: string): boolean {
   return slash !== -1 && spiffeId.startsWith('/device/', slash);
 }
 
+/**
+ * The workload API's own identity (`…/portcullis/workload-api`), which agents trust as the API: the CA
+ * issues it to the API itself only — never through a join token or `svid issue`.
+ */
+export function isReservedId(spiffeId: string): boolean {
+  const slash = spiffeId.indexOf('/', 'spiffe://'.length);
+  return slash !== -1 && spiffeId.slice(slash) === '/portcullis/workload-api';
+}
+
 export interface VerifiedPeer {
   readonly spiffeId: string;
   /** The leaf certificate's serial, lower-case hex. */

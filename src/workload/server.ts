@@ -8,7 +8,7 @@ import type { AuditWriter } from '../audit/index.js';
 import { type Clock, type Logger, randomToken, sha256b64url } from '../core/index.js';
 import type { Store } from '../store/index.js';
 import type { WorkloadCa } from './ca.js';
-import { isDeviceId } from './peer.js';
+import { isDeviceId, isReservedId } from './peer.js';
 import { parseSpiffeId } from './spiffe-id.js';
 import { SvidError, verifySvid } from './svid.js';
 
@@ -47,6 +47,7 @@ export async function createJoinToken(
   if (id.path === '') throw new Error('a join token needs a SPIFFE ID with a path');
   if (isDeviceId(id.toString()))
     throw new Error('device IDs (…/device/…) are issued by device enrolment, not join tokens');
+  if (isReservedId(id.toString())) throw new Error("the workload API's own ID is not for join tokens");
   const token = randomToken(32);
   await store.joinTokens.create(sha256b64url(token), id.toString(), now + ttlMs, now);
   return token;

@@ -6,6 +6,8 @@ import {
   caStatus,
   createJoinToken,
   initCa,
+  isDeviceId,
+  isReservedId,
   parseCertificates,
   parseDenylist,
   prepareCaRotation,
@@ -79,14 +81,25 @@ export const ca: Command = async (argv, io) => {
 async function caRotate(argv: readonly string[], io: CliIO): Promise<number> {
   const { values } = parse(
     argv,
-    { ...CONFIG_OPTION, 'activate-in': { type: 'string' }, 'passphrase-stdin': { type: 'boolean' } },
+    {
+      ...CONFIG_OPTION,
+      'activate-in': { type: 'string' },
+      'passphrase-stdin': { type: 'boolean' },
+      force: { type: 'boolean' },
+    },
     false,
   );
   if (!values['passphrase-stdin']) throw new UsageError(CA_USAGE);
   const activateIn = parseDuration(values['activate-in'] ?? '24h');
   if (activateIn === undefined) throw new UsageError('--activate-in: a duration such as 24h');
-  const passphrase = await readStdin(io);
   const loaded = loadConfigFile(configPath(values.config, io), io.env ?? process.env);
+  // Every workload must renew at least once (and so learn the new root) before it signs anything.
+  const minimum = loaded.config.workload.svidTtl + 600_000;
+  if (activateIn < minimum && !values.force)
+    throw new UsageError(
+      `--activate-in must be at least the SVID TTL plus 10 minutes (${Math.ceil(minimum / 60_000)}m), so every workload has the new root before it signs; --force to go ahead anyway`,
+    );
+  const passphrase = await readStdin(io);
   return withCore(loaded, io, async (core) => {
     const dir = join(loaded.dataDir, 'ca');
     const r = await prepareCaRotation({
@@ -165,6 +178,10 @@ async function issue(argv: readonly string[], io: CliIO): Promise<number> {
   const loaded = loadConfigFile(configPath(values.config, io), io.env ?? process.env);
   return withCore(loaded, io, async (core) => {
     const authority = await WorkloadCa.load(join(loaded.dataDir, 'ca'), new SecretBox(core.keys.dataKey));
+    if (isReservedId(spiffeId) || isDeviceId(spiffeId))
+      throw new UsageError(
+        "that ID is reserved (the workload API's own, or a device: enrol devices instead)",
+      );
     const out = await authority.issue(readFileSync(csr, 'utf8'), spiffeId, ttl);
     await core.audit.write(
       {
