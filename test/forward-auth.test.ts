@@ -1,5 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileTrustedProxies } from '../src/gateway/index.js';
@@ -98,6 +99,95 @@ describe('forward-auth endpoint', () => {
           'x-forwarded-host': 'a',
           authorization: `Bearer ${token}`,
         },
+      });
+      expect(res.status).toBe(403);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+describe('Envoy ext_authz, HTTP service mode (requests as Envoy sends them)', () => {
+  let s: Stack;
+  let viewer: string;
+  const PREFIX = '/.portcullis/ext-authz';
+  beforeAll(async () => {
+    s = await startStack({
+      gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['127.0.0.1/32'], extAuthz: {} },
+    });
+    viewer = (await s.login(s.users.viewer.username, s.users.viewer.password)).body.access_token as string;
+  });
+  afterAll(() => s.close());
+
+  /** Envoy's check request: the original method, path_prefix + original path, the original Host. */
+  const check = (method: string, path: string, token?: string, host = 'app.example') =>
+    new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
+      const url = new URL(s.pc.gatewayUrl);
+      const req = httpRequest(
+        {
+          host: url.hostname,
+          port: url.port,
+          method,
+          path: `${PREFIX}${path}`,
+          headers: {
+            host,
+            'content-length': '0',
+            'x-forwarded-proto': 'https',
+            ...(token ? { authorization: `Bearer ${token}` } : {}),
+          },
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (c) => {
+            body += c;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+
+  it('allows with the identity headers for Envoy to add upstream; refuses like the proxy; never proxies', async () => {
+    const before = s.upstream.received.length;
+    const ok = await check('GET', '/api/orders?page=2', viewer);
+    expect(ok.status).toBe(200);
+    expect(ok.headers['x-portcullis-roles']).toBe('viewer');
+    const claims = await verifyAssertion(
+      String(ok.headers['x-portcullis-assertion']),
+      keyResolver(s.pc.core.keys.jwks()),
+      {
+        issuer: 'http://portcullis.test',
+        audience: 'app',
+        request: { method: 'GET', target: '/api/orders?page=2' },
+      },
+    );
+    expect(claims).toMatchObject({ route: 'orders', host: 'app.example', htm: 'GET' });
+    expect((await check('GET', '/api/orders')).status).toBe(401);
+    expect((await check('POST', '/api/orders', viewer)).status).toBe(403);
+    expect((await check('GET', '/api/admin/reports', viewer)).status).toBe(403);
+    expect((await check('GET', '/nowhere', viewer)).status).toBe(404);
+    const trick = await check('GET', '/api/orders/%2e%2e/admin/reports', viewer);
+    expect(trick.status).toBe(400);
+    expect(JSON.parse(trick.body).error.code).toBe('invalid_path');
+    expect(s.upstream.received.length).toBe(before);
+    // Decisions are audited like any other.
+    await s.pc.core.audit.flush();
+    let audited = 0;
+    for await (const r of s.pc.core.store.audit.scan())
+      if (r.type === 'gateway.decision' && JSON.parse(r.data).host === 'app.example') audited++;
+    expect(audited).toBe(6); // one allow, five refusals
+  });
+
+  it('is refused to callers that are not trusted proxies', async () => {
+    const other = await startStack({
+      gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['10.0.0.0/8'], extAuthz: {} },
+    });
+    try {
+      const token = (await other.login(other.users.viewer.username, other.users.viewer.password)).body
+        .access_token as string;
+      const res = await fetch(`${other.pc.gatewayUrl}${PREFIX}/api/orders`, {
+        headers: { authorization: `Bearer ${token}` },
       });
       expect(res.status).toBe(403);
     } finally {

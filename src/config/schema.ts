@@ -376,6 +376,18 @@ export const configSchema = z
               .default('/.portcullis/forward-auth'),
           })
           .optional(),
+        /**
+         * Envoy ext_authz (HTTP service mode): set Envoy's `path_prefix` to this; requests under it are
+         * the original requests to decide (from trusted proxies only).
+         */
+        extAuthz: z
+          .strictObject({
+            pathPrefix: z
+              .string()
+              .regex(/^\/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]$/)
+              .default('/.portcullis/ext-authz'),
+          })
+          .optional(),
       })
       .prefault({}),
     admin: z.strictObject({ listen: listen.prefault({ port: 9090 }) }).prefault({}),

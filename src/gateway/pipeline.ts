@@ -9,7 +9,7 @@ import { authorize } from './steps/authorize.js';
 import { canonicalize } from './steps/canonicalize.js';
 import { identifyDevice } from './steps/device.js';
 import { forward } from './steps/forward.js';
-import { answerForwardAuth, forwardedRequest } from './steps/forward-auth.js';
+import { answerForwardAuth, extAuthzRequest, forwardedRequest } from './steps/forward-auth.js';
 import { limit } from './steps/limit.js';
 import { assessRisk } from './steps/risk.js';
 import { route } from './steps/route.js';
@@ -61,6 +61,9 @@ const FORWARD_AUTH_STEPS: readonly Step[] = [
   answerForwardAuth,
 ];
 
+/** Envoy ext_authz (HTTP service): the original request is the request itself, under a path prefix. */
+const EXT_AUTHZ_STEPS: readonly Step[] = [extAuthzRequest, ...FORWARD_AUTH_STEPS.slice(1)];
+
 /**
  * Writes a decision record; when the audit log cannot take it, the request is refused with 503
  * `store_unavailable` (fail closed) unless the writer is configured to fail open.
@@ -100,12 +103,15 @@ export function createHandler(current: () => Gateway): (req: IncomingMessage, re
     const gw = current();
     const forwardAuthPath = gw.config.gateway.forwardAuth?.path;
     const url = req.url ?? '';
+    const extAuthz = gw.config.gateway.extAuthz?.pathPrefix;
     const steps =
       forwardAuthPath !== undefined &&
       url.startsWith(forwardAuthPath) &&
       (url.length === forwardAuthPath.length || url[forwardAuthPath.length] === '?')
         ? FORWARD_AUTH_STEPS
-        : STEPS;
+        : extAuthz !== undefined && url.startsWith(`${extAuthz}/`)
+          ? EXT_AUTHZ_STEPS
+          : STEPS;
     const ctx: RequestContext = {
       req,
       res,

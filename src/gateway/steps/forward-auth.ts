@@ -31,15 +31,22 @@ export function forwardedRequest(gw: Gateway, ctx: RequestContext): void {
   ctx.ip = client.ip;
   ctx.forwardedFor = client.chain;
   const h = ctx.req.headers;
-  const method = single(h['x-forwarded-method'], 'X-Forwarded-Method');
+  original(
+    ctx,
+    single(h['x-forwarded-method'], 'X-Forwarded-Method'),
+    single(h['x-forwarded-uri'], 'X-Forwarded-Uri'),
+    single(h['x-forwarded-host'], 'X-Forwarded-Host'),
+  );
+}
+
+/** The original request as a proxy describes it: method, target (in canonical form only) and host. */
+function original(ctx: RequestContext, method: string, uri: string, host: string): void {
   if (!METHOD.test(method))
-    throw new PortcullisError('bad_request', { message: 'X-Forwarded-Method is invalid.' });
-  const uri = single(h['x-forwarded-uri'], 'X-Forwarded-Uri');
+    throw new PortcullisError('bad_request', { message: 'The original method is invalid.' });
   ctx.method = method;
-  const host = single(h['x-forwarded-host'], 'X-Forwarded-Host');
   ctx.host = canonicalHost(host);
   ctx.authority = host.toLowerCase();
-  const proto = h['x-forwarded-proto'];
+  const proto = ctx.req.headers['x-forwarded-proto'];
   ctx.scheme = proto === 'https' || proto === 'http' ? proto : 'http';
   ctx.target = canonicalizeTarget(uri);
   if (ctx.target.path + ctx.target.query !== uri) {
@@ -47,6 +54,26 @@ export function forwardedRequest(gw: Gateway, ctx: RequestContext): void {
       detail: 'forward-auth requires the target in canonical form',
     });
   }
+}
+
+/**
+ * Envoy ext_authz, HTTP service mode (instead of canonicalize): Envoy sends the original method, the
+ * original path after the configured prefix and the original host as Host — honoured only from a
+ * trusted proxy. The answer is the forward-auth one: 200 with the identity headers for Envoy to add
+ * upstream (`allowed_upstream_headers`), or the refusal, which Envoy returns to the client.
+ */
+export function extAuthzRequest(gw: Gateway, ctx: RequestContext): void {
+  const prefix = gw.config.gateway.extAuthz?.pathPrefix ?? '';
+  if (!gw.isTrustedProxy(ctx.peerIp)) {
+    throw new PortcullisError('forbidden', {
+      detail: `ext_authz caller ${ctx.peerIp} is not a trusted proxy`,
+    });
+  }
+  const client = clientAddress(gw, ctx);
+  ctx.ip = client.ip;
+  ctx.forwardedFor = client.chain;
+  const url = ctx.req.url ?? '';
+  original(ctx, ctx.req.method ?? '', url.slice(prefix.length) || '/', single(ctx.req.headers.host, 'Host'));
 }
 
 /**
