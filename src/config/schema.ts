@@ -149,6 +149,45 @@ const rateLimit = z
   })
   .transform((r) => ({ limit: r.limit, windowMs: r.window, burst: r.burst ?? r.limit }));
 
+/** A header value we send: printable ASCII, no line breaks (so config can never split a response). */
+const headerValue = z.string().regex(/^[\x20-\x7e]{1,4096}$/, 'expected a header value (printable ASCII)');
+/** An origin as browsers send it: scheme://host[:port], no path. */
+const origin = z
+  .string()
+  .regex(
+    /^https?:\/\/[a-z0-9.-]+(:\d{1,5})?$|^\*$/,
+    'expected an origin such as https://app.example.com, or *',
+  );
+
+/** Security headers of a route's responses: a value replaces the default, `false` leaves the header out. */
+const routeSecurityHeaders = z.strictObject({
+  strictTransportSecurity: z.union([headerValue, z.literal(false)]).optional(),
+  contentSecurityPolicy: z.union([headerValue, z.literal(false)]).optional(),
+  frameOptions: z.union([z.enum(['DENY', 'SAMEORIGIN']), z.literal(false)]).optional(),
+  referrerPolicy: z.union([headerValue, z.literal(false)]).optional(),
+  permissionsPolicy: z.union([headerValue, z.literal(false)]).optional(),
+  crossOriginOpenerPolicy: z.union([headerValue, z.literal(false)]).optional(),
+  crossOriginResourcePolicy: z.union([headerValue, z.literal(false)]).optional(),
+});
+
+/** CORS for browsers on other origins: preflights answered by the gateway, actual responses marked. */
+const routeCors = z
+  .strictObject({
+    origins: z.array(origin).min(1),
+    /** Methods allowed cross-origin (default: the route's). */
+    methods: z.array(httpMethod).min(1).optional(),
+    /** Request headers a browser may send (default: authorization, content-type, dpop). */
+    headers: z
+      .array(z.string().regex(/^[A-Za-z0-9-]{1,64}$/))
+      .default(['authorization', 'content-type', 'dpop']),
+    exposeHeaders: z.array(z.string().regex(/^[A-Za-z0-9-]{1,64}$/)).default([]),
+    credentials: z.boolean().default(false),
+    maxAge: duration.default(600_000),
+  })
+  .refine((c) => !(c.credentials && c.origins.includes('*')), {
+    message: 'credentials cannot be allowed for any origin (*): list the origins',
+  });
+
 const route = z.strictObject({
   id,
   /** Host to match (case-insensitive, port ignored); omitted = any host. */
@@ -177,6 +216,10 @@ const route = z.strictObject({
   maxBodyBytes: z.number().int().min(0).max(10_737_418_240).default(1_048_576),
   /** Per-principal rate limit on this route (GCRA); omitted = none. 429 with Retry-After when exceeded. */
   rateLimit: rateLimit.optional(),
+  /** Security headers for this route's responses (defaults: helmet's for an API). */
+  securityHeaders: routeSecurityHeaders.optional(),
+  /** Cross-origin access for browsers; omitted = none (no CORS headers, preflights refused). */
+  cors: routeCors.optional(),
 });
 
 /** A rule id: also used in explanations, audit records and metrics labels. */

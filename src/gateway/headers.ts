@@ -93,9 +93,53 @@ export const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = Object
   ['x-dns-prefetch-control', 'off'],
 ] as const);
 
-/** Adds the security headers that `headers` does not already carry. */
-export function withSecurityHeaders(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
-  for (const [name, value] of SECURITY_HEADERS) {
+type RouteSecurityHeaders = Partial<
+  Record<
+    | 'strictTransportSecurity'
+    | 'contentSecurityPolicy'
+    | 'frameOptions'
+    | 'referrerPolicy'
+    | 'permissionsPolicy'
+    | 'crossOriginOpenerPolicy'
+    | 'crossOriginResourcePolicy',
+    string | false | undefined
+  >
+>;
+const HEADER_OF: Record<keyof RouteSecurityHeaders, string> = {
+  strictTransportSecurity: 'strict-transport-security',
+  contentSecurityPolicy: 'content-security-policy',
+  frameOptions: 'x-frame-options',
+  referrerPolicy: 'referrer-policy',
+  permissionsPolicy: 'permissions-policy',
+  crossOriginOpenerPolicy: 'cross-origin-opener-policy',
+  crossOriginResourcePolicy: 'cross-origin-resource-policy',
+};
+
+/**
+ * A route's security headers, computed at load: the defaults with the route's values in place and the
+ * ones it turns off (`false`) left out. `frame-ancestors` follows `frameOptions` in the default CSP.
+ */
+export function compileSecurityHeaders(
+  o: RouteSecurityHeaders | undefined,
+): ReadonlyArray<readonly [string, string]> {
+  if (!o) return SECURITY_HEADERS;
+  const out = new Map<string, string>(SECURITY_HEADERS.map(([k, v]) => [k, v]));
+  if (o.frameOptions === 'SAMEORIGIN' && o.contentSecurityPolicy === undefined)
+    out.set('content-security-policy', "default-src 'none'; frame-ancestors 'self'");
+  for (const [key, header] of Object.entries(HEADER_OF) as [keyof RouteSecurityHeaders, string][]) {
+    const v = o[key];
+    if (v === false) out.delete(header);
+    else if (v !== undefined) out.set(header, v);
+  }
+  return Object.freeze([...out]);
+}
+
+/** Adds the security headers (the route's, or the defaults) that `headers` does not already carry. */
+export function withSecurityHeaders(
+  headers: OutgoingHttpHeaders,
+  list: ReadonlyArray<readonly [string, string]> = SECURITY_HEADERS,
+): OutgoingHttpHeaders {
+  for (const [name, value] of list) {
     if (headers[name] === undefined) headers[name] = value;
   }
   return headers;

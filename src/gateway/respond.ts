@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import { errorBody, isPortcullisError, PortcullisError } from '../core/index.js';
 import type { Gateway, RequestContext } from './context.js';
+import { corsHeaders } from './cors.js';
 import { withSecurityHeaders } from './headers.js';
 
 /** Sends a JSON body with the security headers and our request id. */
@@ -15,9 +16,11 @@ export function sendJson(
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
     'x-request-id': ctx.requestId,
+    // A browser on another origin can read why it was refused (the route's CORS, when it has one).
+    ...(ctx.route?.cors ? corsHeaders(ctx) : {}),
     ...extra,
   };
-  ctx.res.writeHead(status, withSecurityHeaders(headers));
+  ctx.res.writeHead(status, withSecurityHeaders(headers, ctx.route?.securityHeaders));
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : body);
 }
 

@@ -1,5 +1,6 @@
 import type { RouteConfig } from '../config/index.js';
 import type { Quota } from '../ratelimit/index.js';
+import { compileSecurityHeaders } from './headers.js';
 
 type Segment = { kind: 'literal'; value: string } | { kind: 'param'; name: string };
 
@@ -20,6 +21,19 @@ export interface CompiledRoute<U> {
   /** Named action per method, for policy (`GET` → `orders:read`). */
   readonly actions: Readonly<Partial<Record<string, string>>> | undefined;
   readonly resourceType: string | undefined;
+  /** The security headers of this route's responses (computed at load). */
+  readonly securityHeaders: ReadonlyArray<readonly [string, string]>;
+  /** CORS, compiled: allowed origins (or any), methods, the preflight answer's fixed headers. */
+  readonly cors:
+    | {
+        readonly anyOrigin: boolean;
+        readonly origins: ReadonlySet<string>;
+        readonly methods: ReadonlySet<string>;
+        readonly credentials: boolean;
+        readonly preflight: Readonly<Record<string, string>>;
+        readonly expose: string | undefined;
+      }
+    | undefined;
   /** Per-principal quota, with its `RateLimit-Policy` header value computed at load. */
   readonly rateLimit: (Quota & { readonly policyHeader: string }) | undefined;
   readonly upstream: U;
@@ -94,6 +108,19 @@ export class RouteTable<U> {
         // HEAD is a GET without a body: it is the same action unless mapped on its own.
         actions: r.actions && { HEAD: r.actions.GET, ...r.actions },
         resourceType: r.resourceType,
+        securityHeaders: compileSecurityHeaders(r.securityHeaders),
+        cors: r.cors && {
+          anyOrigin: r.cors.origins.includes('*'),
+          origins: new Set(r.cors.origins),
+          methods: new Set(r.cors.methods ?? [...methods]),
+          credentials: r.cors.credentials,
+          preflight: {
+            'access-control-allow-methods': [...new Set(r.cors.methods ?? [...methods])].join(', '),
+            'access-control-allow-headers': r.cors.headers.join(', '),
+            'access-control-max-age': String(Math.floor(r.cors.maxAge / 1000)),
+          },
+          expose: r.cors.exposeHeaders.length ? r.cors.exposeHeaders.join(', ') : undefined,
+        },
         rateLimit: r.rateLimit && {
           ...r.rateLimit,
           policyHeader: `"${r.id}";q=${r.rateLimit.limit};w=${Math.max(1, Math.round(r.rateLimit.windowMs / 1000))}`,

@@ -3,6 +3,7 @@ import { Transform } from 'node:stream';
 import { PortcullisError } from '../../core/index.js';
 import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
 import type { Gateway, RequestContext } from '../context.js';
+import { corsHeaders } from '../cors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withSecurityHeaders } from '../headers.js';
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
@@ -37,8 +38,9 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
     await upstream.pool.stream(
       { method: ctx.method as 'GET', path: forwardedTarget, headers, body: body?.stream ?? null },
       ({ statusCode, headers: upstreamHeaders }) => {
-        const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders));
+        const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders), route.securityHeaders);
         out['x-request-id'] = ctx.requestId;
+        if (route.cors) Object.assign(out, corsHeaders(ctx));
         if (ctx.rateLimitHeaders) Object.assign(out, ctx.rateLimitHeaders);
         res.writeHead(statusCode, out);
         started = true;
