@@ -34,6 +34,7 @@ import {
   gatewaySecureContext,
   RouteTable,
   readGatewayTls,
+  requestSchemaCompiler,
   type Upstream,
   watchFiles,
 } from './gateway/index.js';
@@ -732,11 +733,15 @@ async function buildGateway(
       core.log.warn({ file: w.file, line: w.line, rule: w.ruleId }, `policy: ${w.message}`);
     const gateway: Gateway = {
       config,
-      routes: new RouteTable(config.routes, (r) => {
-        const u = upstreams.get(r.upstream);
-        if (!u) throw new Error(`route ${r.id}: unknown upstream ${r.upstream}`);
-        return u;
-      }),
+      routes: new RouteTable(
+        config.routes,
+        (r) => {
+          const u = upstreams.get(r.upstream);
+          if (!u) throw new Error(`route ${r.id}: unknown upstream ${r.upstream}`);
+          return u;
+        },
+        requestSchemaCompiler(base),
+      ),
       tokens: core.tokens,
       bearer: await BearerAuthenticator.create({
         own: core.tokens,

@@ -70,6 +70,8 @@ export interface RequestContext {
   decision: Decision | undefined;
   /** The request's risk assessment (after authentication). */
   risk: RiskAssessment | undefined;
+  /** The request body, when a step had to read it whole (schema validation): forwarded as is. */
+  body: Buffer | undefined;
   /** The DPoP proof that came with the access token (checked by `checkTokenProof`), if any. */
   dpop: import('../devices/index.js').VerifiedDpop | undefined;
   /** The device the request proved it comes from (after authentication), if any. */

@@ -13,6 +13,7 @@ import { answerForwardAuth, extAuthzRequest, forwardedRequest } from './steps/fo
 import { limit } from './steps/limit.js';
 import { assessRisk } from './steps/risk.js';
 import { route } from './steps/route.js';
+import { validateRequest } from './steps/validate.js';
 
 /**
  * The request path, in order. Each step is one small module with one job; a step that answers the
@@ -40,6 +41,7 @@ const STEPS: readonly Step[] = [
   assessRisk,
   authorize,
   limit,
+  validateRequest,
   auditDecision,
   forward,
 ];
@@ -132,6 +134,7 @@ export function createHandler(current: () => Gateway): (req: IncomingMessage, re
       risk: undefined,
       device: undefined,
       dpop: undefined,
+      body: undefined,
       internal: false,
       rateLimitHeaders: undefined,
     };

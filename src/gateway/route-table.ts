@@ -34,6 +34,8 @@ export interface CompiledRoute<U> {
         readonly expose: string | undefined;
       }
     | undefined;
+  /** The request body's JSON Schema, compiled at load: the failing paths, or undefined when valid. */
+  readonly validateBody: ((body: unknown) => string[] | undefined) | undefined;
   /** Per-principal quota, with its `RateLimit-Policy` header value computed at load. */
   readonly rateLimit: (Quota & { readonly policyHeader: string }) | undefined;
   readonly upstream: U;
@@ -90,7 +92,12 @@ export class RouteTable<U> {
   readonly #byFirst = new Map<string, CompiledRoute<U>[]>();
   readonly #dynamicFirst: CompiledRoute<U>[] = [];
 
-  constructor(routes: readonly RouteConfig[], upstreamOf: (route: RouteConfig) => U) {
+  constructor(
+    routes: readonly RouteConfig[],
+    upstreamOf: (route: RouteConfig) => U,
+    validatorOf: (route: RouteConfig) => ((body: unknown) => string[] | undefined) | undefined = () =>
+      undefined,
+  ) {
     const compiled = routes.map((r): CompiledRoute<U> => {
       const { segments, rest } = compilePattern(r.path);
       const methods = new Set<string>(r.methods);
@@ -109,6 +116,7 @@ export class RouteTable<U> {
         actions: r.actions && { HEAD: r.actions.GET, ...r.actions },
         resourceType: r.resourceType,
         securityHeaders: compileSecurityHeaders(r.securityHeaders),
+        validateBody: validatorOf(r),
         cors: r.cors && {
           anyOrigin: r.cors.origins.includes('*'),
           origins: new Set(r.cors.origins),

@@ -30,13 +30,19 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   const hasBody = req.headers['transfer-encoding'] !== undefined || (declared ?? '0') !== '0';
   if (declared !== undefined && Number(declared) > route.maxBodyBytes)
     throw new PortcullisError('payload_too_large');
-  const body = hasBody ? limitBody(req, route.maxBodyBytes) : null;
+  // A body a step already read whole (and validated) goes as those bytes, with their length.
+  const read = ctx.body;
+  if (read) {
+    delete headers['transfer-encoding'];
+    headers['content-length'] = String(read.length);
+  }
+  const body = read ? null : hasBody ? limitBody(req, route.maxBodyBytes) : null;
   // undici's stream() writes the upstream body straight into `res` (no intermediate Readable, no
   // stream.pipeline), and aborts the upstream request if `res` closes early (client gone).
   let started = false;
   try {
     await upstream.pool.stream(
-      { method: ctx.method as 'GET', path: forwardedTarget, headers, body: body?.stream ?? null },
+      { method: ctx.method as 'GET', path: forwardedTarget, headers, body: read ?? body?.stream ?? null },
       ({ statusCode, headers: upstreamHeaders }) => {
         const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders), route.securityHeaders);
         out['x-request-id'] = ctx.requestId;

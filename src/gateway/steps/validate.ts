@@ -1,0 +1,40 @@
+import { PortcullisError } from '../../core/index.js';
+import { readSmallBody } from '../body.js';
+import type { Gateway, RequestContext } from '../context.js';
+
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
+
+/**
+ * Step 6b (routes with a request schema): the JSON body is read (up to the route's limit), parsed and
+ * validated against the schema compiled at load — only after policy allowed the request, so nobody
+ * makes the gateway parse bodies it would refuse anyway. Not JSON → 415; too large → 413; invalid →
+ * 400 `invalid_body` naming the failing paths. The validated bytes are what is forwarded.
+ */
+export async function validateRequest(_gw: Gateway, ctx: RequestContext): Promise<void> {
+  const route = ctx.route;
+  const validate = route?.validateBody;
+  if (!route || !validate) return;
+  const h = ctx.req.headers;
+  const hasBody = h['transfer-encoding'] !== undefined || (h['content-length'] ?? '0') !== '0';
+  if (!hasBody) {
+    if (BODY_METHODS.has(ctx.method))
+      throw new PortcullisError('invalid_body', { message: 'A JSON request body is required.' });
+    return;
+  }
+  const type = h['content-type']?.split(';')[0]?.trim().toLowerCase();
+  if (type !== 'application/json' && !type?.endsWith('+json'))
+    throw new PortcullisError('unsupported_media_type');
+  const text = await readSmallBody(ctx.req, route.maxBodyBytes);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new PortcullisError('invalid_body', { message: 'The request body is not valid JSON.' });
+  }
+  const failures = validate(value);
+  if (failures)
+    throw new PortcullisError('invalid_body', {
+      message: `The request body does not match the route's schema: ${failures.join('; ')}.`,
+    });
+  ctx.body = Buffer.from(text, 'utf8');
+}
