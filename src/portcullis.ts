@@ -39,6 +39,7 @@ import {
   watchFiles,
 } from './gateway/index.js';
 import {
+  ApiKeyService,
   BearerAuthenticator,
   ClientService,
   FederationService,
@@ -88,6 +89,8 @@ export interface PortcullisCore {
   readonly federation: FederationService;
   /** The device registry (enrolment, DPoP proofs, posture). */
   readonly devices: DeviceService;
+  /** API keys (`X-API-Key` on routes that list the `apikey` issuer). */
+  readonly apiKeys: ApiKeyService;
   close(): Promise<void>;
 }
 
@@ -283,6 +286,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       // Loaded again when the CA rotates.
       ca: caLoader(caDir, new SecretBox(keys.dataKey)),
     });
+    const apiKeys = new ApiKeyService({ store, audit, clock });
     return {
       loaded,
       log,
@@ -297,6 +301,7 @@ export async function openCore(loaded: LoadedConfig, options: CoreOptions = {}):
       clients,
       federation,
       devices,
+      apiKeys,
       checkpointer,
       checkpointSigner,
       alerts,
@@ -756,6 +761,7 @@ async function buildGateway(
       clients: core.clients,
       federation: core.federation,
       devices: core.devices,
+      apiKeys: core.apiKeys,
       risk,
       spiffe: config.gateway.tls?.clientCaFile
         ? new SpiffePeerAuthenticator(

@@ -1,5 +1,6 @@
 import { ConfigError } from '../config/index.js';
 import { agent } from './commands/agent.js';
+import { apiKey } from './commands/api-key.js';
 import { audit } from './commands/audit.js';
 import { device } from './commands/device.js';
 import { exportCommand } from './commands/export.js';
@@ -18,6 +19,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   init,
   user,
   'service-account': serviceAccount,
+  'api-key': apiKey,
   device,
   keys,
   ca,
@@ -38,6 +40,7 @@ commands:
   init          write a starter portcullis.yaml and generate signing keys
   user          add | list | show | suspend | unlock | reset-mfa | sessions | revoke
   service-account  add | list | rotate-key (client credentials)
+  api-key       create | list | revoke API keys (X-API-Key)
   device        list | show | approve | revoke enrolled devices
   audit         verify the hash-chained audit log
   jwt           verify a token against a JWKS

@@ -4,6 +4,7 @@ import type { Config } from '../config/index.js';
 import type { Clock, Logger, Metrics, Principal, RequestId } from '../core/index.js';
 import type { DeviceService, DeviceState } from '../devices/index.js';
 import type {
+  ApiKeyService,
   BearerAuthenticator,
   ClientService,
   FederationService,
@@ -30,6 +31,8 @@ export interface Gateway {
   readonly federation: FederationService;
   /** Workloads' X.509-SVIDs as TLS client certificates (`gateway.tls.clientCaFile`), or undefined. */
   readonly spiffe: SpiffePeerAuthenticator | undefined;
+  /** API keys (`X-API-Key`) on routes that list the `apikey` issuer. */
+  readonly apiKeys: ApiKeyService;
   /** The device registry (DPoP proofs, device certificates, posture). */
   readonly devices: DeviceService | undefined;
   /** The risk engine (`risk.enabled`), or undefined. */

@@ -46,7 +46,7 @@ export function upstreamRequestHeaders(
     if (value === undefined) continue;
     if (HOP_BY_HOP.has(name) || SET_BY_GATEWAY.has(name) || isIdentityHeader(name)) continue;
     if (listed?.has(name)) continue;
-    if (name === 'authorization' && !passAuthorization) continue;
+    if ((name === 'authorization' || name === 'x-api-key') && !passAuthorization) continue;
     out[name] = value;
   }
   return out;

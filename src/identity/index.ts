@@ -1,3 +1,4 @@
+export { API_KEY_ISSUER_ID, ApiKeyService } from './api-keys.js';
 export { BearerAuthenticator, type BearerAuthenticatorOptions } from './bearer.js';
 export {
   type ClientAuth,

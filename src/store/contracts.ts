@@ -287,6 +287,28 @@ export type DeviceUpdate = Partial<
   >
 >;
 
+/** An API key: only the SHA-256 of its secret is kept; the key itself is shown once, at creation. */
+export interface ApiKeyRecord {
+  readonly id: string;
+  readonly name: string;
+  /** SHA-256 (hex) of the secret part. */
+  readonly hash: string;
+  readonly roles: readonly string[];
+  readonly createdAt: number;
+  readonly expiresAt: number | null;
+  readonly revokedAt: number | null;
+}
+
+export interface ApiKeyStore {
+  /** Fails with `{ code: 'conflict' }` when the name exists. */
+  create(key: ApiKeyRecord): Promise<void>;
+  get(id: string): Promise<ApiKeyRecord | undefined>;
+  findByName(name: string): Promise<ApiKeyRecord | undefined>;
+  list(): Promise<ApiKeyRecord[]>;
+  /** Ends a key (atomic); false when it was already revoked. */
+  revoke(id: string, at: number): Promise<boolean>;
+}
+
 /** What a request needs to know about the device it proved: read on every such request, so kept narrow. */
 export type DeviceCheck = Pick<
   DeviceRecord,
@@ -326,6 +348,7 @@ export interface Store {
   readonly mfaChallenges: MfaChallengeStore;
   readonly serviceAccounts: ServiceAccountStore;
   readonly devices: DeviceStore;
+  readonly apiKeys: ApiKeyStore;
   /** One-time tokens that authorise a workload's first X.509-SVID, each bound to one SPIFFE ID. */
   readonly joinTokens: {
     create(hash: string, spiffeId: string, expiresAt: number, at: number): Promise<void>;

@@ -1,4 +1,6 @@
 export type {
+  ApiKeyRecord,
+  ApiKeyStore,
   AuditDraft,
   AuditRecord,
   AuditStore,

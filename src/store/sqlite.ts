@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { SessionId, UserId } from '../core/index.js';
 import {
+  type ApiKeyRecord,
   type AuditDraft,
   type AuditRecord,
   type ChainHasher,
@@ -155,6 +156,15 @@ const MIGRATIONS: readonly string[] = [
    CREATE UNIQUE INDEX devices_live_key ON devices(jkt) WHERE status != 'revoked';
    CREATE INDEX devices_key ON devices(jkt);`,
   'ALTER TABLE sessions ADD COLUMN dpop_jkt TEXT;',
+  `CREATE TABLE api_keys (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     hash TEXT NOT NULL,
+     roles TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER,
+     revoked_at INTEGER
+   ) STRICT;`,
 ];
 
 interface UserRow {
@@ -220,6 +230,25 @@ const SA_COLUMNS: Record<keyof ServiceAccountUpdate, [string, (v: never) => unkn
   status: ['status', (v: string) => v],
   spiffeId: ['spiffe_id', (v: string | null) => v],
 };
+
+interface ApiKeyRow {
+  id: string;
+  name: string;
+  hash: string;
+  roles: string;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+const toApiKey = (r: ApiKeyRow): ApiKeyRecord => ({
+  id: r.id,
+  name: r.name,
+  hash: r.hash,
+  roles: JSON.parse(r.roles) as string[],
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  revokedAt: r.revoked_at,
+});
 
 interface DeviceRow {
   id: string;
@@ -431,6 +460,9 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
     deviceCheckById: db.prepare<[string], DeviceCheckRow>(
       `SELECT ${DEVICE_CHECK_COLUMNS} FROM devices WHERE id = ?`,
     ),
+    apiKeyById: db.prepare<[string], ApiKeyRow>('SELECT * FROM api_keys WHERE id = ?'),
+    apiKeyByName: db.prepare<[string], ApiKeyRow>('SELECT * FROM api_keys WHERE name = ?'),
+    apiKeyList: db.prepare<[], ApiKeyRow>('SELECT * FROM api_keys ORDER BY name'),
     deviceList: db.prepare<[], DeviceRow>('SELECT * FROM devices ORDER BY created_at DESC, id'),
     devicesByUser: db.prepare<[string], DeviceRow>(
       'SELECT * FROM devices WHERE user_id = ? ORDER BY created_at DESC, id',
@@ -500,6 +532,10 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
              created_at, approved_at, revoked_at, last_seen_at, posture, posture_at, compliant, compliance_failures)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ),
+        apiKeyInsert: db.prepare(
+          'INSERT INTO api_keys (id, name, hash, roles, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)',
+        ),
+        apiKeyRevoke: db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
         deviceApprove: db.prepare(
           "UPDATE devices SET status = 'active', approved_at = ? WHERE id = ? AND status = 'pending'",
         ),
@@ -773,6 +809,31 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
           writable().joinInsert.run(hash, spiffeId, at, expiresAt);
         }),
       consume: (hash, at) => guard(() => writable().joinConsume.get(at, hash, at)?.spiffe_id),
+    },
+    apiKeys: {
+      create: (k) =>
+        guard(() => {
+          writable().apiKeyInsert.run(
+            k.id,
+            k.name,
+            k.hash,
+            JSON.stringify(k.roles),
+            k.createdAt,
+            k.expiresAt,
+          );
+        }),
+      get: (id) =>
+        guard(() => {
+          const r = q.apiKeyById.get(id);
+          return r ? toApiKey(r) : undefined;
+        }),
+      findByName: (name) =>
+        guard(() => {
+          const r = q.apiKeyByName.get(name);
+          return r ? toApiKey(r) : undefined;
+        }),
+      list: () => guard(() => q.apiKeyList.all().map(toApiKey)),
+      revoke: (id, at) => guard(() => writable().apiKeyRevoke.run(at, id).changes > 0),
     },
     devices: {
       create: (d) =>

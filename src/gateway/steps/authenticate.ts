@@ -1,6 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import { OWN_ISSUER_ID } from '../../config/index.js';
 import { PortcullisError } from '../../core/index.js';
+import { API_KEY_ISSUER_ID } from '../../identity/index.js';
 import { SPIFFE_ISSUER_ID } from '../../workload/index.js';
 import type { Gateway, RequestContext } from '../context.js';
 
@@ -46,6 +47,17 @@ export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<vo
       ctx.principal = workload;
       return;
     }
+  }
+  // A machine caller with an API key, on a route that takes them (and no bearer token).
+  const apiKey = ctx.req.headers['x-api-key'];
+  if (
+    ctx.req.headers.authorization === undefined &&
+    apiKey !== undefined &&
+    route.issuers.has(API_KEY_ISSUER_ID)
+  ) {
+    if (typeof apiKey !== 'string') throw new PortcullisError('invalid_token', { detail: 'one X-API-Key' });
+    ctx.principal = await gw.apiKeys.authenticate(apiKey);
+    return;
   }
   const principal = await gw.bearer.authenticate(bearerToken(ctx.req.headers.authorization), route.issuers);
   // Known before the session check, so a refused use of a revoked session is recorded with its subject.
