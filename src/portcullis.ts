@@ -29,6 +29,7 @@ import {
   closeUpstreams,
   compileTrustedProxies,
   createGatewayServer,
+  createRedirectServer,
   createUpstreams,
   type Gateway,
   gatewaySecureContext,
@@ -329,6 +330,8 @@ export interface RunningPortcullis {
   /** e.g. `http://127.0.0.1:8080` */
   readonly gatewayUrl: string;
   readonly adminUrl: string;
+  /** The plain-HTTP listener that redirects to HTTPS (`gateway.tls.redirectHttp`), when set. */
+  readonly redirectUrl: string | undefined;
   /** The workload API (TLS), when `workload.listen` is set and the CA exists. */
   readonly workloadUrl: string | undefined;
   readonly demoUrl: string | undefined;
@@ -443,6 +446,14 @@ export async function startPortcullis(
       tls ? 'https:' : 'http:',
     );
     servers.push(gw);
+    let redirectUrl: string | undefined;
+    if (tls?.redirectHttp) {
+      const redirect = createRedirectServer(
+        new URL(gatewayUrl).port ? Number(new URL(gatewayUrl).port) : 443,
+      );
+      redirectUrl = await listen(redirect, tls.redirectHttp.host, tls.redirectHttp.port);
+      servers.push(redirect);
+    }
 
     let workloadUrl: string | undefined;
     const caDir = join(core.loaded.dataDir, 'ca');
@@ -600,6 +611,7 @@ export async function startPortcullis(
       adminUrl,
       demoUrl,
       workloadUrl,
+      redirectUrl,
       seededUsers,
       maintainKeys,
       maintainCa: maintainWorkloadCa,

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli/index.js';
 import { SecretBox } from '../src/identity/index.js';
 import { initCa, parseCertificates, WorkloadCa } from '../src/workload/index.js';
-import { captureIO, type Stack, startStack, tempDir } from './helpers.js';
+import { captureIO, rawRequest, type Stack, startStack, tempDir } from './helpers.js';
 import { svidFor } from './pki.js';
 
 x509.cryptoProvider.set(webcrypto as never);
@@ -53,6 +53,7 @@ describe('workloads authenticate to the gateway with their X.509-SVID (real TLS)
           keyFile: join(t.dir, 'gw.key'),
           clientCaFile: join(t.dir, 'bundle.pem'),
           clientTrustDomain: 'prod.test',
+          redirectHttp: { host: '127.0.0.1', port: 0 },
         },
       },
       routes: [
@@ -167,6 +168,23 @@ describe('workloads authenticate to the gateway with their X.509-SVID (real TLS)
     await new Promise((r) => setTimeout(r, 1500));
     // A broken denylist keeps the running one (the reload fails and says so).
     expect((await call('POST', '/charges', billing)).status).toBe(401);
+  });
+
+  it('the plain-HTTP listener only redirects (308, method kept) to the same host and target over HTTPS', async () => {
+    const before = s.upstream.received.length;
+    const port = new URL(s.pc.gatewayUrl).port;
+    const r = await rawRequest(
+      s.pc.redirectUrl as string,
+      'POST /charges?x=1 HTTP/1.1\r\nHost: Billing.Example:80\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}',
+    );
+    expect(r.status).toBe(308);
+    expect(r.headers.location).toBe(`https://billing.example:${port}/charges?x=1`);
+    const bad = await rawRequest(
+      s.pc.redirectUrl as string,
+      'GET /x HTTP/1.1\r\nHost: evil.example/path?\r\nConnection: close\r\n\r\n',
+    );
+    expect(bad.status).toBe(400);
+    expect(s.upstream.received.length).toBe(before);
   });
 
   it('refuses an SVID from another CA, and does not take an SVID where the route wants bearer tokens', async () => {

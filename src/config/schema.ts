@@ -399,6 +399,8 @@ export const configSchema = z
               .string()
               .regex(/^[a-z0-9._-]+$/)
               .optional(),
+            /** Also listen here over plain HTTP, answering every request with a 308 to the HTTPS URL. */
+            redirectHttp: listen.optional(),
           })
           .optional(),
         /** Largest request body accepted by the gateway's own endpoints (login, refresh). */
