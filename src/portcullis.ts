@@ -33,6 +33,7 @@ import {
   createUpstreams,
   type Gateway,
   gatewaySecureContext,
+  MessageSignatureVerifier,
   RouteTable,
   readGatewayTls,
   requestSchemaCompiler,
@@ -426,7 +427,8 @@ export async function startPortcullis(
     const riskParts = config.risk.enabled ? await startRisk(loaded, core) : undefined;
 
     const rateLimits = new MemoryRateLimitStore(); // kept across reloads: quotas do not reset
-    active = await buildGateway(loaded, core, rateLimits, riskParts?.engine);
+    const signatureNonces = new Map<string, number>(); // kept across reloads: a replay stays a replay
+    active = await buildGateway(loaded, core, rateLimits, riskParts?.engine, signatureNonces);
     const tls = config.gateway.tls;
     const base = loaded.file ? dirname(loaded.file) : process.cwd();
     const tlsFiles = tls && {
@@ -571,7 +573,13 @@ export async function startPortcullis(
       const { merged, restartRequired } = reloadable(current.gateway.config, next.config);
       let built: Built;
       try {
-        built = await buildGateway({ ...next, config: merged }, core, rateLimits, riskParts?.engine);
+        built = await buildGateway(
+          { ...next, config: merged },
+          core,
+          rateLimits,
+          riskParts?.engine,
+          signatureNonces,
+        );
       } catch (err) {
         core.log.error({ err }, 'config reload failed; the running config stays');
         return { ok: false, error: (err as Error).message };
@@ -729,6 +737,7 @@ async function buildGateway(
   core: PortcullisCore,
   rateLimits: MemoryRateLimitStore,
   risk: RiskEngine | undefined,
+  signatureNonces: Map<string, number> = new Map(),
 ): Promise<Built> {
   const { config } = loaded;
   const base = loaded.file ? dirname(loaded.file) : process.cwd();
@@ -774,6 +783,7 @@ async function buildGateway(
       federation: core.federation,
       devices: core.devices,
       apiKeys: core.apiKeys,
+      signatures: new MessageSignatureVerifier(config.messageSigners, base, core.clock, signatureNonces),
       risk,
       spiffe: config.gateway.tls?.clientCaFile
         ? new SpiffePeerAuthenticator(

@@ -226,7 +226,34 @@ const route = z.strictObject({
    */
   requestSchema: z.record(z.string(), z.unknown()).optional(),
   requestSchemaFile: z.string().min(1).optional(),
+  /**
+   * Webhook routes: requests signed with RFC 9421 HTTP Message Signatures by one of these
+   * `messageSigners` (the caller is the service `signer:<id>`); `@method`, `@target-uri` and
+   * `content-digest` (checked against the body) must be covered, with `created`, `keyid` and `nonce`.
+   */
+  signature: z
+    .strictObject({
+      signers: z.array(id).min(1),
+      /** A signature older than this (by `created`) is refused; its nonce is remembered this long. */
+      maxAge: duration.default(300_000).refine((ms) => ms <= 3_600_000, 'maxAge must be at most 1h'),
+    })
+    .optional(),
 });
+
+/** A webhook sender's key for RFC 9421 signatures: HMAC-SHA256 (shared secret) or Ed25519 (public key). */
+const messageSigner = z.discriminatedUnion('alg', [
+  z.strictObject({
+    alg: z.literal('hmac-sha256'),
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the config's own ${file:} syntax, named for the user
+    key: z.string().min(32, 'an HMAC key must be at least 32 bytes; use ${file:...} or ${env:...}'),
+    roles: z.array(z.string().min(1)).default([]),
+  }),
+  z.strictObject({
+    alg: z.literal('ed25519'),
+    publicKeyFile: z.string().min(1),
+    roles: z.array(z.string().min(1)).default([]),
+  }),
+]);
 
 /** A rule id: also used in explanations, audit records and metrics labels. */
 const ruleId = z
@@ -526,6 +553,8 @@ export const configSchema = z
         ttl: duration.default(30_000).refine((ms) => ms <= 60_000, 'the assertion ttl must be at most 60s'),
       })
       .prefault({}),
+    /** Webhook senders (RFC 9421 message signatures) by key id, for `routes[].signature`. */
+    messageSigners: z.record(id, messageSigner).default({}),
     /** External issuers whose tokens routes may accept (`routes[].issuers`). */
     issuers: z.record(id, externalIssuer).default({}),
     upstreams: z.record(id, upstream),

@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   invalid_credentials: { status: 401, message: 'The username or password is incorrect.' },
   invalid_mfa_code: { status: 401, message: 'The code is invalid, expired or already used.' },
   step_up_required: { status: 401, message: 'This action needs a fresh or stronger sign-in.' },
+  invalid_signature: { status: 401, message: 'The HTTP message signature is invalid, expired or replayed.' },
   invalid_dpop_proof: { status: 401, message: 'The DPoP proof is invalid, expired or replayed.' },
   forbidden: { status: 403, message: 'You are not allowed to perform this action.' },
   device_revoked: { status: 403, message: 'This device has been revoked; enrol it again.' },

@@ -4,6 +4,11 @@ import { PortcullisError } from '../core/index.js';
 
 /** Reads a small body as UTF-8 text, refusing (413) one announced or streamed past `maxBytes`. */
 export async function readSmallBody(req: IncomingMessage, maxBytes: number): Promise<string> {
+  return (await readBodyBytes(req, maxBytes)).toString('utf8');
+}
+
+/** Reads a body whole, as bytes, refusing (413) one announced or streamed past `maxBytes`. */
+export async function readBodyBytes(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? '0');
   if (declared > maxBytes) throw new PortcullisError('payload_too_large');
   const chunks: Buffer[] = [];
@@ -13,7 +18,7 @@ export async function readSmallBody(req: IncomingMessage, maxBytes: number): Pro
     if (size > maxBytes) throw new PortcullisError('payload_too_large');
     chunks.push(chunk as Buffer);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 
 /**

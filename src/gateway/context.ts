@@ -31,6 +31,8 @@ export interface Gateway {
   readonly federation: FederationService;
   /** Workloads' X.509-SVIDs as TLS client certificates (`gateway.tls.clientCaFile`), or undefined. */
   readonly spiffe: SpiffePeerAuthenticator | undefined;
+  /** RFC 9421 message signatures on webhook routes (`routes[].signature`). */
+  readonly signatures: import('./message-signatures.js').MessageSignatureVerifier;
   /** API keys (`X-API-Key`) on routes that list the `apikey` issuer. */
   readonly apiKeys: ApiKeyService;
   /** The device registry (DPoP proofs, device certificates, posture). */

@@ -8,6 +8,7 @@ export {
 export { type CanonicalTarget, canonicalizeTarget } from './canonical-target.js';
 export type { Gateway, RequestContext } from './context.js';
 export { SECURITY_HEADERS } from './headers.js';
+export { MessageSignatureVerifier, SIGNATURE_ISSUER_ID } from './message-signatures.js';
 export { createRedirectServer } from './redirect.js';
 export { requestSchemaCompiler } from './request-schema.js';
 export { type CompiledRoute, canonicalHost, type RouteMatch, RouteTable } from './route-table.js';

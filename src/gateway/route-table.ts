@@ -34,6 +34,8 @@ export interface CompiledRoute<U> {
         readonly expose: string | undefined;
       }
     | undefined;
+  /** Webhook routes: the signers whose RFC 9421 signatures it accepts, and the signatures' max age. */
+  readonly signature: { readonly signers: ReadonlySet<string>; readonly maxAgeMs: number } | undefined;
   /** The request body's JSON Schema, compiled at load: the failing paths, or undefined when valid. */
   readonly validateBody: ((body: unknown) => string[] | undefined) | undefined;
   /** Per-principal quota, with its `RateLimit-Policy` header value computed at load. */
@@ -117,6 +119,7 @@ export class RouteTable<U> {
         resourceType: r.resourceType,
         securityHeaders: compileSecurityHeaders(r.securityHeaders),
         validateBody: validatorOf(r),
+        signature: r.signature && { signers: new Set(r.signature.signers), maxAgeMs: r.signature.maxAge },
         cors: r.cors && {
           anyOrigin: r.cors.origins.includes('*'),
           origins: new Set(r.cors.origins),

@@ -48,6 +48,11 @@ export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<vo
       return;
     }
   }
+  // A webhook: the request itself is signed (RFC 9421); nothing else authenticates on such a route.
+  if (route.signature) {
+    ctx.principal = await gw.signatures.verify(ctx, route.signature.signers, route.signature.maxAgeMs);
+    return;
+  }
   // A machine caller with an API key, on a route that takes them (and no bearer token).
   const apiKey = ctx.req.headers['x-api-key'];
   if (

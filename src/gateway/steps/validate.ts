@@ -15,7 +15,10 @@ export async function validateRequest(_gw: Gateway, ctx: RequestContext): Promis
   const validate = route?.validateBody;
   if (!route || !validate) return;
   const h = ctx.req.headers;
-  const hasBody = h['transfer-encoding'] !== undefined || (h['content-length'] ?? '0') !== '0';
+  const hasBody =
+    ctx.body !== undefined
+      ? ctx.body.length > 0
+      : h['transfer-encoding'] !== undefined || (h['content-length'] ?? '0') !== '0';
   if (!hasBody) {
     if (BODY_METHODS.has(ctx.method))
       throw new PortcullisError('invalid_body', { message: 'A JSON request body is required.' });
@@ -24,7 +27,8 @@ export async function validateRequest(_gw: Gateway, ctx: RequestContext): Promis
   const type = h['content-type']?.split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/json' && !type?.endsWith('+json'))
     throw new PortcullisError('unsupported_media_type');
-  const text = await readSmallBody(ctx.req, route.maxBodyBytes);
+  // Already read whole by an earlier step (a signed webhook's digest check), or read now.
+  const text = ctx.body ? ctx.body.toString('utf8') : await readSmallBody(ctx.req, route.maxBodyBytes);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -36,5 +40,5 @@ export async function validateRequest(_gw: Gateway, ctx: RequestContext): Promis
     throw new PortcullisError('invalid_body', {
       message: `The request body does not match the route's schema: ${failures.join('; ')}.`,
     });
-  ctx.body = Buffer.from(text, 'utf8');
+  ctx.body ??= Buffer.from(text, 'utf8');
 }
