@@ -104,6 +104,8 @@ describe('per-route security headers and CORS', () => {
     const refused = await get('/api/spa/7', { origin: APP });
     expect(refused.status).toBe(401);
     expect(refused.headers.get('access-control-allow-origin')).toBe(APP);
+    // Without an Origin the answer still varies by Origin (a cache must not serve it cross-origin).
+    expect((await get('/api/spa/7', auth())).headers.get('vary')).toBe('Origin');
     const evil = await get('/api/spa/7', { ...auth(), origin: 'https://evil.example' });
     expect(evil.status).toBe(200);
     expect(evil.headers.get('access-control-allow-origin')).toBeNull();
@@ -131,5 +133,19 @@ describe('per-route security headers and CORS', () => {
         ],
       }),
     ).toThrow(/printable ASCII/);
+    expect(() =>
+      defineConfig({
+        ...base,
+        messageSigners: { s: { alg: 'hmac-sha256', key: 'k'.repeat(40) } },
+        routes: [{ id: 'a', path: '/a', upstream: 'app', public: true, signature: { signers: ['s'] } }],
+      }),
+    ).toThrow(/signed webhook route cannot be public/);
+    expect(() =>
+      defineConfig({
+        ...base,
+        messageSigners: { s: { alg: 'hmac-sha256', key: 'k'.repeat(40) } },
+        routes: [{ id: 'a', path: '/a', upstream: 'app', signature: { signers: ['s'], maxAge: '500ms' } }],
+      }),
+    ).toThrow(/between 1s and 1h/);
   });
 });

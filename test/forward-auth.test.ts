@@ -167,6 +167,30 @@ describe('Envoy ext_authz, HTTP service mode (requests as Envoy sends them)', ()
     expect((await check('POST', '/api/orders', viewer)).status).toBe(403);
     expect((await check('GET', '/api/admin/reports', viewer)).status).toBe(403);
     expect((await check('GET', '/nowhere', viewer)).status).toBe(404);
+    // A preflight-shaped request through a proxy is never a 2xx (that would let it through unauthenticated).
+    const url = new URL(s.pc.gatewayUrl);
+    const preflight = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: url.hostname,
+          port: url.port,
+          method: 'OPTIONS',
+          path: `${PREFIX}/api/orders`,
+          headers: {
+            host: 'app.example',
+            origin: 'https://x.example',
+            'access-control-request-method': 'GET',
+          },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    expect(preflight).toBeGreaterThanOrEqual(400);
     const trick = await check('GET', '/api/orders/%2e%2e/admin/reports', viewer);
     expect(trick.status).toBe(400);
     expect(JSON.parse(trick.body).error.code).toBe('invalid_path');
@@ -176,7 +200,7 @@ describe('Envoy ext_authz, HTTP service mode (requests as Envoy sends them)', ()
     let audited = 0;
     for await (const r of s.pc.core.store.audit.scan())
       if (r.type === 'gateway.decision' && JSON.parse(r.data).host === 'app.example') audited++;
-    expect(audited).toBe(6); // one allow, five refusals
+    expect(audited).toBe(7); // one allow, six refusals
   });
 
   it('is refused to callers that are not trusted proxies', async () => {

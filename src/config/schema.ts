@@ -188,57 +188,68 @@ const routeCors = z
     message: 'credentials cannot be allowed for any origin (*): list the origins',
   });
 
-const route = z.strictObject({
-  id,
-  /** Host to match (case-insensitive, port ignored); omitted = any host. */
-  host: z.string().min(1).optional(),
-  path: pathPattern,
-  methods: z.array(httpMethod).min(1).default(['GET', 'HEAD']),
-  upstream: id,
-  /**
-   * Who may authenticate on this route: `portcullis` (our own tokens), ids from `issuers`, and/or
-   * `spiffe` (a workload's X.509-SVID as TLS client certificate, with `gateway.tls.clientCaFile`).
-   */
-  issuers: z.array(id).min(1).default([OWN_ISSUER_ID]),
-  /** Named action per method (`{ GET: orders:read, POST: orders:write }`), what policy rules and role permissions see as `action`; unmapped methods are their own action. */
-  actions: z.partialRecord(httpMethod, z.string().regex(/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$/)).optional(),
-  /** The resource type policy sees for this route (`resource.type`). */
-  resourceType: z
-    .string()
-    .regex(/^[A-Za-z][A-Za-z0-9_]*$/)
-    .optional(),
-  /**
-   * An explicitly public route: no authentication and no policy (the declaration itself is the allow,
-   * recorded as rule `public`), no identity assertion; still canonicalized, limited, audited.
-   */
-  public: z.boolean().default(false),
-  /** Largest request body forwarded on this route (413 past it, whether announced or streamed). */
-  maxBodyBytes: z.number().int().min(0).max(10_737_418_240).default(1_048_576),
-  /** Per-principal rate limit on this route (GCRA); omitted = none. 429 with Retry-After when exceeded. */
-  rateLimit: rateLimit.optional(),
-  /** Security headers for this route's responses (defaults: helmet's for an API). */
-  securityHeaders: routeSecurityHeaders.optional(),
-  /** Cross-origin access for browsers; omitted = none (no CORS headers, preflights refused). */
-  cors: routeCors.optional(),
-  /**
-   * A JSON Schema (draft 2020-12 subset as ajv compiles it) the JSON request body must satisfy, inline or
-   * in a file; compiled once at load. A body that fails is a 400 naming the failing paths.
-   */
-  requestSchema: z.record(z.string(), z.unknown()).optional(),
-  requestSchemaFile: z.string().min(1).optional(),
-  /**
-   * Webhook routes: requests signed with RFC 9421 HTTP Message Signatures by one of these
-   * `messageSigners` (the caller is the service `signer:<id>`); `@method`, `@target-uri` and
-   * `content-digest` (checked against the body) must be covered, with `created`, `keyid` and `nonce`.
-   */
-  signature: z
-    .strictObject({
-      signers: z.array(id).min(1),
-      /** A signature older than this (by `created`) is refused; its nonce is remembered this long. */
-      maxAge: duration.default(300_000).refine((ms) => ms <= 3_600_000, 'maxAge must be at most 1h'),
-    })
-    .optional(),
-});
+const route = z
+  .strictObject({
+    id,
+    /** Host to match (case-insensitive, port ignored); omitted = any host. */
+    host: z.string().min(1).optional(),
+    path: pathPattern,
+    methods: z.array(httpMethod).min(1).default(['GET', 'HEAD']),
+    upstream: id,
+    /**
+     * Who may authenticate on this route: `portcullis` (our own tokens), ids from `issuers`, and/or
+     * `spiffe` (a workload's X.509-SVID as TLS client certificate, with `gateway.tls.clientCaFile`).
+     */
+    issuers: z.array(id).min(1).default([OWN_ISSUER_ID]),
+    /** Named action per method (`{ GET: orders:read, POST: orders:write }`), what policy rules and role permissions see as `action`; unmapped methods are their own action. */
+    actions: z.partialRecord(httpMethod, z.string().regex(/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$/)).optional(),
+    /** The resource type policy sees for this route (`resource.type`). */
+    resourceType: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_]*$/)
+      .optional(),
+    /**
+     * An explicitly public route: no authentication and no policy (the declaration itself is the allow,
+     * recorded as rule `public`), no identity assertion; still canonicalized, limited, audited.
+     */
+    public: z.boolean().default(false),
+    /** Largest request body forwarded on this route (413 past it, whether announced or streamed). */
+    maxBodyBytes: z.number().int().min(0).max(10_737_418_240).default(1_048_576),
+    /** Per-principal rate limit on this route (GCRA); omitted = none. 429 with Retry-After when exceeded. */
+    rateLimit: rateLimit.optional(),
+    /** Security headers for this route's responses (defaults: helmet's for an API). */
+    securityHeaders: routeSecurityHeaders.optional(),
+    /** Cross-origin access for browsers; omitted = none (no CORS headers, preflights refused). */
+    cors: routeCors.optional(),
+    /**
+     * A JSON Schema (draft 2020-12 subset as ajv compiles it) the JSON request body must satisfy, inline or
+     * in a file; compiled once at load. A body that fails is a 400 naming the failing paths.
+     */
+    requestSchema: z.record(z.string(), z.unknown()).optional(),
+    requestSchemaFile: z.string().min(1).optional(),
+    /**
+     * Webhook routes: requests signed with RFC 9421 HTTP Message Signatures by one of these
+     * `messageSigners` (the caller is the service `signer:<id>`); `@method`, `@target-uri` and
+     * `content-digest` (checked against the body) must be covered, with `created`, `keyid` and `nonce`.
+     */
+    signature: z
+      .strictObject({
+        signers: z.array(id).min(1),
+        /** A signature older than this (by `created`) is refused; its nonce is remembered this long. */
+        maxAge: duration
+          .default(300_000)
+          .refine((ms) => ms >= 1_000 && ms <= 3_600_000, 'maxAge must be between 1s and 1h'),
+      })
+      .optional(),
+  })
+  .refine((r) => !(r.requestSchema && r.requestSchemaFile), {
+    message: 'requestSchema and requestSchemaFile: one or the other',
+    path: ['requestSchemaFile'],
+  })
+  .refine((r) => !(r.signature && r.public), {
+    message: 'a signed webhook route cannot be public',
+    path: ['signature'],
+  });
 
 /** A webhook sender's key for RFC 9421 signatures: HMAC-SHA256 (shared secret) or Ed25519 (public key). */
 const messageSigner = z.discriminatedUnion('alg', [
@@ -462,7 +473,10 @@ export const configSchema = z
           .strictObject({
             pathPrefix: z
               .string()
-              .regex(/^\/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]$/)
+              .regex(
+                /^\/\.portcullis\/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]$/,
+                'expected a path under /.portcullis/ (it must not overlap routes)',
+              )
               .default('/.portcullis/ext-authz'),
           })
           .optional(),

@@ -15,6 +15,8 @@ const REDACT = [
   'authorization',
   '*.authorization',
   'headers.authorization',
+  'headers["x-api-key"]',
+  'headers.dpop',
   'headers.cookie',
   '*.headers.authorization',
   '*.headers.cookie',

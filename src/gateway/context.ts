@@ -81,6 +81,8 @@ export interface RequestContext {
   dpop: import('../devices/index.js').VerifiedDpop | undefined;
   /** The device the request proved it comes from (after authentication), if any. */
   device: DeviceState | undefined;
+  /** Forward-auth or ext_authz: decide about a request a proxy describes; never answer it otherwise. */
+  decideOnly: boolean;
   /** Served by one of the gateway's own endpoints (which audit their own events). */
   internal: boolean;
   /** `RateLimit-Policy` / `RateLimit` values for the response, when the route is rate-limited. */

@@ -10,8 +10,8 @@ import { withSecurityHeaders } from './headers.js';
 export function corsHeaders(ctx: RequestContext): Record<string, string> | undefined {
   const cors = ctx.route?.cors;
   const origin = ctx.req.headers.origin;
-  if (!cors || typeof origin !== 'string') return undefined;
-  if (!cors.anyOrigin && !cors.origins.has(origin)) return { vary: 'Origin' };
+  if (!cors) return undefined;
+  if (typeof origin !== 'string' || (!cors.anyOrigin && !cors.origins.has(origin))) return { vary: 'Origin' };
   return {
     'access-control-allow-origin': cors.anyOrigin && !cors.credentials ? '*' : origin,
     vary: 'Origin',
@@ -21,11 +21,32 @@ export function corsHeaders(ctx: RequestContext): Record<string, string> | undef
 }
 
 /**
+ * Puts the route's CORS headers on an upstream answer: the upstream's own `access-control-*` headers are
+ * dropped (the route's origin list decides), and `Origin` is added to its `Vary` rather than replacing it.
+ */
+export function applyCors(out: Record<string, unknown>, ctx: RequestContext): void {
+  for (const name of Object.keys(out)) if (name.startsWith('access-control-')) delete out[name];
+  const cors = corsHeaders(ctx);
+  if (!cors) return;
+  const { vary, ...rest } = cors;
+  Object.assign(out, rest);
+  const existing = out.vary;
+  const list = (Array.isArray(existing) ? existing.join(',') : typeof existing === 'string' ? existing : '')
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
+  if (!list.some((v) => v === '*' || v.toLowerCase() === 'origin')) list.push(vary as string);
+  out.vary = list.join(', ');
+}
+
+/**
  * A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method) for a route that allows it:
  * answered here with 204 and the route's CORS policy — before authentication, as browsers send
  * preflights without credentials. A preflight the route does not allow is a 403.
  */
 export function answerPreflight(gw: Gateway, ctx: RequestContext): boolean {
+  // Forward-auth and ext_authz: a 2xx there means "let it through", so a preflight is never answered.
+  if (ctx.decideOnly) return false;
   const h = ctx.req.headers;
   const requested = h['access-control-request-method'];
   if (ctx.method !== 'OPTIONS' || typeof h.origin !== 'string' || typeof requested !== 'string') return false;

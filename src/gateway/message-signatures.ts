@@ -14,6 +14,7 @@ const REQUIRED_FIELDS = ['@method', '@target-uri', 'content-digest'];
 const REQUIRED_PARAMS = ['created', 'keyid', 'nonce'];
 const DIGESTS: Record<string, string> = { 'sha-256': 'sha256', 'sha-512': 'sha512' };
 const MAX_NONCES = 100_000;
+const MAX_PER_SIGNER = 25_000;
 
 const refused = (detail: string) => new PortcullisError('invalid_signature', { detail });
 
@@ -72,13 +73,25 @@ export class MessageSignatureVerifier {
     const signature = h.signature;
     if (typeof input !== 'string' || typeof signature !== 'string')
       throw new PortcullisError('unauthenticated', { detail: 'no HTTP message signature' });
-    let labels: number;
+    let parsed: ReturnType<typeof parseDictionary>;
     try {
-      labels = parseDictionary(input).size;
+      parsed = parseDictionary(input);
     } catch {
       throw refused('Signature-Input is not a structured dictionary');
     }
-    if (labels !== 1) throw refused('exactly one signature per request');
+    if (parsed.size !== 1) throw refused('exactly one signature per request');
+    // The whole Content-Digest field must be covered: `"content-digest";key="x"` covers one member only,
+    // and the member we check could then be one nobody signed.
+    const [members] = [...parsed.values()][0] as [unknown, unknown];
+    const coversDigest =
+      Array.isArray(members) &&
+      members.some(
+        (m: unknown) =>
+          Array.isArray(m) &&
+          m[0] === 'content-digest' &&
+          (m[1] as Map<string, unknown> | undefined)?.size === 0,
+      );
+    if (!coversDigest) throw refused('the signature must cover the whole content-digest field');
     const target = ctx.target;
     if (!target)
       throw new PortcullisError('internal_error', { detail: 'signature check before canonicalize' });
@@ -114,8 +127,11 @@ export class MessageSignatureVerifier {
     }
     if (ok !== true || !used) throw refused('the signature does not verify with an accepted key');
     const { keyid, nonce, created } = used;
+    // The window on our own clock too (the library reads Date.now()).
+    if (!Number.isFinite(created) || created > now + 5_000 || now - created > maxAgeMs)
+      throw refused('the signature is too old or in the future');
     if (nonce.length < 8 || nonce.length > 128) throw refused('the nonce must be 8 to 128 characters');
-    this.#remember(`${keyid} ${nonce}`, created + maxAgeMs + 5_000, now);
+    this.#remember(keyid, nonce, Math.max(created, now) + maxAgeMs + 5_000, now);
     await this.#checkDigest(ctx);
     const signer = this.#signers.get(keyid) as Signer;
     return {
@@ -156,14 +172,22 @@ export class MessageSignatureVerifier {
     ctx.body = body;
   }
 
-  #remember(key: string, until: number, now: number): void {
+  /**
+   * A nonce is accepted once per signer while its signature could be. Expired entries are swept in
+   * full when the cache grows (expiries are not in insertion order); each signer may hold at most
+   * {@link MAX_PER_SIGNER} live nonces, so one sender cannot lock out the others.
+   */
+  #remember(keyid: string, nonce: string, until: number, now: number): void {
+    const key = `${keyid} ${nonce}`;
     const seen = this.#nonces.get(key);
     if (seen !== undefined && seen > now) throw refused('nonce already used (a replay)');
-    for (const [k, t] of this.#nonces) {
-      if (t > now) break;
-      this.#nonces.delete(k);
-    }
-    if (this.#nonces.size >= MAX_NONCES) throw refused('too many signed requests in flight');
+    if (this.#nonces.size >= MAX_NONCES / 2)
+      for (const [k, t] of this.#nonces) if (t <= now) this.#nonces.delete(k);
+    let mine = 0;
+    if (this.#nonces.size >= MAX_PER_SIGNER)
+      for (const k of this.#nonces.keys()) if (k.startsWith(`${keyid} `)) mine++;
+    if (mine >= MAX_PER_SIGNER || this.#nonces.size >= MAX_NONCES)
+      throw refused('too many signed requests in flight');
     this.#nonces.set(key, until);
   }
 }

@@ -135,6 +135,7 @@ export function createHandler(current: () => Gateway): (req: IncomingMessage, re
       device: undefined,
       dpop: undefined,
       body: undefined,
+      decideOnly: false,
       internal: false,
       rateLimitHeaders: undefined,
     };

@@ -4,6 +4,27 @@ import { Ajv } from 'ajv';
 import type { RouteConfig } from '../config/index.js';
 
 const MAX_REPORTED = 5;
+const MAX_UNIQUE_ITEMS = 1000;
+
+/** The JSON pointer of a `uniqueItems: true` without a small `maxItems` (checking it is quadratic), if any. */
+function uniqueItemsWithoutBound(node: unknown, at = '#'): string | undefined {
+  if (Array.isArray(node)) {
+    for (const [i, v] of node.entries()) {
+      const found = uniqueItemsWithoutBound(v, `${at}/${i}`);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (typeof node !== 'object' || node === null) return undefined;
+  const o = node as Record<string, unknown>;
+  if (o.uniqueItems === true && !(typeof o.maxItems === 'number' && o.maxItems <= MAX_UNIQUE_ITEMS))
+    return at;
+  for (const [k, v] of Object.entries(o)) {
+    const found = uniqueItemsWithoutBound(v, `${at}/${k}`);
+    if (found) return found;
+  }
+  return undefined;
+}
 
 /**
  * Compiles routes' request-body JSON Schemas once, at load (ajv, all errors, strict mode: a schema with
@@ -11,7 +32,8 @@ const MAX_REPORTED = 5;
  * paths (`/items/0/qty: must be >= 1`), at most five, or undefined when the body is valid.
  */
 export function requestSchemaCompiler(baseDir: string) {
-  const ajv = new Ajv({ allErrors: true, strict: true });
+  // allErrors off: a large invalid body must not build one error object per element.
+  const ajv = new Ajv({ allErrors: false, strict: true });
   return (route: RouteConfig): ((body: unknown) => string[] | undefined) | undefined => {
     let schema = route.requestSchema;
     if (route.requestSchemaFile !== undefined) {
@@ -21,6 +43,11 @@ export function requestSchemaCompiler(baseDir: string) {
       schema = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
     }
     if (schema === undefined) return undefined;
+    const unbounded = uniqueItemsWithoutBound(schema);
+    if (unbounded)
+      throw new Error(
+        `route ${route.id}: request schema uses uniqueItems without maxItems ≤ ${MAX_UNIQUE_ITEMS} at ${unbounded} (quadratic to check)`,
+      );
     let validate: ReturnType<Ajv['compile']>;
     try {
       validate = ajv.compile(schema);

@@ -91,7 +91,7 @@ function jsonObject(segment: string, what: string): Record<string, unknown> {
 }
 
 /** Duplicate member names anywhere in a JSON text (names compared after unescaping), via jsonc-parser's visitor. */
-function hasDuplicateMember(text: string): boolean {
+export function hasDuplicateMember(text: string): boolean {
   const stack: Set<string>[] = [];
   let duplicate = false;
   visit(text, {

@@ -39,6 +39,11 @@ export function bearerToken(header: string | undefined): string {
 export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<void> {
   const route = ctx.route;
   if (!route) throw new PortcullisError('internal_error', { detail: 'authenticate before route' });
+  // A webhook: the request itself is signed (RFC 9421); nothing else authenticates on such a route.
+  if (route.signature) {
+    ctx.principal = await gw.signatures.verify(ctx, route.signature.signers, route.signature.maxAgeMs);
+    return;
+  }
   if (route.public) return;
   // A workload with an X.509-SVID (and no bearer token) on a route that accepts SPIFFE identities.
   if (ctx.req.headers.authorization === undefined && gw.spiffe && route.issuers.has(SPIFFE_ISSUER_ID)) {
@@ -47,11 +52,6 @@ export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<vo
       ctx.principal = workload;
       return;
     }
-  }
-  // A webhook: the request itself is signed (RFC 9421); nothing else authenticates on such a route.
-  if (route.signature) {
-    ctx.principal = await gw.signatures.verify(ctx, route.signature.signers, route.signature.maxAgeMs);
-    return;
   }
   // A machine caller with an API key, on a route that takes them (and no bearer token).
   const apiKey = ctx.req.headers['x-api-key'];

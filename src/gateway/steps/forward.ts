@@ -3,7 +3,7 @@ import { Transform } from 'node:stream';
 import { PortcullisError } from '../../core/index.js';
 import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
 import type { Gateway, RequestContext } from '../context.js';
-import { corsHeaders } from '../cors.js';
+import { applyCors } from '../cors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withSecurityHeaders } from '../headers.js';
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
@@ -46,7 +46,7 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
       ({ statusCode, headers: upstreamHeaders }) => {
         const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders), route.securityHeaders);
         out['x-request-id'] = ctx.requestId;
-        if (route.cors) Object.assign(out, corsHeaders(ctx));
+        if (route.cors) applyCors(out as Record<string, unknown>, ctx);
         if (ctx.rateLimitHeaders) Object.assign(out, ctx.rateLimitHeaders);
         res.writeHead(statusCode, out);
         started = true;

@@ -13,5 +13,10 @@ export function route(gw: Gateway, ctx: RequestContext): boolean | undefined {
     throw new PortcullisError('method_not_allowed', { headers: { allow: m.allow } });
   ctx.route = m.route;
   ctx.params = m.params;
+  // A proxy asking about a request does not send its body: what needs the body cannot be decided here.
+  if (ctx.decideOnly && (m.route.signature || m.route.validateBody))
+    throw new PortcullisError('forbidden', {
+      detail: `route ${m.route.id} checks the request body (signature or schema): not possible through forward-auth`,
+    });
   return undefined;
 }
