@@ -261,6 +261,16 @@ describe('devices: enrolment, mTLS and DPoP proofs, posture, policy, revocation 
     expect(ds.filter((d) => d.route === 'payroll' && d.outcome === 'allow').map((d) => d.device)).toEqual([
       id,
     ]);
+    // The upstream learns it too: the identity assertion names the device (and the risk score).
+    const forwarded = s.upstream.received.filter((r) => r.url === '/api/payroll').at(-1);
+    const claims = JSON.parse(
+      Buffer.from(
+        String(forwarded?.headers['x-portcullis-assertion']).split('.')[1] as string,
+        'base64url',
+      ).toString(),
+    );
+    expect(claims).toMatchObject({ device: id, acr: 'aal1' });
+    expect(typeof claims.risk).toBe('number');
 
     // A device certificate is never a workload identity of its own.
     const asService = await call('GET', '/svc', { client });

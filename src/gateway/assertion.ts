@@ -13,6 +13,10 @@ export interface AssertionClaims {
   sessionId: string | undefined;
   roles: readonly string[];
   amr: readonly string[];
+  /** Authentication context class, the device the request proved, and its risk score, when known. */
+  acr?: string | undefined;
+  device?: string | undefined;
+  risk?: number | undefined;
   method: string;
   host: string;
   /** The request target exactly as forwarded (canonical path + query). */
@@ -60,6 +64,9 @@ export function createAssertionSigner(
       sid: c.sessionId,
       roles: c.roles,
       amr: c.amr,
+      acr: c.acr,
+      device: c.device,
+      risk: c.risk,
       htm: c.method,
       host: c.host,
       tgt: sha256b64url(c.target),
@@ -104,6 +111,9 @@ export function signedAssertion(gw: Gateway, ctx: RequestContext): string {
       sessionId: principal.sessionId,
       roles: principal.roles,
       amr: principal.amr,
+      acr: principal.acr,
+      device: ctx.device?.id,
+      risk: ctx.risk?.score,
       method: ctx.method,
       host: ctx.host,
       target: target.path + target.query,

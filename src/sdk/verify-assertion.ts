@@ -26,6 +26,12 @@ export interface VerifiedAssertion extends JWTPayload {
   tgt: string;
   route: string;
   jti: string;
+  /** How the user signed in (`aal1`, `aal2`), when known. */
+  acr?: string;
+  /** The device the request proved it comes from (device certificate or DPoP key), if any. */
+  device?: string;
+  /** The request's risk score (0–100), when the risk engine is on. */
+  risk?: number;
 }
 
 /**
