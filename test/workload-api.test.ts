@@ -11,8 +11,6 @@ import { type Stack, startStack, tempDir } from './helpers.js';
 import { keyAndCsr } from './pki.js';
 
 x509.cryptoProvider.set(webcrypto as never);
-const _subtle = webcrypto.subtle;
-const _EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 
 /** The workload API over real TLS: join-token issuance, renewal with the current SVID as client certificate. */
 describe('workload API (TLS on loopback)', () => {

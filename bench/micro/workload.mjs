@@ -13,14 +13,12 @@ import { parseArgs } from 'node:util';
 import * as x509 from '@peculiar/x509';
 import { systemClock } from '../../dist/core/index.js';
 import { SecretBox } from '../../dist/identity/index.js';
-import { initCa, SpiffePeerAuthenticator, WorkloadCa } from '../../dist/workload/index.js';
+import { initCa, newKeyAndCsr, SpiffePeerAuthenticator, WorkloadCa } from '../../dist/workload/index.js';
 
 const { values } = parseArgs({
   options: { issue: { type: 'string', default: '300' }, handshakes: { type: 'string', default: '400' } },
 });
 x509.cryptoProvider.set(webcrypto);
-const subtle = webcrypto.subtle;
-const EC = { name: 'ECDSA', namedCurve: 'P-256' };
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-workload-bench-'));
 const box = new SecretBox(Buffer.alloc(32, 1));
 await initCa({ dir, trustDomain: 'bench.test', passphrase: 'bench root passphrase', box });
@@ -28,17 +26,8 @@ const ca = await WorkloadCa.load(dir, box);
 const bundle = ca.roots.map((r) => r.toString('pem')).join('\n');
 
 async function keyAndCsr() {
-  const keys = await subtle.generateKey(EC, true, ['sign', 'verify']);
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: 'CN=w',
-    keys,
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-  });
-  const der = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
-  return {
-    csr: csr.toString('pem'),
-    key: `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`,
-  };
+  const { csr, keyPem } = await newKeyAndCsr('w');
+  return { csr, key: keyPem };
 }
 
 // Issuance: CSR verification + leaf signing + PEM.

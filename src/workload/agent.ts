@@ -7,12 +7,11 @@ import type { PeerCertificate } from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { Agent, request } from 'undici';
 import { type Clock, type Logger, systemClock, writeSecretFile } from '../core/index.js';
+import { newKeyAndCsr } from './ca.js';
 import { parseSpiffeId } from './spiffe-id.js';
 import { checkLeaf, parseCertificates, verifySvid } from './svid.js';
 
 x509.cryptoProvider.set(webcrypto as never);
-const subtle = webcrypto.subtle;
-const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 
 /** The workload API's own identity: the agent talks to nothing else. */
 const WORKLOAD_API_PATH = '/portcullis/workload-api';
@@ -68,20 +67,6 @@ const files = (dir: string) => ({
   bundle: join(dir, 'bundle.pem'),
 });
 
-async function keyAndCsr(): Promise<{ csr: string; keyPem: string }> {
-  const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: 'CN=portcullis-agent',
-    keys,
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-  });
-  const der = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
-  return {
-    csr: csr.toString('pem'),
-    keyPem: `-----BEGIN PRIVATE KEY-----\n${der.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n`,
-  };
-}
-
 /**
  * `portcullis agent`: runs beside a service and keeps its X.509-SVID fresh. It gets the first SVID with
  * a one-time join token (or reuses a valid one found on disk), writes cert, key and bundle atomically
@@ -136,7 +121,7 @@ export class WorkloadAgent {
         throw new Error(
           'no valid SVID on disk and no join token: run `portcullis svid join-token` for this ID',
         );
-      const { csr, keyPem } = await keyAndCsr();
+      const { csr, keyPem } = await newKeyAndCsr('portcullis-agent');
       this.#joinTokenSpent = true;
       const answer = await this.#call('/v1/svid', { join_token: this.#o.joinToken, csr }, undefined);
       await this.#accept(answer, keyPem, 'join_token');
@@ -166,7 +151,7 @@ export class WorkloadAgent {
   async #renewOnce(): Promise<void> {
     const cur = this.#current;
     if (!cur) throw new Error('no SVID to renew');
-    const { csr, keyPem } = await keyAndCsr();
+    const { csr, keyPem } = await newKeyAndCsr('portcullis-agent');
     let answer: Record<string, unknown>;
     try {
       answer = await this.#call('/v1/svid/renew', { csr }, cur);

@@ -57,6 +57,22 @@ async function pkcs8Pem(key: CryptoKey): Promise<string> {
 }
 
 /**
+ * A fresh ECDSA P-256 key and a PKCS#10 CSR signed by it (the CA only takes the CSR's key), with the
+ * key as PKCS#8 PEM for TLS: what a workload, the agent and the workload API itself send for an SVID.
+ */
+export async function newKeyAndCsr(
+  commonName: string,
+): Promise<{ keys: CryptoKeyPair; csr: string; keyPem: string }> {
+  const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${commonName}`,
+    keys,
+    signingAlgorithm: SIGN,
+  });
+  return { keys, csr: csr.toString('pem'), keyPem: await pkcs8Pem(keys.privateKey) };
+}
+
+/**
  * Creates the internal CA for a trust domain: a root (ECDSA P-256, cA, path length 1, 10 years) whose key
  * is written encrypted with `passphrase` — so it can be moved offline — and an intermediate (path length
  * 0, 1 year) that signs X.509-SVIDs, its key sealed with the data key. Refuses to overwrite.

@@ -6,6 +6,7 @@ export {
   caStatus,
   initCa,
   maintainCa,
+  newKeyAndCsr,
   prepareCaRotation,
   WorkloadCa,
 } from './ca.js';

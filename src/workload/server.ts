@@ -7,14 +7,12 @@ import * as x509 from '@peculiar/x509';
 import type { AuditWriter } from '../audit/index.js';
 import { type Clock, type Logger, randomToken, sha256b64url } from '../core/index.js';
 import type { Store } from '../store/index.js';
-import type { WorkloadCa } from './ca.js';
+import { newKeyAndCsr, type WorkloadCa } from './ca.js';
 import { isDeviceId, isReservedId } from './peer.js';
 import { parseSpiffeId } from './spiffe-id.js';
 import { SvidError, verifySvid } from './svid.js';
 
 x509.cryptoProvider.set(webcrypto as never);
-const subtle = webcrypto.subtle;
-const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 /** The workload API's own SVID lives a day and is renewed at half-life. */
 const OWN_TTL_MS = 24 * 3_600_000;
 const MAX_BODY = 16 * 1024;
@@ -114,20 +112,13 @@ export async function createWorkloadServer(
   /** The server's own SVID: spiffe://<td>/portcullis/workload-api, from a fresh key; renewed at half-life. */
   const ownSvid = async () => {
     const ca = await o.ca();
-    const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-      name: 'CN=workload-api',
-      keys,
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-    });
+    const { csr, keyPem: key } = await newKeyAndCsr('workload-api');
     const own = await ca.issue(
-      csr.toString('pem'),
+      csr,
       `spiffe://${ca.trustDomain}/portcullis/workload-api`,
       OWN_TTL_MS,
       o.clock.now(),
     );
-    const keyDer = Buffer.from(await subtle.exportKey('pkcs8', keys.privateKey));
-    const key = `-----BEGIN PRIVATE KEY-----\n${keyDer.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n`;
     return {
       context: {
         key,
