@@ -22,7 +22,15 @@ import {
   WebhookAnchor,
 } from './audit/index.js';
 import type { Config, LoadedConfig } from './config/index.js';
-import { type Clock, createLogger, type Logger, Metrics, randomToken, systemClock } from './core/index.js';
+import {
+  type Clock,
+  createLogger,
+  type Logger,
+  Metrics,
+  type ReplayCache,
+  randomToken,
+  systemClock,
+} from './core/index.js';
 import { createDemoUpstream } from './demo/index.js';
 import { DeviceService } from './devices/index.js';
 import {
@@ -427,7 +435,7 @@ export async function startPortcullis(
     const riskParts = config.risk.enabled ? await startRisk(loaded, core) : undefined;
 
     const rateLimits = new MemoryRateLimitStore(); // kept across reloads: quotas do not reset
-    const signatureNonces = new Map<string, number>(); // kept across reloads: a replay stays a replay
+    const signatureNonces = MessageSignatureVerifier.nonceCache(); // kept across reloads: a replay stays a replay
     active = await buildGateway(loaded, core, rateLimits, riskParts?.engine, signatureNonces);
     const tls = config.gateway.tls;
     const base = loaded.file ? dirname(loaded.file) : process.cwd();
@@ -737,7 +745,7 @@ async function buildGateway(
   core: PortcullisCore,
   rateLimits: MemoryRateLimitStore,
   risk: RiskEngine | undefined,
-  signatureNonces: Map<string, number> = new Map(),
+  signatureNonces: ReplayCache = MessageSignatureVerifier.nonceCache(),
 ): Promise<Built> {
   const { config } = loaded;
   const base = loaded.file ? dirname(loaded.file) : process.cwd();

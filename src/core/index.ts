@@ -22,3 +22,4 @@ export {
 export { createLogger, type Logger, type LogOptions } from './log.js';
 export { Metrics } from './metrics.js';
 export { type Principal, ROLE_NAME } from './principal.js';
+export { ReplayCache, type ReplayVerdict } from './replay-cache.js';

@@ -1,7 +1,7 @@
 import type { webcrypto } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { calculateJwkThumbprint, decodeProtectedHeader, errors, importJWK, type JWK, jwtVerify } from 'jose';
-import { PortcullisError } from '../core/index.js';
+import { PortcullisError, ReplayCache } from '../core/index.js';
 import { checkTokenHygiene } from '../identity/token-hygiene.js';
 
 /** Header members a DPoP proof may carry (RFC 9449 §4.2): the key travels in `jwk`, nothing else. */
@@ -53,9 +53,8 @@ export function dpopError(detail: string): PortcullisError {
 export class DpopVerifier {
   readonly #maxAgeSec: number;
   readonly #now: () => number;
-  /** `jkt:jti` → when it may be forgotten (ms); insertion order is close to expiry order. */
-  readonly #seen = new Map<string, { until: number; subject: string }>();
-  readonly #perSubject = new Map<string, number>();
+  /** Spent `jkt:jti`s, until no proof carrying them could still pass the iat window. */
+  readonly #replays = new ReplayCache(MAX_REMEMBERED, MAX_PER_SUBJECT);
   /**
    * Imported keys by the proof's header segment: a client sends the same header (alg, typ, jwk) with
    * every proof, so the key is imported and its thumbprint computed once, not per request.
@@ -157,22 +156,10 @@ export class DpopVerifier {
    * caller cannot fill the cache for everyone; the whole cache refuses rather than forgets (fail closed).
    */
   #remember(key: string, until: number, now: number, subject: string): void {
-    const seenUntil = this.#seen.get(key);
-    if (seenUntil !== undefined && seenUntil.until > now)
-      throw dpopError('DPoP proof replayed (jti already used)');
-    // Forget what has expired, oldest first (amortised: each entry is deleted once).
-    for (const [k, e] of this.#seen) {
-      if (e.until > now) break;
-      this.#seen.delete(k);
-      const n = (this.#perSubject.get(e.subject) ?? 1) - 1;
-      if (n <= 0) this.#perSubject.delete(e.subject);
-      else this.#perSubject.set(e.subject, n);
-    }
-    const mine = this.#perSubject.get(subject) ?? 0;
-    if (mine >= MAX_PER_SUBJECT) throw dpopError('too many DPoP proofs from this caller in the window');
-    if (this.#seen.size >= MAX_REMEMBERED) throw dpopError('too many DPoP proofs in flight');
-    this.#seen.set(key, { until, subject });
-    this.#perSubject.set(subject, mine + 1);
+    const verdict = this.#replays.use(key, subject, until, now);
+    if (verdict === 'replay') throw dpopError('DPoP proof replayed (jti already used)');
+    if (verdict === 'subject_full') throw dpopError('too many DPoP proofs from this caller in the window');
+    if (verdict === 'full') throw dpopError('too many DPoP proofs in flight');
   }
 }
 

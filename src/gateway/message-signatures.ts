@@ -4,7 +4,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { createVerifier, httpbis, type VerifyingKey } from 'http-message-signatures';
 import { parseDictionary } from 'structured-headers';
 import type { Config } from '../config/index.js';
-import { type Clock, PortcullisError, type Principal, type UserId } from '../core/index.js';
+import { type Clock, PortcullisError, type Principal, ReplayCache, type UserId } from '../core/index.js';
 import { readBodyBytes } from './body.js';
 import type { RequestContext } from './context.js';
 
@@ -36,14 +36,19 @@ interface Signer {
 export class MessageSignatureVerifier {
   readonly #signers = new Map<string, Signer>();
   readonly #clock: Clock;
-  /** `keyid nonce` → until when (ms); insertion order is close to expiry order. Kept across reloads. */
-  readonly #nonces: Map<string, number>;
+  /** Spent `keyid nonce`s, per signer; kept across reloads (pass the same cache to the next verifier). */
+  readonly #nonces: ReplayCache;
+
+  /** A nonce cache for {@link MessageSignatureVerifier}, to keep across reloads. */
+  static nonceCache(): ReplayCache {
+    return new ReplayCache(MAX_NONCES, MAX_PER_SIGNER);
+  }
 
   constructor(
     signers: Config['messageSigners'],
     baseDir: string,
     clock: Clock,
-    nonces: Map<string, number> = new Map(),
+    nonces: ReplayCache = MessageSignatureVerifier.nonceCache(),
   ) {
     this.#clock = clock;
     this.#nonces = nonces;
@@ -173,21 +178,12 @@ export class MessageSignatureVerifier {
   }
 
   /**
-   * A nonce is accepted once per signer while its signature could be. Expired entries are swept in
-   * full when the cache grows (expiries are not in insertion order); each signer may hold at most
+   * A nonce is accepted once per signer while its signature could be; each signer may hold at most
    * {@link MAX_PER_SIGNER} live nonces, so one sender cannot lock out the others.
    */
   #remember(keyid: string, nonce: string, until: number, now: number): void {
-    const key = `${keyid} ${nonce}`;
-    const seen = this.#nonces.get(key);
-    if (seen !== undefined && seen > now) throw refused('nonce already used (a replay)');
-    if (this.#nonces.size >= MAX_NONCES / 2)
-      for (const [k, t] of this.#nonces) if (t <= now) this.#nonces.delete(k);
-    let mine = 0;
-    if (this.#nonces.size >= MAX_PER_SIGNER)
-      for (const k of this.#nonces.keys()) if (k.startsWith(`${keyid} `)) mine++;
-    if (mine >= MAX_PER_SIGNER || this.#nonces.size >= MAX_NONCES)
-      throw refused('too many signed requests in flight');
-    this.#nonces.set(key, until);
+    const verdict = this.#nonces.use(`${keyid} ${nonce}`, keyid, until, now);
+    if (verdict === 'replay') throw refused('nonce already used (a replay)');
+    if (verdict !== 'fresh') throw refused('too many signed requests in flight');
   }
 }
