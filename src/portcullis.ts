@@ -754,13 +754,20 @@ async function buildGateway(
   const denied = denylist
     ? parseDenylist(readFileSync(resolve(base, denylist), 'utf8'), resolve(base, denylist))
     : undefined;
-  const upstreams = createUpstreams(config.upstreams, {
-    issuer: config.identity.issuer,
-    ttlSec: Math.max(1, Math.floor(config.assertion.ttl / 1000)),
-    key: core.keys.assertion,
-    baseDir: base,
-    ...(denied ? { deniedSerials: denied } : {}),
-  });
+  const upstreams = createUpstreams(
+    config.upstreams,
+    {
+      issuer: config.identity.issuer,
+      ttlSec: Math.max(1, Math.floor(config.assertion.ttl / 1000)),
+      key: core.keys.assertion,
+      baseDir: base,
+      ...(denied ? { deniedSerials: denied } : {}),
+    },
+    (upstream, target, healthy, why) =>
+      healthy
+        ? core.log.info({ upstream, target }, `upstream target back in rotation (${why})`)
+        : core.log.warn({ upstream, target }, `upstream target out of rotation (${why})`),
+  );
   try {
     const policy = loadPolicy(loaded);
     for (const w of policy.warnings)

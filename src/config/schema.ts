@@ -67,9 +67,33 @@ const kubernetesWorkload = z.strictObject({
   port: z.number().int().min(1).max(65535).optional(),
 });
 
+/** Active health checks of an upstream's targets (`GET <path>` on each, through the same pool). */
+const healthCheck = z.strictObject({
+  path: z.string().startsWith('/').max(2048).default('/healthz'),
+  interval: duration.default(10_000),
+  timeout: duration.default(2_000),
+  /** Consecutive failed checks (or failed connections) that take a target out of rotation. */
+  unhealthyThreshold: z.number().int().min(1).max(100).default(2),
+  /** Consecutive passed checks that put it back. */
+  healthyThreshold: z.number().int().min(1).max(100).default(1),
+});
+
+const upstreamUrl = z.url({ protocol: /^https?$/ });
+
 const upstream = z.strictObject({
-  /** Base URL of the upstream (http or https); its path is ignored. */
-  url: z.url({ protocol: /^https?$/ }),
+  /** Base URL of the upstream (http or https); its path is ignored. Or `targets`, for several. */
+  url: upstreamUrl.optional(),
+  /**
+   * Several base URLs serving the same upstream: requests go round-robin to the healthy ones; a target
+   * whose connections fail (or whose health checks fail) leaves the rotation until it passes again.
+   */
+  targets: z.array(upstreamUrl).min(1).max(64).optional(),
+  healthCheck: healthCheck.optional(),
+  /**
+   * Further attempts, each on another target, when a connection fails before the upstream answered —
+   * only for idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE) whose body can be sent again.
+   */
+  retries: z.number().int().min(0).max(5).default(1),
   /** `aud` of the identity assertion sent to this upstream; defaults to the upstream's name. */
   audience: z.string().min(1).optional(),
   /** Forward the client's Authorization header to this upstream (off: the assertion replaces it). */
@@ -92,7 +116,17 @@ const upstream = z.strictObject({
     .optional(),
   /** The service behind this upstream in Kubernetes (for the mesh exports). */
   kubernetes: kubernetesWorkload.optional(),
-});
+})
+  .refine((u) => (u.url === undefined) !== (u.targets === undefined), {
+    message: 'give exactly one of url, targets',
+  })
+  .refine((u) => !u.mtls || (u.targets ?? [u.url]).every((t) => t?.startsWith('https:')), {
+    message: 'an mtls upstream needs https targets',
+  })
+  .transform((u) => {
+    const targets = [...new Set((u.targets ?? [u.url as string]).map((t) => new URL(t).origin))];
+    return { ...u, url: targets[0] as string, targets };
+  });
 
 /** The reserved issuer id of Portcullis's own access tokens (session-checked on every request). */
 export const OWN_ISSUER_ID = 'portcullis';

@@ -10,15 +10,101 @@ import type { SigningKey } from '../identity/index.js';
 import { checkLeaf, parseSpiffeId } from '../workload/index.js';
 import { type AssertionSigner, createAssertionSigner } from './assertion.js';
 
-/** An upstream at run time: its keep-alive connection pool and what the assertion needs. */
+/** An upstream at run time: its targets' keep-alive pools and what the assertion needs. */
 export interface Upstream {
   readonly name: string;
   readonly audience: string;
   readonly passAuthorization: boolean;
   readonly timeoutMs: number;
-  readonly pool: Pool;
+  /** Further attempts on another target for idempotent requests whose connection failed. */
+  readonly retries: number;
+  readonly targets: readonly Target[];
+  /** The next target, round-robin over the healthy ones (over all of them when none is healthy). */
+  pick(after?: Target): Target;
   readonly assertion: AssertionSigner;
 }
+
+/**
+ * One base URL of an upstream: its pool and its health. `unhealthyThreshold` failed active checks in a
+ * row, or as many connections in a row that failed before any answer (passive), take the target out of
+ * the rotation. With active checks it comes back after `healthyThreshold` passed checks; without, it is
+ * tried again after {@link PASSIVE_EJECT_MS}. Answers to traffic never clear failed checks: a target
+ * that serves requests but fails its health check stays out.
+ */
+export class Target {
+  readonly origin: string;
+  readonly pool: Pool;
+  /** An active check is in flight. */
+  probing = false;
+  #healthy = true;
+  #checkFailures = 0;
+  #checkPasses = 0;
+  #connectionFailures = 0;
+  #ejectedUntil = 0;
+  readonly #unhealthyAfter: number;
+  readonly #healthyAfter: number;
+  readonly #active: boolean;
+  readonly #onChange: (t: Target, healthy: boolean, why: string) => void;
+
+  constructor(
+    origin: string,
+    pool: Pool,
+    o: { unhealthyAfter: number; healthyAfter: number; active: boolean },
+    onChange: (t: Target, healthy: boolean, why: string) => void,
+  ) {
+    this.origin = origin;
+    this.pool = pool;
+    this.#unhealthyAfter = o.unhealthyAfter;
+    this.#healthyAfter = o.healthyAfter;
+    this.#active = o.active;
+    this.#onChange = onChange;
+  }
+
+  get healthy(): boolean {
+    if (!this.#healthy && !this.#active && Date.now() >= this.#ejectedUntil) {
+      // Passive only: let traffic try it again; one more failed connection ejects it at once.
+      this.#healthy = true;
+      this.#connectionFailures = this.#unhealthyAfter - 1;
+      this.#onChange(this, true, 'ejection expired');
+    }
+    return this.#healthy;
+  }
+
+  #eject(why: string): void {
+    if (!this.#healthy) return;
+    this.#healthy = false;
+    this.#checkPasses = 0;
+    this.#ejectedUntil = Date.now() + PASSIVE_EJECT_MS;
+    this.#onChange(this, false, why);
+  }
+
+  checkFailed(why: string): void {
+    this.#checkPasses = 0;
+    if (++this.#checkFailures >= this.#unhealthyAfter) this.#eject(why);
+  }
+
+  checkPassed(): void {
+    this.#checkFailures = 0;
+    if (!this.#healthy && ++this.#checkPasses >= this.#healthyAfter) {
+      this.#healthy = true;
+      this.#connectionFailures = 0;
+      this.#onChange(this, true, 'health check passed');
+    }
+  }
+
+  /** A connection that failed before any answer. */
+  connectionFailed(why: string): void {
+    if (++this.#connectionFailures >= this.#unhealthyAfter) this.#eject(why);
+  }
+
+  /** The target answered a request. */
+  answered(): void {
+    this.#connectionFailures = 0;
+  }
+}
+
+/** How long a target whose connections failed stays out of rotation when no active check watches it. */
+export const PASSIVE_EJECT_MS = 10_000;
 
 export interface AssertionSettings {
   issuer: string;
@@ -71,35 +157,111 @@ function mtlsConnect(m: NonNullable<UpstreamConfig['mtls']>, baseDir: string, de
   };
 }
 
-/** One undici keep-alive pool per upstream, created at load. */
+/** Told when a target leaves or rejoins the rotation. */
+export type TargetHealthListener = (upstream: string, target: string, healthy: boolean, why: string) => void;
+
+const checkTimers = new WeakMap<Upstream, NodeJS.Timeout>();
+
+/** One undici keep-alive pool per upstream target, created at load; active health checks started. */
 export function createUpstreams(
   configs: Readonly<Record<string, UpstreamConfig>>,
   assertion: AssertionSettings,
+  onHealth: TargetHealthListener = () => {},
 ): Map<string, Upstream> {
   const out = new Map<string, Upstream>();
   for (const [name, c] of Object.entries(configs)) {
-    const origin = new URL(c.url).origin;
-    out.set(name, {
+    const connect = c.mtls
+      ? { connect: mtlsConnect(c.mtls, assertion.baseDir ?? process.cwd(), assertion.deniedSerials) }
+      : {};
+    const hc = c.healthCheck;
+    const targets = c.targets.map(
+      (origin) =>
+        new Target(
+          origin,
+          new Pool(origin, {
+            connections: c.connections,
+            keepAliveTimeout: 30_000,
+            headersTimeout: c.timeout,
+            bodyTimeout: c.timeout,
+            connectTimeout: Math.min(c.timeout, 10_000),
+            ...connect,
+          }),
+          {
+            unhealthyAfter: hc?.unhealthyThreshold ?? 1,
+            healthyAfter: hc?.healthyThreshold ?? 1,
+            active: !!hc,
+          },
+          (t, healthy, why) => onHealth(name, t.origin, healthy, why),
+        ),
+    );
+    let next = 0;
+    const upstream: Upstream = {
       name,
       audience: c.audience ?? name,
       passAuthorization: c.passAuthorization,
       timeoutMs: c.timeout,
+      retries: c.retries,
+      targets,
+      pick(after?: Target): Target {
+        const n = targets.length;
+        if (n === 1) return targets[0] as Target;
+        // Round-robin from the cursor, skipping unhealthy targets (and `after`, the one that just failed).
+        for (let i = 0; i < n; i++) {
+          const t = targets[(next + i) % n] as Target;
+          if (t !== after && t.healthy) {
+            next = (next + i + 1) % n;
+            return t;
+          }
+        }
+        // None healthy: try them all in turn rather than answer for them (Envoy's panic routing).
+        const t = targets[next % n] as Target;
+        next = (next + 1) % n;
+        return t === after ? (targets[next % n] as Target) : t;
+      },
       assertion: createAssertionSigner(name, c, assertion.issuer, assertion.ttlSec, assertion.key),
-      pool: new Pool(origin, {
-        connections: c.connections,
-        keepAliveTimeout: 30_000,
-        headersTimeout: c.timeout,
-        bodyTimeout: c.timeout,
-        connectTimeout: Math.min(c.timeout, 10_000),
-        ...(c.mtls
-          ? { connect: mtlsConnect(c.mtls, assertion.baseDir ?? process.cwd(), assertion.deniedSerials) }
-          : {}),
-      }),
-    });
+    };
+    if (hc) {
+      const check = () => {
+        for (const t of targets) void probe(t, hc.path, hc.timeout);
+      };
+      const timer = setInterval(check, hc.interval);
+      timer.unref();
+      checkTimers.set(upstream, timer);
+      check();
+    }
+    out.set(name, upstream);
   }
   return out;
 }
 
+/** One active check: `GET <path>`, healthy on 2xx/3xx within the timeout. */
+async function probe(t: Target, path: string, timeoutMs: number): Promise<void> {
+  // A check still running (a slow target) is not doubled up.
+  if (t.probing) return;
+  t.probing = true;
+  try {
+    const res = await t.pool.request({
+      method: 'GET',
+      path,
+      headers: { 'user-agent': 'portcullis-health-check' },
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+    });
+    await res.body.dump();
+    if (res.statusCode >= 200 && res.statusCode < 400) t.checkPassed();
+    else t.checkFailed(`health check answered ${res.statusCode}`);
+  } catch (err) {
+    t.checkFailed(`health check failed: ${(err as { code?: string }).code ?? (err as Error).message}`);
+  } finally {
+    t.probing = false;
+  }
+}
+
 export async function closeUpstreams(upstreams: Map<string, Upstream>): Promise<void> {
-  await Promise.all([...upstreams.values()].map((u) => u.pool.close().catch(() => u.pool.destroy())));
+  await Promise.all(
+    [...upstreams.values()].flatMap((u) => {
+      clearInterval(checkTimers.get(u));
+      return u.targets.map((t) => t.pool.close().catch(() => t.pool.destroy()));
+    }),
+  );
 }

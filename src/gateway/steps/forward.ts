@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { Transform } from 'node:stream';
 import { PortcullisError } from '../../core/index.js';
 import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
@@ -40,35 +40,76 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   // undici's stream() writes the upstream body straight into `res` (no intermediate Readable, no
   // stream.pipeline), and aborts the upstream request if `res` closes early (client gone).
   let started = false;
-  try {
-    await upstream.pool.stream(
-      { method: ctx.method as 'GET', path: forwardedTarget, headers, body: read ?? body?.stream ?? null },
-      ({ statusCode, headers: upstreamHeaders }) => {
-        const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders), route.securityHeaders);
-        out['x-request-id'] = ctx.requestId;
-        if (route.cors) applyCors(out as Record<string, unknown>, ctx);
-        if (ctx.rateLimitHeaders) Object.assign(out, ctx.rateLimitHeaders);
-        res.writeHead(statusCode, out);
-        started = true;
-        return res;
-      },
-    );
-  } catch (err) {
-    if (started) {
-      // The client went away or the upstream broke mid-body: nothing more can be sent.
-      gw.log.debug({ requestId: ctx.requestId, err }, 'response stream ended early');
-      res.destroy();
+  const onHeaders = ({
+    statusCode,
+    headers: upstreamHeaders,
+  }: {
+    statusCode: number;
+    headers: IncomingHttpHeaders;
+  }) => {
+    const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders), route.securityHeaders);
+    out['x-request-id'] = ctx.requestId;
+    if (route.cors) applyCors(out as Record<string, unknown>, ctx);
+    if (ctx.rateLimitHeaders) Object.assign(out, ctx.rateLimitHeaders);
+    res.writeHead(statusCode, out);
+    started = true;
+    return res;
+  };
+  // Another target may be tried only when the request can be sent again unchanged: an idempotent
+  // method, and no body or one already read whole.
+  let attemptsLeft = body === null && IDEMPOTENT.has(ctx.method) ? upstream.retries : 0;
+  let to = upstream.pick();
+  for (;;) {
+    try {
+      await to.pool.stream(
+        { method: ctx.method as 'GET', path: forwardedTarget, headers, body: read ?? body?.stream ?? null },
+        onHeaders,
+      );
+      to.answered();
       return;
+    } catch (err) {
+      if (started) {
+        // The client went away or the upstream broke mid-body: nothing more can be sent.
+        gw.log.debug({ requestId: ctx.requestId, err }, 'response stream ended early');
+        res.destroy();
+        return;
+      }
+      if (body?.exceeded())
+        throw new PortcullisError('payload_too_large', { detail: 'streamed body over the route limit' });
+      const code = (err as { code?: string }).code ?? '';
+      if (CONNECTION_CODES.has(code)) to.connectionFailed(`connection failed: ${code}`);
+      if (attemptsLeft > 0 && CONNECTION_CODES.has(code) && !res.destroyed) {
+        attemptsLeft--;
+        const failed = to;
+        to = upstream.pick(failed);
+        gw.log.debug(
+          { requestId: ctx.requestId, upstream: upstream.name, failed: failed.origin, code },
+          'retrying',
+        );
+        continue;
+      }
+      throw new PortcullisError(TIMEOUT_CODES.has(code) ? 'upstream_timeout' : 'upstream_unavailable', {
+        detail: `${upstream.name}: ${code || (err as Error).message}`,
+        cause: err,
+      });
     }
-    if (body?.exceeded())
-      throw new PortcullisError('payload_too_large', { detail: 'streamed body over the route limit' });
-    const code = (err as { code?: string }).code ?? '';
-    throw new PortcullisError(TIMEOUT_CODES.has(code) ? 'upstream_timeout' : 'upstream_unavailable', {
-      detail: `${upstream.name}: ${code || (err as Error).message}`,
-      cause: err,
-    });
   }
 }
+
+/** RFC 9110 §9.2.2 idempotent methods (TRACE is never forwarded). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
+/** Failures of the connection itself, before any answer: the target counts as failing, a retry is safe. */
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+]);
 
 /** The request body, cut off (and the upstream request aborted) once it passes `max` bytes. */
 function limitBody(req: IncomingMessage, max: number): { stream: Transform; exceeded: () => boolean } {
