@@ -782,6 +782,7 @@ async function buildGateway(
           return u;
         },
         requestSchemaCompiler(base),
+        config.rateLimitTiers,
       ),
       tokens: core.tokens,
       bearer: await BearerAuthenticator.create({

@@ -140,3 +140,153 @@ describe('GCRA at epoch-sized times with a fractional interval', () => {
     }
   });
 });
+
+describe('rate-limit tiers chosen by a principal attribute', () => {
+  const t = tempDir();
+  const clock = manualClock(Date.UTC(2026, 10, 23, 12));
+  let pc: RunningPortcullis;
+  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
+  const tokens: Record<string, string> = {};
+  const refresh: Record<string, string> = {};
+  // Interval 30 s (free) and 12 s (gold): `t` of the RateLimit header is exact under the manual clock.
+  const rateLimitTiers = { free: { limit: 2, window: '1m' }, gold: { limit: 5, window: '1m' } };
+
+  const login = async (name: string) => {
+    const res = await fetch(`${pc.gatewayUrl}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: name, password: `${name}-password-1` }),
+    });
+    const body = await res.json();
+    tokens[name] = body.access_token;
+    refresh[name] = body.refresh_token;
+  };
+
+  beforeAll(async () => {
+    upstream = await startRecordingUpstream();
+    const base = testConfig(t.dir, upstream.url);
+    const tiers = { attribute: 'plan', default: 'free' };
+    const loaded = defineConfig({
+      ...base,
+      rateLimitTiers,
+      routes: [
+        { id: 'orders', path: '/api/orders', methods: ['GET'], upstream: 'app', rateLimit: { tiers } },
+        { id: 'open', path: '/open', methods: ['GET'], upstream: 'app', public: true, rateLimit: { tiers } },
+      ],
+      policy: { rules: [{ id: 'read', routes: ['orders'], roles: ['viewer'] }] },
+    });
+    pc = await startPortcullis(loaded, { log: createLogger({ level: 'silent' }), clock });
+    const plans: Record<string, unknown> = { gia: 'gold', fay: 'free', una: 'bronze', num: 7, eve: 'free' };
+    for (const name of ['gia', 'fay', 'una', 'num', 'nob', 'eve']) {
+      await pc.core.identity.createUser({
+        username: name,
+        password: `${name}-password-1`,
+        roles: ['viewer'],
+        ...(name in plans ? { attributes: { plan: plans[name] } } : {}),
+      });
+      await login(name);
+    }
+  });
+  afterAll(async () => {
+    await pc.close();
+    await upstream.close();
+    t.cleanup();
+  });
+
+  const call = (who: string, token = tokens[who]) =>
+    fetch(`${pc.gatewayUrl}/api/orders`, { headers: { authorization: `Bearer ${token}` } });
+  const statuses = async (who: string, n: number) => {
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) out.push((await call(who)).status);
+    return out;
+  };
+
+  it('gives two users on one route the quotas and RateLimit-Policy of their tiers', async () => {
+    const gold = await call('gia');
+    expect(gold.status).toBe(200);
+    expect(gold.headers.get('ratelimit-policy')).toBe('"orders:gold";q=5;w=60');
+    expect(gold.headers.get('ratelimit')).toBe('"orders:gold";r=4;t=12');
+    const free = await call('fay');
+    expect(free.status).toBe(200);
+    expect(free.headers.get('ratelimit-policy')).toBe('"orders:free";q=2;w=60');
+    expect(free.headers.get('ratelimit')).toBe('"orders:free";r=1;t=30');
+
+    expect(await statuses('gia', 5)).toEqual([200, 200, 200, 200, 429]);
+    expect(await statuses('fay', 2)).toEqual([200, 429]);
+    const limited = await call('fay');
+    expect(limited.headers.get('ratelimit-policy')).toBe('"orders:free";q=2;w=60');
+    expect(limited.headers.get('retry-after')).toBe('30');
+  });
+
+  it('gives the default tier to an unknown value, a non-string value and a missing attribute', async () => {
+    for (const who of ['una', 'num', 'nob']) {
+      const res = await call(who);
+      expect(res.headers.get('ratelimit-policy'), who).toBe('"orders:free";q=2;w=60');
+      expect(await statuses(who, 2), who).toEqual([200, 429]);
+    }
+  });
+
+  it('gives anonymous callers (limited per address) the default tier', async () => {
+    const res = await fetch(`${pc.gatewayUrl}/open`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('ratelimit-policy')).toBe('"open:free";q=2;w=60');
+    expect(res.headers.get('ratelimit')).toBe('"open:free";r=1;t=30');
+  });
+
+  it('applies a new tier at once, mid-window, from the next token that carries it', async () => {
+    expect(await statuses('eve', 3)).toEqual([200, 200, 429]);
+    const eve = await pc.core.identity.findUser('eve');
+    if (!eve) throw new Error('eve was not created');
+    await pc.core.store.users.update(eve.id, { attributes: { plan: 'gold' } });
+    const freeToken = tokens.eve as string;
+    const res = await fetch(`${pc.gatewayUrl}/auth/refresh`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ refresh_token: refresh.eve }),
+    });
+    expect(res.status).toBe(200);
+    tokens.eve = (await res.json()).access_token;
+
+    // The gold bucket is a fresh one: the exhausted free quota does not carry over into the new tier…
+    const upgraded = await call('eve');
+    expect(upgraded.status).toBe(200);
+    expect(upgraded.headers.get('ratelimit-policy')).toBe('"orders:gold";q=5;w=60');
+    expect(upgraded.headers.get('ratelimit')).toBe('"orders:gold";r=4;t=12');
+    // …and the old token, still saying `free`, still draws on the exhausted free bucket.
+    expect((await call('eve', freeToken)).status).toBe(429);
+  });
+
+  it('refuses a config naming an unknown tier, with the field in the message', () => {
+    const base = testConfig(t.dir, 'http://127.0.0.1:9');
+    const route = { id: 'orders', path: '/api/orders', upstream: 'app' };
+    expect(() =>
+      defineConfig({
+        ...base,
+        rateLimitTiers,
+        routes: [{ ...route, rateLimit: { tiers: { attribute: 'plan', default: 'platinum' } } }],
+        policy: {},
+      }),
+    ).toThrow(
+      /routes\[0\]\.rateLimit\.tiers\.default: unknown rate-limit tier "platinum" \(rateLimitTiers defines free, gold\)/,
+    );
+    expect(() =>
+      defineConfig({
+        ...base,
+        routes: [{ ...route, rateLimit: { tiers: { attribute: 'plan', default: 'free' } } }],
+        policy: {},
+      }),
+    ).toThrow(
+      /routes\[0\]\.rateLimit\.tiers\.default: unknown rate-limit tier "free" \(rateLimitTiers defines none\)/,
+    );
+    expect(() =>
+      defineConfig({
+        ...base,
+        rateLimitTiers,
+        routes: [
+          { ...route, rateLimit: { limit: 3, window: '1m', tiers: { attribute: 'plan', default: 'free' } } },
+        ],
+        policy: {},
+      }),
+    ).toThrow(/routes\[0\]\.rateLimit\.limit: limit cannot be combined with tiers/);
+  });
+});

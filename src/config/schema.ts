@@ -174,14 +174,54 @@ const externalIssuer = z
     message: 'give exactly one of publicKeyFile, jwksFile, jwksUrl',
   });
 
-/** Per-principal quota on a route: `limit` requests per `window`, up to `burst` at once (default: `limit`). */
-const rateLimit = z
+/** A quota: `limit` requests per `window`, up to `burst` at once (default: `limit`). */
+const quota = z
   .strictObject({
     limit: z.number().int().min(1).max(1_000_000_000),
     window: duration,
     burst: z.number().int().min(1).max(1_000_000_000).optional(),
   })
   .transform((r) => ({ limit: r.limit, windowMs: r.window, burst: r.burst ?? r.limit }));
+
+/**
+ * Per-principal quota on a route: a quota of its own (`{limit, window, burst?}`), or
+ * `{tiers: {attribute, default}}` — the `rateLimitTiers` entry named by that attribute of the principal
+ * (`plan: gold`), else the `default` tier (anonymous callers, principals without the attribute, values
+ * that name no tier).
+ */
+const rateLimit = z
+  .strictObject({
+    limit: z.number().int().min(1).max(1_000_000_000).optional(),
+    window: duration.optional(),
+    burst: z.number().int().min(1).max(1_000_000_000).optional(),
+    tiers: z
+      .strictObject({
+        attribute: z
+          .string()
+          .regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'expected an attribute name (letters, digits, _)'),
+        default: id,
+      })
+      .optional(),
+  })
+  .superRefine((r, ctx) => {
+    for (const k of ['limit', 'window', 'burst'] as const) {
+      if (r.tiers && r[k] !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: [k],
+          message: `${k} cannot be combined with tiers (each tier sets its own)`,
+        });
+    }
+    for (const k of ['limit', 'window'] as const) {
+      if (!r.tiers && r[k] === undefined)
+        ctx.addIssue({ code: 'custom', path: [k], message: `${k} is required (or give tiers)` });
+    }
+  })
+  .transform((r) =>
+    r.tiers
+      ? { tiers: r.tiers }
+      : { limit: r.limit as number, windowMs: r.window as number, burst: r.burst ?? (r.limit as number) },
+  );
 
 /** A header value we send: printable ASCII, no line breaks (so config can never split a response). */
 const headerValue = z.string().regex(/^[\x20-\x7e]{1,4096}$/, 'expected a header value (printable ASCII)');
@@ -613,6 +653,8 @@ export const configSchema = z
       })
       .prefault({}),
     routes: z.array(route).min(1),
+    /** Named quotas (`free`, `gold`, …) that routes choose from by a principal attribute (`routes[].rateLimit.tiers`). */
+    rateLimitTiers: z.record(id, quota).default({}),
     policy: policySection.prefault({}),
     audit: z
       .strictObject({
@@ -825,6 +867,15 @@ export const configSchema = z
           code: 'custom',
           path: ['routes', i, 'upstream'],
           message: `unknown upstream "${r.upstream}"`,
+        });
+      }
+      const tier = r.rateLimit && 'tiers' in r.rateLimit ? r.rateLimit.tiers.default : undefined;
+      if (tier !== undefined && !Object.hasOwn(cfg.rateLimitTiers, tier)) {
+        const known = Object.keys(cfg.rateLimitTiers);
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'rateLimit', 'tiers', 'default'],
+          message: `unknown rate-limit tier "${tier}" (rateLimitTiers defines ${known.length ? known.join(', ') : 'none'})`,
         });
       }
     });

@@ -38,9 +38,63 @@ export interface CompiledRoute<U> {
   readonly signature: { readonly signers: ReadonlySet<string>; readonly maxAgeMs: number } | undefined;
   /** The request body's JSON Schema, compiled at load: the failing paths, or undefined when valid. */
   readonly validateBody: ((body: unknown) => string[] | undefined) | undefined;
-  /** Per-principal quota, with its `RateLimit-Policy` header value computed at load. */
-  readonly rateLimit: (Quota & { readonly policyHeader: string }) | undefined;
+  /** Per-principal quota (the default tier's, when tiered), with its tiers and headers compiled at load. */
+  readonly rateLimit: CompiledRateLimit | undefined;
   readonly upstream: U;
+}
+
+/** One quota of a route, ready for the hot path: headers and bucket key prefix computed at load. */
+export interface CompiledQuota extends Quota {
+  /** The tier it belongs to; undefined on an untiered route. */
+  readonly tier: string | undefined;
+  /** The policy's name as an HTTP structured-field string: `"orders"`, or `"orders:gold"` for a tier. */
+  readonly policyName: string;
+  /** `RateLimit-Policy` value: `"orders:gold";q=600;w=60`. */
+  readonly policyHeader: string;
+  /**
+   * Start of the store key (route, and tier when tiered); the caller appends the principal. A principal
+   * moved to another tier therefore draws on a fresh bucket with the new quota at once.
+   */
+  readonly keyPrefix: string;
+}
+
+/** A route's rate limit: its quota, or (tiered) the default tier's quota plus the tiers to choose from. */
+export interface CompiledRateLimit extends CompiledQuota {
+  readonly tiers:
+    | {
+        /** The principal attribute whose (string) value names the tier. */
+        readonly attribute: string;
+        readonly byName: ReadonlyMap<string, CompiledQuota>;
+      }
+    | undefined;
+}
+
+function compileQuota(routeId: string, tier: string | undefined, q: Quota): CompiledQuota {
+  const policyName = tier === undefined ? `"${routeId}"` : `"${routeId}:${tier}"`;
+  return {
+    limit: q.limit,
+    windowMs: q.windowMs,
+    burst: q.burst,
+    tier,
+    policyName,
+    policyHeader: `${policyName};q=${q.limit};w=${Math.max(1, Math.round(q.windowMs / 1000))}`,
+    keyPrefix: tier === undefined ? `${routeId}\u0000` : `${routeId}\u0000tier:${tier}\u0000`,
+  };
+}
+
+function compileRateLimit(
+  r: RouteConfig,
+  tiers: Readonly<Record<string, Quota>>,
+): CompiledRateLimit | undefined {
+  const rl = r.rateLimit;
+  if (!rl) return undefined;
+  if (!('tiers' in rl)) return { ...compileQuota(r.id, undefined, rl), tiers: undefined };
+  const byName = new Map<string, CompiledQuota>();
+  for (const [name, q] of Object.entries(tiers)) byName.set(name, compileQuota(r.id, name, q));
+  const fallback = byName.get(rl.tiers.default);
+  // The config schema already refuses this; the table must never run a tiered route without a default.
+  if (!fallback) throw new Error(`route ${r.id}: unknown rate-limit tier ${rl.tiers.default}`);
+  return { ...fallback, tiers: { attribute: rl.tiers.attribute, byName } };
 }
 
 export type RouteMatch<U> =
@@ -99,6 +153,8 @@ export class RouteTable<U> {
     upstreamOf: (route: RouteConfig) => U,
     validatorOf: (route: RouteConfig) => ((body: unknown) => string[] | undefined) | undefined = () =>
       undefined,
+    /** The config's `rateLimitTiers`, for routes whose rate limit is tiered. */
+    rateLimitTiers: Readonly<Record<string, Quota>> = {},
   ) {
     const compiled = routes.map((r): CompiledRoute<U> => {
       const { segments, rest } = compilePattern(r.path);
@@ -132,10 +188,7 @@ export class RouteTable<U> {
           },
           expose: r.cors.exposeHeaders.length ? r.cors.exposeHeaders.join(', ') : undefined,
         },
-        rateLimit: r.rateLimit && {
-          ...r.rateLimit,
-          policyHeader: `"${r.id}";q=${r.rateLimit.limit};w=${Math.max(1, Math.round(r.rateLimit.windowMs / 1000))}`,
-        },
+        rateLimit: compileRateLimit(r, rateLimitTiers),
         upstream: upstreamOf(r),
       };
     });
