@@ -287,6 +287,15 @@ const route = z
      * recorded as rule `public`), no identity assertion; still canonicalized, limited, audited.
      */
     public: z.boolean().default(false),
+    /**
+     * WebSocket upgrades (`GET` with `Upgrade: websocket`) are authorized like any request and then
+     * tunnelled to the upstream; the caller's session is checked again every `recheck` (a revoked
+     * session's tunnel is closed). Off: an upgrade request is served as a plain request.
+     */
+    websocket: z
+      .union([z.boolean(), z.strictObject({ recheck: duration.default(30_000) })])
+      .transform((w) => (w === false ? undefined : { recheckMs: w === true ? 30_000 : w.recheck }))
+      .optional(),
     /** Largest request body forwarded on this route (413 past it, whether announced or streamed). */
     maxBodyBytes: z.number().int().min(0).max(10_737_418_240).default(1_048_576),
     /** Per-principal rate limit on this route (GCRA); omitted = none. 429 with Retry-After when exceeded. */

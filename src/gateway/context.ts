@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AuditWriter } from '../audit/index.js';
 import type { Config } from '../config/index.js';
 import type { Clock, Logger, Metrics, Principal, RequestId } from '../core/index.js';
@@ -87,4 +88,6 @@ export interface RequestContext {
   internal: boolean;
   /** `RateLimit-Policy` / `RateLimit` values for the response, when the route is rate-limited. */
   rateLimitHeaders: Record<string, string> | undefined;
+  /** An HTTP upgrade request: the client's socket and the bytes it sent after the head. */
+  upgrade: { readonly socket: Duplex; readonly head: Buffer } | undefined;
 }

@@ -1,4 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { newRequestId, PortcullisError } from '../core/index.js';
 import type { Gateway, RequestContext } from './context.js';
 import { decisionRecord } from './decision-record.js';
@@ -94,14 +96,39 @@ async function auditDecision(gw: Gateway, ctx: RequestContext): Promise<void> {
   else write.catch(() => undefined); // batched: a failed commit is retried from the spool
 }
 
+/**
+ * The server's `upgrade` listener: the request runs the same pipeline, with a response bound to the raw
+ * socket (so refusals are the usual JSON answers). The forward step tunnels a WebSocket upgrade on a
+ * route that allows it; any other upgrade request is served as a plain request, and the connection
+ * closes after the answer.
+ */
+export function createUpgradeHandler(
+  current: () => Gateway,
+): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  const handle = createHandler(current);
+  return (req, socket, head) => {
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.once('finish', () => {
+      res.detachSocket(socket as Socket);
+      socket.end();
+    });
+    socket.on('error', () => socket.destroy());
+    handle(req, res, { socket, head });
+  };
+}
+
 const STATUS_CLASS: readonly string[] = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
 
 /**
  * The node:http request handler running {@link STEPS}. `current` returns the gateway built from the
  * active config: a reload swaps it, and each request runs start to finish on the one it started with.
  */
-export function createHandler(current: () => Gateway): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
+export function createHandler(
+  current: () => Gateway,
+): (req: IncomingMessage, res: ServerResponse, upgrade?: RequestContext['upgrade']) => void {
+  return (req, res, upgrade) => {
     const gw = current();
     const forwardAuthPath = gw.config.gateway.forwardAuth?.path;
     const url = req.url ?? '';
@@ -138,6 +165,7 @@ export function createHandler(current: () => Gateway): (req: IncomingMessage, re
       decideOnly: false,
       internal: false,
       rateLimitHeaders: undefined,
+      upgrade,
     };
     void run(gw, ctx, steps);
   };

@@ -16,6 +16,8 @@ export interface CompiledRoute<U> {
   /** Issuers whose bearer tokens the route accepts. */
   readonly issuers: ReadonlySet<string>;
   readonly maxBodyBytes: number;
+  /** WebSocket upgrades are tunnelled (after the usual checks); the session is re-checked this often. */
+  readonly websocket: { readonly recheckMs: number } | undefined;
   /** No authentication, no policy: an explicitly public route. */
   readonly public: boolean;
   /** Named action per method, for policy (`GET` → `orders:read`). */
@@ -169,6 +171,7 @@ export class RouteTable<U> {
         allow: [...methods].join(', '),
         issuers: new Set(r.issuers),
         maxBodyBytes: r.maxBodyBytes,
+        websocket: r.websocket,
         public: r.public,
         // HEAD is a GET without a body: it is the same action unless mapped on its own.
         actions: r.actions && { HEAD: r.actions.GET, ...r.actions },

@@ -3,7 +3,7 @@ import { createServer as createTlsServer } from 'node:https';
 import { errorBody, newRequestId } from '../core/index.js';
 import type { Gateway } from './context.js';
 import { SECURITY_HEADERS } from './headers.js';
-import { createHandler } from './pipeline.js';
+import { createHandler, createUpgradeHandler } from './pipeline.js';
 import { type GatewayTls, gatewaySecureContext } from './tls-files.js';
 
 /** The security headers as raw header lines, for answers written straight to the socket. */
@@ -30,6 +30,7 @@ export function createGatewayServer(current: () => Gateway, tls?: GatewayTls): S
         createHandler(current),
       ) as unknown as Server)
     : createServer(options, createHandler(current));
+  server.on('upgrade', createUpgradeHandler(current));
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || err.code === 'ECONNRESET') {
       socket.destroy();

@@ -19,6 +19,8 @@ export interface Upstream {
   /** Further attempts on another target for idempotent requests whose connection failed. */
   readonly retries: number;
   readonly targets: readonly Target[];
+  /** Open WebSocket tunnels to this upstream (each entry closes one). */
+  readonly tunnels: Set<() => void>;
   /** The next target, round-robin over the healthy ones (over all of them when none is healthy). */
   pick(after?: Target): Target;
   readonly assertion: AssertionSigner;
@@ -202,6 +204,7 @@ export function createUpstreams(
       timeoutMs: c.timeout,
       retries: c.retries,
       targets,
+      tunnels: new Set(),
       pick(after?: Target): Target {
         const n = targets.length;
         if (n === 1) return targets[0] as Target;
@@ -261,6 +264,7 @@ export async function closeUpstreams(upstreams: Map<string, Upstream>): Promise<
   await Promise.all(
     [...upstreams.values()].flatMap((u) => {
       clearInterval(checkTimers.get(u));
+      for (const close of [...u.tunnels]) close();
       return u.targets.map((t) => t.pool.close().catch(() => t.pool.destroy()));
     }),
   );

@@ -5,6 +5,7 @@ import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { applyCors } from '../cors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withSecurityHeaders } from '../headers.js';
+import { isWebSocketUpgrade, tunnel } from './tunnel.js';
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
 
@@ -23,8 +24,10 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   if (ctx.principal) headers[ASSERTION_HEADER] = signedAssertion(gw, ctx);
   headers['x-request-id'] = ctx.requestId;
   headers['x-forwarded-for'] = ctx.forwardedFor;
-  headers['x-forwarded-proto'] = 'http';
+  headers['x-forwarded-proto'] = ctx.scheme;
   if (ctx.host !== '') headers['x-forwarded-host'] = ctx.host;
+  if (ctx.upgrade && route.websocket && isWebSocketUpgrade(req))
+    return tunnel(gw, ctx, forwardedTarget, headers, route.websocket.recheckMs);
 
   const declared = req.headers['content-length'];
   const hasBody = req.headers['transfer-encoding'] !== undefined || (declared ?? '0') !== '0';

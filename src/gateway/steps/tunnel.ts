@@ -1,0 +1,119 @@
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { OWN_ISSUER_ID } from '../../config/index.js';
+import { PortcullisError } from '../../core/index.js';
+import type { Gateway, RequestContext } from '../context.js';
+import { clientResponseHeaders } from '../headers.js';
+import type { Target } from '../upstream.js';
+
+/** A WebSocket opening handshake (RFC 6455 §4.1): GET, `Upgrade: websocket`, no body. */
+export function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  return req.method === 'GET' && (req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket';
+}
+
+/** Upgrade failures that happened on the connection (the target counts as failing, another may be tried). */
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
+
+/**
+ * The last step of an authorized WebSocket upgrade: the handshake goes to the upstream (canonical
+ * target, filtered headers, identity assertion — as any forwarded request) through the target's pool
+ * (mTLS included); on its `101` the client gets the upstream's handshake answer and the two sockets are
+ * joined. While the tunnel is open the caller's session is checked every `recheckMs`: a revoked or
+ * expired session closes it. Closing the upstream pools (shutdown, reload) closes their tunnels.
+ */
+export async function tunnel(
+  gw: Gateway,
+  ctx: RequestContext,
+  path: string,
+  headers: Record<string, string | string[] | undefined>,
+  recheckMs: number,
+): Promise<void> {
+  const { route, upgrade, req, res } = ctx;
+  if (!route || !upgrade)
+    throw new PortcullisError('internal_error', { detail: 'tunnel without an upgrade' });
+  if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0')
+    throw new PortcullisError('bad_request', { detail: 'a WebSocket handshake has no body' });
+  const upstream = route.upstream;
+  // The pool adds `Connection: upgrade` and `Upgrade: websocket`; the client's were hop-by-hop.
+  delete headers.connection;
+  delete headers.upgrade;
+  let to: Target = upstream.pick();
+  let attemptsLeft = upstream.retries;
+  let up: { headers: IncomingMessage['headers']; socket: Duplex };
+  for (;;) {
+    try {
+      up = (await to.pool.upgrade({
+        path,
+        method: 'GET',
+        headers: headers as Record<string, string>,
+        protocol: 'websocket',
+      })) as unknown as typeof up;
+      to.answered();
+      break;
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (CONNECTION_CODES.has(code)) {
+        to.connectionFailed(`connection failed: ${code}`);
+        if (attemptsLeft-- > 0 && !upgrade.socket.destroyed) {
+          to = upstream.pick(to);
+          continue;
+        }
+      }
+      throw new PortcullisError('upstream_unavailable', {
+        detail: `${upstream.name}: WebSocket handshake failed (${code || (err as Error).message})`,
+        cause: err,
+      });
+    }
+  }
+  const client = upgrade.socket;
+  if (client.destroyed) {
+    up.socket.destroy();
+    return;
+  }
+  // The answer is written by hand: the response object must not also speak on this socket.
+  res.statusCode = 101;
+  res.detachSocket(client as Parameters<typeof res.detachSocket>[0]);
+  const answer: OutgoingHttpHeaders = clientResponseHeaders(up.headers);
+  let head = 'HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\n';
+  head += `x-request-id: ${ctx.requestId}\r\n`;
+  for (const [name, value] of Object.entries(answer)) {
+    if (value === undefined || name === 'x-request-id') continue;
+    for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`;
+  }
+  client.write(`${head}\r\n`);
+  if (upgrade.head.length > 0) up.socket.write(upgrade.head);
+
+  const sockets = new Set([client, up.socket]);
+  const principal = ctx.principal;
+  let timer: NodeJS.Timeout | undefined;
+  const close = () => {
+    clearInterval(timer);
+    for (const s of sockets) s.destroy();
+    upstream.tunnels.delete(close);
+  };
+  upstream.tunnels.add(close);
+  for (const s of sockets) {
+    s.on('error', close);
+    s.on('close', close);
+  }
+  client.pipe(up.socket);
+  up.socket.pipe(client);
+
+  // Never trust once: the session behind the handshake is checked again while the tunnel lives.
+  if (principal?.issuer !== OWN_ISSUER_ID) return;
+  timer = setInterval(() => {
+    gw.identity.checkSession(principal).catch((err: unknown) => {
+      gw.log.info(
+        {
+          requestId: ctx.requestId,
+          route: route.id,
+          sub: principal.id,
+          code: (err as { code?: string }).code,
+        },
+        'WebSocket closed: the session is no longer valid',
+      );
+      close();
+    });
+  }, recheckMs);
+  timer.unref();
+}
