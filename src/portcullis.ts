@@ -596,6 +596,7 @@ export async function startPortcullis(
       running = next;
       // In-flight requests finish on the old pools: undici's close() waits for them.
       void closeUpstreams(current.upstreams);
+      current.gateway.bearer.close(); // stops its key sets' background refresh
       watchUpstreamCertificates(next);
       core.log.info({ restartRequired }, 'config reloaded');
       return { ok: true, restartRequired };
@@ -639,6 +640,7 @@ export async function startPortcullis(
           if (riskParts) await riskParts.stop();
           await Promise.all(servers.map(closeServer));
           if (active) await closeUpstreams(active.upstreams);
+          active?.gateway.bearer.close();
           await core.close();
         })();
         return closing;
@@ -793,6 +795,7 @@ async function buildGateway(
         clock: core.clock,
         cacheSize: config.gateway.tokenCacheSize,
         onLookup: countLookup(core.metrics),
+        log: core.log,
       }),
       identity: core.identity,
       clients: core.clients,

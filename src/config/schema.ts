@@ -153,6 +153,9 @@ const federationProvider = z.strictObject({
   allowInsecure: z.boolean().default(false),
 });
 
+/** Where an external issuer's keys come from: exactly one of these. */
+const ISSUER_KEY_SOURCES = ['publicKeyFile', 'jwksFile', 'jwksUrl', 'discovery'] as const;
+
 const externalIssuer = z
   .strictObject({
     issuer: z.string().min(1),
@@ -161,17 +164,53 @@ const externalIssuer = z
     publicKeyFile: z.string().min(1).optional(),
     /** Local JWKS file. */
     jwksFile: z.string().min(1).optional(),
-    /** JWKS URL (cached; refetched on unknown kid at most every 30 s). */
+    /** JWKS URL (cached; refetched on unknown kid at most once per `jwksCooldown`). */
     jwksUrl: z.url({ protocol: /^https?$/ }).optional(),
+    /**
+     * OpenID discovery: `true` reads `<issuer>/.well-known/openid-configuration`, a URL reads that
+     * document; its `issuer` must equal `issuer` exactly and its `jwks_uri` is then used like `jwksUrl`.
+     */
+    discovery: z.union([z.literal(true), z.url({ protocol: /^https?$/ })]).optional(),
+    /** Allow http:// for `jwksUrl`/`discovery` (loopback tests and labs only). */
+    allowInsecure: z.boolean().default(false),
+    /** Least time between two key set fetches triggered by an unknown `kid` (1s–1h). */
+    jwksCooldown: duration
+      .default(30_000)
+      .refine((ms) => ms >= 1000 && ms <= 3_600_000, 'jwksCooldown must be between 1s and 1h'),
+    /** Pinned algorithms; never `none` or HS*. */
     algorithms: z
-      .array(z.enum(['ES256', 'EdDSA']))
+      .array(z.enum(['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256']))
       .min(1)
       .default(['ES256']),
     /** Claim holding the subject's roles (array of strings, or a space-separated string). */
     rolesClaim: z.string().min(1).default('roles'),
   })
-  .refine((v) => [v.publicKeyFile, v.jwksFile, v.jwksUrl].filter((x) => x !== undefined).length === 1, {
-    message: 'give exactly one of publicKeyFile, jwksFile, jwksUrl',
+  .superRefine((v, ctx) => {
+    const given = ISSUER_KEY_SOURCES.filter((k) => v[k] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `give exactly one of ${ISSUER_KEY_SOURCES.join(', ')}${given.length > 1 ? ` (got ${given.join(', ')})` : ''}`,
+      });
+      return;
+    }
+    const urls: [string, string][] = [];
+    if (v.jwksUrl !== undefined) urls.push(['jwksUrl', v.jwksUrl]);
+    if (typeof v.discovery === 'string') urls.push(['discovery', v.discovery]);
+    if (v.discovery === true) {
+      if (!URL.canParse(v.issuer)) {
+        ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'discovery: true needs an issuer URL' });
+        return;
+      }
+      urls.push(['issuer', v.issuer]);
+    }
+    for (const [key, url] of urls)
+      if (!v.allowInsecure && new URL(url).protocol !== 'https:')
+        ctx.addIssue({
+          code: 'custom',
+          path: [key],
+          message: `${key} must be an https URL (allowInsecure permits http for tests)`,
+        });
   });
 
 /** A quota: `limit` requests per `window`, up to `burst` at once (default: `limit`). */

@@ -1,11 +1,14 @@
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createHash, type KeyObject } from 'node:crypto';
 import { isAbsolute, resolve } from 'node:path';
-import { decodeJwt, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { decodeJwt, type JWTVerifyGetKey } from 'jose';
 import { type ExternalIssuerConfig, OWN_ISSUER_ID } from '../config/index.js';
 import { type Clock, PortcullisError, type Principal, ROLE_NAME, type UserId } from '../core/index.js';
+import { loadJwksFile, loadPublicKeyFile } from './issuer-keys.js';
+import { localKeyResolver, RemoteKeySet } from './jwks.js';
+import { discoveryUrlOf } from './jwks-fetch.js';
+import type { PublicKeyAlg } from './key-hygiene.js';
 import { INVALID_TOKEN_CHALLENGE, type TokenService, type VerifiedBearer } from './tokens.js';
-import { keyResolver, TokenVerificationError, verifyToken } from './verify-token.js';
+import { TokenVerificationError, verifyToken } from './verify-token.js';
 
 /** Seconds of clock skew tolerated on `exp`/`nbf`, the same as the verifier's. */
 const LEEWAY_SEC = 5;
@@ -14,6 +17,9 @@ interface ExternalIssuer {
   readonly id: string;
   readonly config: ExternalIssuerConfig;
   readonly keys: JWTVerifyGetKey | KeyObject;
+  /** The algorithms tokens may use: the configured ones, or the one a PEM key is pinned to. */
+  readonly algorithms: readonly PublicKeyAlg[];
+  readonly remote: RemoteKeySet | undefined;
 }
 
 interface CacheEntry extends VerifiedBearer {}
@@ -29,6 +35,8 @@ export interface BearerAuthenticatorOptions {
   cacheSize: number;
   /** Told of every cache lookup (for metrics). */
   onLookup?: (hit: boolean) => void;
+  /** Where dropped keys and failed key set fetches are reported. */
+  log?: { warn(obj: object, msg: string): void };
 }
 
 const invalid = (detail: string, cause?: unknown) =>
@@ -60,22 +68,46 @@ export class BearerAuthenticator {
   static async create(options: BearerAuthenticatorOptions): Promise<BearerAuthenticator> {
     const byIss = new Map<string, ExternalIssuer>();
     for (const [id, config] of Object.entries(options.issuers)) {
-      const path = (p: string) => (isAbsolute(p) ? p : resolve(options.baseDir, p));
-      let keys: JWTVerifyGetKey | KeyObject;
-      if (config.publicKeyFile !== undefined) {
-        keys = createPublicKey(readFileSync(path(config.publicKeyFile), 'utf8'));
-        if (keys.type !== 'public') throw new Error(`issuers.${id}.publicKeyFile: not a public key`);
-      } else if (config.jwksFile !== undefined) {
-        keys = keyResolver(JSON.parse(readFileSync(path(config.jwksFile), 'utf8')) as JSONWebKeySet);
-      } else {
-        keys = keyResolver(new URL(config.jwksUrl as string));
-      }
       if (config.issuer === options.ownIssuer || byIss.has(config.issuer)) {
         throw new Error(`issuers.${id}: issuer ${config.issuer} is configured twice`);
       }
-      byIss.set(config.issuer, { id, config, keys });
+      const path = (p: string) => (isAbsolute(p) ? p : resolve(options.baseDir, p));
+      const { algorithms } = config;
+      if (config.publicKeyFile !== undefined) {
+        // A PEM key has no `alg`: it is pinned to the one configured algorithm its type implies.
+        const k = loadPublicKeyFile(`issuers.${id}.publicKeyFile`, path(config.publicKeyFile), algorithms);
+        byIss.set(config.issuer, { id, config, keys: k.key, algorithms: [k.alg], remote: undefined });
+      } else if (config.jwksFile !== undefined) {
+        const keys = loadJwksFile(`issuers.${id}.jwksFile`, path(config.jwksFile), algorithms);
+        byIss.set(config.issuer, { id, config, keys: localKeyResolver(keys), algorithms, remote: undefined });
+      } else {
+        const source =
+          config.jwksUrl !== undefined
+            ? { jwksUrl: new URL(config.jwksUrl) }
+            : {
+                discoveryUrl:
+                  config.discovery === true
+                    ? discoveryUrlOf(config.issuer)
+                    : new URL(String(config.discovery)),
+              };
+        const remote = new RemoteKeySet({
+          issuer: config.issuer,
+          algorithms,
+          source,
+          allowInsecure: config.allowInsecure,
+          cooldownMs: config.jwksCooldown,
+          clock: options.clock,
+          ...(options.log ? { log: options.log } : {}),
+        });
+        byIss.set(config.issuer, { id, config, keys: remote.getKey, algorithms, remote });
+      }
     }
     return new BearerAuthenticator(options, byIss);
+  }
+
+  /** Stops the background refresh of fetched key sets (when this authenticator is replaced or closed). */
+  close(): void {
+    for (const issuer of this.#byIss.values()) issuer.remote?.stop();
   }
 
   /** Verifies `token` and returns its principal if its issuer is one of `accepted`; throws `invalid_token`. */
@@ -130,7 +162,7 @@ export class BearerAuthenticator {
       claims = await verifyToken(token, external.keys, {
         issuer: config.issuer,
         audience: config.audience,
-        algorithms: config.algorithms,
+        algorithms: external.algorithms,
         requiredClaims: ['sub'],
         clockToleranceSec: LEEWAY_SEC,
         currentDate: new Date(this.#o.clock.now()),

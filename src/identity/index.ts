@@ -8,6 +8,18 @@ export {
   OAuthError,
 } from './clients.js';
 export { FEDERATION_COOKIE, type FederatedIdentity, FederationService } from './federation.js';
+export { loadJwksFile, loadPublicKeyFile } from './issuer-keys.js';
+export {
+  type DroppedKey,
+  JwksRefused,
+  localKeyResolver,
+  parseJwks,
+  RemoteKeySet,
+  type RemoteKeySetOptions,
+  selectKey,
+} from './jwks.js';
+export { discoverJwksUri, discoveryUrlOf, fetchJson } from './jwks-fetch.js';
+export { inspectJwk, KeyRefused, type PublicKeyAlg, type UsableKey } from './key-hygiene.js';
 export { type KeyPurpose, KeyRing, type SigningKey } from './keys.js';
 export { type Argon2Params, PasswordHasher } from './passwords.js';
 export { SecretBox } from './secret-box.js';

@@ -15,8 +15,9 @@ export { type TokenFailure, TokenVerificationError };
 /**
  * Algorithms we accept. Never `none`; HS256 only where the caller holds a shared secret (per-upstream
  * identity assertions), never for tokens verified with a public key: the list is explicit per call.
+ * Our own tokens are ES256 (default) or EdDSA; RS256, PS256 and ES384 are for external issuers.
  */
-export type AllowedAlg = 'ES256' | 'EdDSA' | 'HS256';
+export type AllowedAlg = 'ES256' | 'ES384' | 'EdDSA' | 'RS256' | 'PS256' | 'HS256';
 
 export interface VerifyTokenOptions {
   /** Required `iss`; `null` = deliberately not checked (diagnostic tools only). */
@@ -93,6 +94,7 @@ export async function verifyToken(
 }
 
 function toVerificationError(err: unknown): TokenVerificationError {
+  if (err instanceof TokenVerificationError) return err; // from our own key resolvers (jwks.ts)
   const e = err as { code?: string; claim?: string; reason?: string; message?: string };
   switch (e.code) {
     case 'ERR_JWT_EXPIRED':
