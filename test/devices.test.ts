@@ -560,7 +560,9 @@ describe('devices: enrolment, mTLS and DPoP proofs, posture, policy, revocation 
     const moved = await call('GET', '/api/payroll', {
       headers: { authorization: `DPoP ${token}`, dpop: forDocs, host: `127.0.0.1:${port}/api/docs?` },
     });
-    expect(code(moved)).toBe('invalid_dpop_proof');
+    // Refused before the proof is even looked at: a Host that is not a plain host[:port] is a 400.
+    expect(moved.status).toBe(400);
+    expect(code(moved)).toBe('bad_request');
 
     // The proof is the gateway's: it never reaches the upstream.
     const seen = s.upstream.received.length;

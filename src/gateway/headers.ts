@@ -14,6 +14,8 @@ const HOP_BY_HOP = new Set([
   'http2-settings',
   // A DPoP proof is for the gateway (it checked it); an upstream must not be able to replay it here.
   'dpop',
+  // The gateway, as the server, already answered it (100 Continue); undici refuses to send it on.
+  'expect',
 ]);
 
 /** Headers the gateway sets itself towards upstreams; a client's copy is dropped. */
@@ -27,13 +29,31 @@ const SET_BY_GATEWAY = new Set([
   'x-real-ip',
 ]);
 
-/** Our identity headers, in any spelling a server might read back (`x-portcullis-*`, `x_portcullis_*`). */
-const isIdentityHeader = (name: string) => name.startsWith('x-portcullis') || name.startsWith('x_portcullis');
+/**
+ * Headers that make common frameworks serve another target or method than the one authorized
+ * (IIS/Symfony `X-Original-URL`, `X-Rewrite-URL`; method-override middleware).
+ */
+const REWRITES = new Set([
+  'x-original-url',
+  'x-rewrite-url',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+]);
+
+/**
+ * Spoofable headers, by their name with `_` read as `-` (CGI-style servers read `X_Forwarded_User` as
+ * `X-Forwarded-User`): our identity headers (`x-portcullis-*`), every `x-forwarded-*` (client address,
+ * host, port, prefix, and proxy identity headers such as `X-Forwarded-User`; the gateway sets its own)
+ * and the target/method rewrites.
+ */
+const isSpoofable = (key: string) =>
+  key.startsWith('x-portcullis') || key.startsWith('x-forwarded-') || REWRITES.has(key);
 
 /**
  * Headers to send upstream: the client's headers minus hop-by-hop headers (and any the client lists
- * in `Connection`), minus anything the gateway sets itself, minus spoofable identity headers, minus
- * `Authorization` unless the upstream asked for it.
+ * in `Connection`), minus anything the gateway sets itself, minus spoofable identity, forwarding and
+ * rewrite headers (in either spelling, `-` or `_`), minus `Authorization` unless the upstream asked for it.
  */
 export function upstreamRequestHeaders(
   inbound: IncomingHttpHeaders,
@@ -44,9 +64,10 @@ export function upstreamRequestHeaders(
   for (const name in inbound) {
     const value = inbound[name];
     if (value === undefined) continue;
-    if (HOP_BY_HOP.has(name) || SET_BY_GATEWAY.has(name) || isIdentityHeader(name)) continue;
+    const key = name.includes('_') ? name.replaceAll('_', '-') : name;
+    if (HOP_BY_HOP.has(key) || SET_BY_GATEWAY.has(key) || isSpoofable(key)) continue;
     if (listed?.has(name)) continue;
-    if ((name === 'authorization' || name === 'x-api-key') && !passAuthorization) continue;
+    if ((key === 'authorization' || key === 'x-api-key') && !passAuthorization) continue;
     out[name] = value;
   }
   return out;

@@ -5,11 +5,17 @@ import type { Gateway, RequestContext } from '../context.js';
 import { canonicalHost } from '../route-table.js';
 
 const ABSOLUTE_FORM = /^https?:\/\//i;
+/**
+ * `uri-host [":" port]` (RFC 9112 §3.2) as hosts are really named: DNS labels (underscores allowed), IPv4
+ * or a bracketed IPv6 literal. No userinfo, path, list or whitespace: Host becomes X-Forwarded-Host.
+ */
+const AUTHORITY = /^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$/;
 
 /**
  * Step 1: one canonical host and target for everything after; ambiguous targets are a 400. A second
- * Host header is refused; an absolute-form target (`GET http://host/path`) supplies the host itself
- * (RFC 9112 §3.2.2) and must carry no userinfo. Behind trusted proxies, the client address comes from
+ * Host header, or one that is not a plain `host[:port]`, is refused; an absolute-form target
+ * (`GET http://host/path`) supplies the host itself (RFC 9112 §3.2.2) and must carry a plain authority
+ * too (no userinfo). Behind trusted proxies, the client address comes from
  * their X-Forwarded-For and the scheme from their X-Forwarded-Proto.
  */
 export function canonicalize(gw: Gateway, ctx: RequestContext): void {
@@ -25,7 +31,7 @@ export function canonicalize(gw: Gateway, ctx: RequestContext): void {
     let end = start;
     while (end < url.length && url[end] !== '/' && url[end] !== '?') end += 1;
     const authority = url.slice(start, end);
-    if (authority === '' || authority.includes('@')) {
+    if (!AUTHORITY.test(authority)) {
       throw new PortcullisError('invalid_path', { detail: 'absolute-form target without a plain authority' });
     }
     ctx.host = canonicalHost(authority);
@@ -33,7 +39,11 @@ export function canonicalize(gw: Gateway, ctx: RequestContext): void {
     const rest = url.slice(end);
     ctx.target = canonicalizeTarget(rest.startsWith('/') ? rest : `/${rest}`);
   } else {
-    ctx.host = canonicalHost(ctx.req.headers.host);
+    const host = ctx.req.headers.host;
+    // An empty Host is allowed (RFC 9112 §3.2, a target without authority); an invalid one is not.
+    if (host !== undefined && host !== '' && !AUTHORITY.test(host))
+      throw new PortcullisError('bad_request', { message: 'The Host header is invalid.' });
+    ctx.host = canonicalHost(host);
     ctx.target = canonicalizeTarget(url);
   }
   const client = clientAddress(gw, ctx);
