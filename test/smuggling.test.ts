@@ -973,6 +973,28 @@ const rows: Array<[category: string, Row[]]> = [
         reached: ['GET /api/orders/1'],
       },
       {
+        name: 'other access proxies’ identity headers (Authelia, oauth2-proxy, Grafana, Pomerium, Oathkeeper)',
+        send: (a) =>
+          msg([
+            'GET /api/orders/1 HTTP/1.1',
+            HOST,
+            a,
+            'Remote-User: admin',
+            'Remote-Groups: admin',
+            'Remote-Email: admin@example.com',
+            'Remote_Name: Admin',
+            'X-Remote-User: admin',
+            'X-User: admin',
+            'X-Auth-Request-User: admin',
+            'X-Auth-Request-Email: admin@example.com',
+            'X-WEBAUTH-USER: admin',
+            'X-Pomerium-Jwt-Assertion: forged',
+            CLOSE,
+          ]),
+        statuses: [200],
+        reached: ['GET /api/orders/1'],
+      },
+      {
         name: 'client address and scheme headers from an untrusted client',
         send: (a) =>
           msg([
@@ -1253,6 +1275,16 @@ const NEVER_UPSTREAM = [
   'x-http-method-override',
   'x-http-method',
   'x-method-override',
+  'remote-user',
+  'remote-groups',
+  'remote-email',
+  'remote-name',
+  'x-remote-user',
+  'x-user',
+  'x-auth-request-user',
+  'x-auth-request-email',
+  'x-webauth-user',
+  'x-pomerium-jwt-assertion',
 ];
 const GATEWAY_FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host']);
 

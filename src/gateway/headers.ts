@@ -42,13 +42,37 @@ const REWRITES = new Set([
 ]);
 
 /**
+ * Identity headers other access proxies set for their apps (Authelia's `Remote-*`, Apache's
+ * `X-Remote-User`, Oathkeeper's `X-User`; oauth2-proxy's `X-Auth-Request-*`, Grafana's `X-WEBAUTH-*` and
+ * Pomerium's `X-Pomerium-*` by prefix): an app moved behind Portcullis may still believe them, so a
+ * client's copy never reaches it.
+ */
+const OTHER_PROXY_IDENTITY = new Set([
+  'remote-user',
+  'remote-groups',
+  'remote-email',
+  'remote-name',
+  'x-remote-user',
+  'x-remote-group',
+  'x-remote-groups',
+  'x-remote-email',
+  'x-user',
+]);
+
+/**
  * Spoofable headers, by their name with `_` read as `-` (CGI-style servers read `X_Forwarded_User` as
  * `X-Forwarded-User`): our identity headers (`x-portcullis-*`), every `x-forwarded-*` (client address,
  * host, port, prefix, and proxy identity headers such as `X-Forwarded-User`; the gateway sets its own)
  * and the target/method rewrites.
  */
 const isSpoofable = (key: string) =>
-  key.startsWith('x-portcullis') || key.startsWith('x-forwarded-') || REWRITES.has(key);
+  key.startsWith('x-portcullis') ||
+  key.startsWith('x-forwarded-') ||
+  REWRITES.has(key) ||
+  OTHER_PROXY_IDENTITY.has(key) ||
+  key.startsWith('x-auth-request-') ||
+  key.startsWith('x-webauth-') ||
+  key.startsWith('x-pomerium-');
 
 /**
  * Headers to send upstream: the client's headers minus hop-by-hop headers (and any the client lists
