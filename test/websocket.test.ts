@@ -69,7 +69,13 @@ describe('WebSocket upgrades: authorized like any request, then tunnelled', () =
     s = await startStack(
       {
         routes: [
-          { id: 'feed', path: '/ws/feed', methods: ['GET'], upstream: 'app', websocket: { recheck: '100ms' } },
+          {
+            id: 'feed',
+            path: '/ws/feed',
+            methods: ['GET'],
+            upstream: 'app',
+            websocket: { recheck: '100ms' },
+          },
           { id: 'admin-feed', path: '/ws/admin', methods: ['GET'], upstream: 'app', websocket: true },
           { id: 'orders', path: '/api/orders', methods: ['GET'], upstream: 'app' },
         ],
@@ -176,7 +182,8 @@ describe('WebSocket upgrades: authorized like any request, then tunnelled', () =
       `http://127.0.0.1:${(plainOnly.address() as AddressInfo).port}`,
     );
     try {
-      const t = (await s2.login(s2.users.viewer.username, s2.users.viewer.password)).body.access_token as string;
+      const t = (await s2.login(s2.users.viewer.username, s2.users.viewer.password)).body
+        .access_token as string;
       const o = await open(s2.pc.gatewayUrl, '/ws/feed', { authorization: `Bearer ${t}` });
       expect(o.status).toBe(502);
     } finally {

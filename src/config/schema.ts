@@ -80,43 +80,44 @@ const healthCheck = z.strictObject({
 
 const upstreamUrl = z.url({ protocol: /^https?$/ });
 
-const upstream = z.strictObject({
-  /** Base URL of the upstream (http or https); its path is ignored. Or `targets`, for several. */
-  url: upstreamUrl.optional(),
-  /**
-   * Several base URLs serving the same upstream: requests go round-robin to the healthy ones; a target
-   * whose connections fail (or whose health checks fail) leaves the rotation until it passes again.
-   */
-  targets: z.array(upstreamUrl).min(1).max(64).optional(),
-  healthCheck: healthCheck.optional(),
-  /**
-   * Further attempts, each on another target, when a connection fails before the upstream answered —
-   * only for idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE) whose body can be sent again.
-   */
-  retries: z.number().int().min(0).max(5).default(1),
-  /** `aud` of the identity assertion sent to this upstream; defaults to the upstream's name. */
-  audience: z.string().min(1).optional(),
-  /** Forward the client's Authorization header to this upstream (off: the assertion replaces it). */
-  passAuthorization: z.boolean().default(false),
-  timeout: duration.default(30_000),
-  connections: z.number().int().min(1).max(1024).default(64),
-  assertion: assertionSigning.default({ alg: 'ES256' }),
-  /**
-   * mTLS with SPIFFE identities (an https upstream): the gateway presents its own X.509-SVID (files, e.g.
-   * written by the agent) and accepts only a server whose certificate chains to `bundleFile` and carries
-   * exactly one URI SAN equal to `spiffeId` — never a host-name check, never the first of several URIs.
-   */
-  mtls: z
-    .strictObject({
-      spiffeId: z.string().startsWith('spiffe://'),
-      bundleFile: z.string().min(1),
-      certFile: z.string().min(1),
-      keyFile: z.string().min(1),
-    })
-    .optional(),
-  /** The service behind this upstream in Kubernetes (for the mesh exports). */
-  kubernetes: kubernetesWorkload.optional(),
-})
+const upstream = z
+  .strictObject({
+    /** Base URL of the upstream (http or https); its path is ignored. Or `targets`, for several. */
+    url: upstreamUrl.optional(),
+    /**
+     * Several base URLs serving the same upstream: requests go round-robin to the healthy ones; a target
+     * whose connections fail (or whose health checks fail) leaves the rotation until it passes again.
+     */
+    targets: z.array(upstreamUrl).min(1).max(64).optional(),
+    healthCheck: healthCheck.optional(),
+    /**
+     * Further attempts, each on another target, when a connection fails before the upstream answered —
+     * only for idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE) whose body can be sent again.
+     */
+    retries: z.number().int().min(0).max(5).default(1),
+    /** `aud` of the identity assertion sent to this upstream; defaults to the upstream's name. */
+    audience: z.string().min(1).optional(),
+    /** Forward the client's Authorization header to this upstream (off: the assertion replaces it). */
+    passAuthorization: z.boolean().default(false),
+    timeout: duration.default(30_000),
+    connections: z.number().int().min(1).max(1024).default(64),
+    assertion: assertionSigning.default({ alg: 'ES256' }),
+    /**
+     * mTLS with SPIFFE identities (an https upstream): the gateway presents its own X.509-SVID (files, e.g.
+     * written by the agent) and accepts only a server whose certificate chains to `bundleFile` and carries
+     * exactly one URI SAN equal to `spiffeId` — never a host-name check, never the first of several URIs.
+     */
+    mtls: z
+      .strictObject({
+        spiffeId: z.string().startsWith('spiffe://'),
+        bundleFile: z.string().min(1),
+        certFile: z.string().min(1),
+        keyFile: z.string().min(1),
+      })
+      .optional(),
+    /** The service behind this upstream in Kubernetes (for the mesh exports). */
+    kubernetes: kubernetesWorkload.optional(),
+  })
   .refine((u) => (u.url === undefined) !== (u.targets === undefined), {
     message: 'give exactly one of url, targets',
   })
