@@ -51,6 +51,7 @@ import {
 import {
   ApiKeyService,
   BearerAuthenticator,
+  BrowserSessions,
   ClientService,
   FederationService,
   IdentityService,
@@ -800,6 +801,7 @@ async function buildGateway(
       identity: core.identity,
       clients: core.clients,
       federation: core.federation,
+      browserSessions: new BrowserSessions({ dataKey: core.keys.dataKey, clock: core.clock }),
       devices: core.devices,
       apiKeys: core.apiKeys,
       signatures: new MessageSignatureVerifier(config.messageSigners, base, core.clock, signatureNonces),

@@ -152,6 +152,8 @@ describe('federated login against a real OpenID Provider (oidc-provider on loopb
     expect(done.headers.get('location')).toBe('/app/home');
     const refresh = cookieValue(done, '__Secure-portcullis-rt') as string;
     expect(refresh).toBeTruthy();
+    // And the browser session cookie, for routes that take it (test/browser-session.test.ts).
+    expect(cookieValue(done, '__Host-portcullis-session')).toMatch(/^__Host-portcullis-session=v1\./);
 
     const tokens = await (
       await fetch(`${s.pc.gatewayUrl}/auth/refresh`, {
@@ -221,5 +223,9 @@ describe('federated login against a real OpenID Provider (oidc-provider on loopb
       302,
     );
     expect((await gw('/auth/federated/nope/start')).status).toBe(404);
+    // The browser sign-in page links to each provider, keeping return_to.
+    expect(await (await gw('/auth/login?return_to=%2Fx')).text()).toContain(
+      'href="/auth/federated/corp/start?return_to=%2Fx">Sign in with corp</a>',
+    );
   });
 });

@@ -79,9 +79,10 @@ describe('identity endpoints', () => {
       json({ username: 'x', password: 'y'.repeat(20_000) }),
     );
     expect(huge.status).toBe(413);
-    const get = await fetch(`${s.pc.gatewayUrl}/auth/login`);
-    expect(get.status).toBe(405);
-    expect(get.headers.get('allow')).toBe('POST');
+    // GET is the browser sign-in page (test/browser-session.test.ts); other methods are refused.
+    const put = await fetch(`${s.pc.gatewayUrl}/auth/login`, { method: 'PUT' });
+    expect(put.status).toBe(405);
+    expect(put.headers.get('allow')).toBe('POST, GET, HEAD');
   });
 
   it('refresh rotates; the old refresh token is refused afterwards and its reuse revokes the session', async () => {

@@ -312,7 +312,9 @@ const route = z
     upstream: id,
     /**
      * Who may authenticate on this route: `portcullis` (our own tokens), ids from `issuers`, and/or
-     * `spiffe` (a workload's X.509-SVID as TLS client certificate, with `gateway.tls.clientCaFile`).
+     * `spiffe` (a workload's X.509-SVID as TLS client certificate, with `gateway.tls.clientCaFile`),
+     * `apikey`, `session` (the browser session cookie; browsers navigating without one are sent to
+     * the sign-in page).
      */
     issuers: z.array(id).min(1).default([OWN_ISSUER_ID]),
     /** Named action per method (`{ GET: orders:read, POST: orders:write }`), what policy rules and role permissions see as `action`; unmapped methods are their own action. */
@@ -634,7 +636,7 @@ export const configSchema = z
         adminRequireMfa: z.boolean().default(true),
         /** External OpenID Providers to log in through (`GET /auth/federated/<id>/start`). */
         federation: z.record(id, federationProvider).default({}),
-        /** Origins (besides our own issuer's) that `return_to` after a federated login may point at. */
+        /** Origins (besides our issuer's) that `return_to` after a federated or browser sign-in may name. */
         redirectAllowList: z.array(z.url()).default([]),
         /** Lifetime of service-account tokens (client credentials). */
         serviceTokenTtl: duration

@@ -22,6 +22,10 @@ export const ERROR_CODES = {
   invalid_dpop_proof: { status: 401, message: 'The DPoP proof is invalid, expired or replayed.' },
   forbidden: { status: 403, message: 'You are not allowed to perform this action.' },
   device_revoked: { status: 403, message: 'This device has been revoked; enrol it again.' },
+  csrf_rejected: {
+    status: 403,
+    message: 'The request came from another site or without a valid form token; reload the page and retry.',
+  },
   route_not_found: { status: 404, message: 'No route matches this request.' },
   method_not_allowed: { status: 405, message: 'This method is not allowed on this route.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },

@@ -7,6 +7,7 @@ import type { DeviceService, DeviceState } from '../devices/index.js';
 import type {
   ApiKeyService,
   BearerAuthenticator,
+  BrowserSessions,
   ClientService,
   FederationService,
   IdentityService,
@@ -30,6 +31,8 @@ export interface Gateway {
   readonly identity: IdentityService;
   readonly clients: ClientService;
   readonly federation: FederationService;
+  /** The browser session cookie (sealed session reference) and the sign-in forms' CSRF tokens. */
+  readonly browserSessions: BrowserSessions;
   /** Workloads' X.509-SVIDs as TLS client certificates (`gateway.tls.clientCaFile`), or undefined. */
   readonly spiffe: SpiffePeerAuthenticator | undefined;
   /** RFC 9421 message signatures on webhook routes (`routes[].signature`). */
@@ -73,6 +76,8 @@ export interface RequestContext {
   route: CompiledRoute<Upstream> | undefined;
   params: Readonly<Record<string, string>>;
   principal: Principal | undefined;
+  /** The principal came from the browser session cookie (login and step-up redirects, CSRF rules). */
+  sessionCookie: boolean;
   decision: Decision | undefined;
   /** The request's risk assessment (after authentication). */
   risk: RiskAssessment | undefined;

@@ -92,6 +92,17 @@ export function upstreamRequestHeaders(
     if (HOP_BY_HOP.has(key) || SET_BY_GATEWAY.has(key) || isSpoofable(key)) continue;
     if (listed?.has(name)) continue;
     if ((key === 'authorization' || key === 'x-api-key') && !passAuthorization) continue;
+    if (
+      key === 'cookie' &&
+      !passAuthorization &&
+      typeof value === 'string' &&
+      value.includes('portcullis-')
+    ) {
+      // The gateway's own cookies (session, CSRF nonce, refresh) are credentials for the gateway only.
+      const rest = withoutOwnCookies(value);
+      if (rest !== '') out[name] = rest;
+      continue;
+    }
     out[name] = value;
   }
   return out;
@@ -188,4 +199,15 @@ export function withSecurityHeaders(
     if (headers[name] === undefined) headers[name] = value;
   }
   return headers;
+}
+
+const OWN_COOKIE_NAME = /^__(?:Host|Secure)-portcullis-/;
+
+/** A `Cookie` header without the gateway's own cookies (`__Host-portcullis-session`, …). */
+function withoutOwnCookies(header: string): string {
+  return header
+    .split(';')
+    .map((pair) => pair.trim())
+    .filter((pair) => pair !== '' && !OWN_COOKIE_NAME.test(pair))
+    .join('; ');
 }

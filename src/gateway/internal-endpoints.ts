@@ -6,12 +6,24 @@ import { authorizeBodySchema, type Decision, type PolicyInput } from '../policy/
 import { serveAdminApi, sessionView } from './admin-api.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
+import { cookieValue } from './cookies.js';
 import { serveDeviceEndpoints } from './device-endpoints.js';
 import { checkTokenProof, signInMeta } from './dpop.js';
 import { withSecurityHeaders } from './headers.js';
+import {
+  isFormPost,
+  loginForm,
+  loginPage,
+  logoutForm,
+  logoutPage,
+  mfaForm,
+  stepUpForm,
+  stepUpPage,
+} from './login-pages.js';
 import { OAUTH_ENDPOINTS } from './oauth-endpoints.js';
 import { NO_STORE, ownSession, requireRecentSignIn } from './own-session.js';
 import { sendJson } from './respond.js';
+import { hasSessionCookie, startCookieSession } from './session-cookie.js';
 import { bearerToken } from './steps/authenticate.js';
 import { deviceOf } from './steps/device.js';
 
@@ -37,14 +49,6 @@ const REFRESH_PATH = '/auth/refresh';
 
 function refreshCookie(value: string, maxAgeSec: number): string {
   return `${REFRESH_COOKIE}=${value}; Path=${REFRESH_PATH}; Max-Age=${maxAgeSec}; HttpOnly; Secure; SameSite=Strict`;
-}
-
-function cookieValue(header: string | undefined, name: string): string | undefined {
-  for (const part of (header ?? '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-  }
-  return undefined;
 }
 
 /** Answers a token response; in browser mode the refresh token moves from the body into the cookie. */
@@ -122,8 +126,12 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
   [
     '/auth/login',
     {
+      // JSON for API clients; GET is the HTML sign-in page and a form POST its form (login-pages.ts).
       method: 'POST',
+      also: 'GET',
       handle: async (gw, ctx) => {
+        if (ctx.req.method !== 'POST') return loginPage(gw, ctx);
+        if (isFormPost(ctx)) return loginForm(gw, ctx);
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, loginBody);
         try {
           const { meta: m, commit } = await signInMeta(gw, ctx);
@@ -144,6 +152,7 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
       // Second step of a login with MFA: the mfa_token from /auth/login plus a TOTP or recovery code.
       method: 'POST',
       handle: async (gw, ctx) => {
+        if (isFormPost(ctx)) return mfaForm(gw, ctx);
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, mfaLoginBody);
         const { meta: m, commit } = await signInMeta(gw, ctx);
         const tokens = await gw.identity.completeMfaLogin(body.mfa_token, toProof(body), m);
@@ -201,9 +210,13 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
   [
     '/auth/step-up',
     {
-      // Upgrades the caller's session after a fresh MFA proof; answers a new access token.
+      // Upgrades the caller's session after a fresh MFA proof; answers a new access token. Browsers:
+      // GET is the step-up page for the session cookie, a form POST its form.
       method: 'POST',
+      also: 'GET',
       handle: async (gw, ctx) => {
+        if (ctx.req.method !== 'POST') return stepUpPage(gw, ctx);
+        if (isFormPost(ctx) && ctx.req.headers.authorization === undefined) return stepUpForm(gw, ctx);
         const principal = await gw.tokens.verifyAccessToken(bearerToken(ctx.req.headers.authorization));
         await checkTokenProof(gw, ctx, principal);
         const body = await readJsonBody(ctx.req, gw.config.gateway.maxAuthBodyBytes, proofBody);
@@ -240,8 +253,13 @@ export const INTERNAL_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map<string,
   [
     '/auth/logout',
     {
+      // Bearer (API); without one, the browser session cookie (GET: a sign-out button).
       method: 'POST',
+      also: 'GET',
       handle: async (gw, ctx) => {
+        if (ctx.req.method !== 'POST') return logoutPage(gw, ctx);
+        if (ctx.req.headers.authorization === undefined && (isFormPost(ctx) || hasSessionCookie(ctx)))
+          return logoutForm(gw, ctx);
         const token = bearerToken(ctx.req.headers.authorization);
         const principal = await gw.tokens.verifyAccessToken(token);
         await checkTokenProof(gw, ctx, principal);
@@ -370,7 +388,8 @@ async function federatedStart(gw: Gateway, ctx: RequestContext, id: string): Pro
 
 /**
  * `GET /auth/federated/<id>/callback`: the OP sends the browser back here. Browser mode: the refresh
- * cookie is set and the browser goes on to `return_to` (the app then refreshes for an access token);
+ * and session cookies are set and the browser goes on to `return_to` (the app then refreshes for an
+ * access token, or simply browses routes that take the session cookie);
  * API mode: the token response as JSON.
  */
 async function federatedCallback(gw: Gateway, ctx: RequestContext, id: string): Promise<void> {
@@ -384,11 +403,13 @@ async function federatedCallback(gw: Gateway, ctx: RequestContext, id: string): 
     return;
   }
   const refresh = refreshCookie(tokens.refresh_token, Math.floor(gw.config.identity.sessionTtl / 1000));
+  // The session cookie too, for routes that take it (`issuers: [session]`).
+  const session = await startCookieSession(gw, tokens);
   ctx.res.writeHead(
     302,
     withSecurityHeaders({
       location: identity.returnTo,
-      'set-cookie': [refresh, clearFlow],
+      'set-cookie': [refresh, session, clearFlow],
       'cache-control': 'no-store',
       'x-request-id': ctx.requestId,
     }),
@@ -411,12 +432,16 @@ export async function serveInternal(gw: Gateway, ctx: RequestContext, path: stri
   const endpoint = INTERNAL_ENDPOINTS.get(path) ?? OAUTH_ENDPOINTS.get(path);
   if (!endpoint) return false;
   ctx.internal = true;
-  const method = ctx.req.method === 'HEAD' && endpoint.method === 'GET' ? 'GET' : ctx.req.method;
+  const method =
+    ctx.req.method === 'HEAD' && (endpoint.method === 'GET' || endpoint.also === 'GET')
+      ? 'GET'
+      : ctx.req.method;
   if (method !== endpoint.method && method !== endpoint.also) {
     throw new PortcullisError('method_not_allowed', {
       headers: {
-        allow: [endpoint.method === 'GET' ? 'GET, HEAD' : endpoint.method, endpoint.also]
+        allow: [endpoint.method, endpoint.also]
           .filter(Boolean)
+          .map((m) => (m === 'GET' ? 'GET, HEAD' : m))
           .join(', '),
       },
     });

@@ -2,6 +2,7 @@ import { type IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { newRequestId, PortcullisError } from '../core/index.js';
+import { redirectBrowser } from './browser-redirect.js';
 import type { Gateway, RequestContext } from './context.js';
 import { decisionRecord } from './decision-record.js';
 import { serveInternal } from './internal-endpoints.js';
@@ -24,10 +25,11 @@ import { validateRequest } from './steps/validate.js';
  *   1. canonicalize   one canonical host + target; ambiguous encodings → 400
  *   2. internal       the gateway's own endpoints (/auth/*, JWKS)
  *   3. route          compiled route table → route, params (404 / 405)
- *   4. authenticate   bearer JWT verified + session still active → principal (401)
+ *   4. authenticate   bearer JWT (or browser session cookie) verified + session still active →
+ *                     principal (401; a browser navigating is redirected to the sign-in page)
  *      device         the user's device, proven by a DPoP proof or a device certificate (401/403)
  *      risk           signals → score → allow / step-up (401) / deny (403, session ended)
- *   5. authorize      policy decision, deny by default (403)
+ *   5. authorize      policy decision, deny by default (403); step-up 401 (browsers: the MFA page)
  *   6. limit          per-principal, per-route quota (GCRA) → 429 with Retry-After
  *   7. audit          the allow decision is appended to the audit log (refusals are audited on answer)
  *   8. forward        identity assertion + canonical target → upstream (502 / 504)
@@ -157,6 +159,7 @@ export function createHandler(
       route: undefined,
       params: {},
       principal: undefined,
+      sessionCookie: false,
       decision: undefined,
       risk: undefined,
       device: undefined,
@@ -203,7 +206,8 @@ async function run(gw: Gateway, ctx: RequestContext, steps: readonly Step[]): Pr
         answer = asPortcullisError(auditErr);
       }
     }
-    sendError(gw, ctx, answer);
+    // A browser navigating to a session-cookie route goes to the sign-in or step-up page instead.
+    if (!redirectBrowser(gw, ctx, answer)) sendError(gw, ctx, answer);
   } finally {
     gw.metrics.countRequest(
       ctx.route?.id ?? '',

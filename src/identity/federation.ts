@@ -1,6 +1,7 @@
 import * as oidc from 'openid-client';
 import type { FederationProviderConfig } from '../config/index.js';
 import { type Clock, type Logger, PortcullisError } from '../core/index.js';
+import { safeReturnTo } from './return-to.js';
 import type { SecretBox } from './secret-box.js';
 
 /** What the login through an OP yields: who it is (verified ID token claims) and the roles it maps to. */
@@ -164,26 +165,7 @@ export class FederationService {
 
   /** `return_to` must be a path on our origin, or a URL on an allow-listed origin: never an open redirect. */
   #safeReturn(value: string): string {
-    // No control characters anywhere (browsers drop tabs and newlines: "/\t/evil" becomes "//evil").
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
-    if (/[\x00-\x1f\x7f]/.test(value))
-      throw new PortcullisError('bad_request', { message: 'return_to must not contain control characters' });
-    if (value.startsWith('/') && !value.startsWith('//') && !value.startsWith('/\\')) {
-      // And a path must stay on our origin once resolved.
-      if (new URL(value, this.#ourIssuer).origin === new URL(this.#ourIssuer).origin) return value;
-      throw new PortcullisError('bad_request', { message: 'return_to must stay on this origin' });
-    }
-    let url: URL;
-    try {
-      url = new URL(value);
-    } catch {
-      throw new PortcullisError('bad_request', { message: 'return_to must be a path or an allowed URL' });
-    }
-    if ((url.protocol !== 'https:' && url.protocol !== 'http:') || !this.#allowedOrigins.has(url.origin))
-      throw new PortcullisError('bad_request', {
-        message: 'return_to points at an origin that is not allowed',
-      });
-    return url.href;
+    return safeReturnTo(value, this.#ourIssuer, this.#allowedOrigins);
   }
 
   #provider(id: string): FederationProviderConfig {

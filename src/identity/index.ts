@@ -1,6 +1,13 @@
 export { API_KEY_ISSUER_ID, ApiKeyService } from './api-keys.js';
 export { BearerAuthenticator, type BearerAuthenticatorOptions } from './bearer.js';
 export {
+  BrowserSessions,
+  CSRF_COOKIE,
+  SESSION_COOKIE,
+  SESSION_COOKIE_ISSUER_ID,
+  type SessionRef,
+} from './browser-sessions.js';
+export {
   type ClientAuth,
   ClientService,
   type ClientServiceOptions,
@@ -22,6 +29,7 @@ export { discoverJwksUri, discoveryUrlOf, fetchJson } from './jwks-fetch.js';
 export { inspectJwk, KeyRefused, type PublicKeyAlg, type UsableKey } from './key-hygiene.js';
 export { type KeyPurpose, KeyRing, type SigningKey } from './keys.js';
 export { type Argon2Params, PasswordHasher } from './passwords.js';
+export { safeReturnTo } from './return-to.js';
 export { SecretBox } from './secret-box.js';
 export {
   IdentityService,

@@ -18,7 +18,7 @@ import { checkPassword } from './password-policy.js';
 import type { PasswordHasher } from './passwords.js';
 import { SecretBox } from './secret-box.js';
 import { LoginThrottle, type ThrottleOptions } from './throttle.js';
-import { INVALID_TOKEN_CHALLENGE, type TokenService } from './tokens.js';
+import { type AccessTokenSubject, INVALID_TOKEN_CHALLENGE, type TokenService } from './tokens.js';
 import { hashRecoveryCode, matchTotp, newRecoveryCodes, newTotpSecret, totpQrSvg, totpUri } from './totp.js';
 
 /** Where a request came from, for the audit log. */
@@ -93,6 +93,8 @@ export function normalizeEmail(email: string): string {
 
 const EMAIL = /^[^\s@\p{C}]{1,64}@[^\s@\p{C}]{1,253}\.[^\s@\p{C}]{2,63}$/u;
 const MAX_MFA_ATTEMPTS = 5;
+/** A browser session's activity is written at most this often (keeps it from idling out). */
+const SESSION_TOUCH_MS = 60_000;
 /** Authentication context classes: password alone, or with a second factor. */
 const ACR_PASSWORD = 'aal1';
 const ACR_MFA = 'aal2';
@@ -688,16 +690,51 @@ export class IdentityService {
     } catch (err) {
       throw storeDown(err);
     }
-    const now = this.#o.clock.now();
-    if (
-      !session ||
-      session.revokedAt !== null ||
-      session.expiresAt <= now ||
-      now - session.lastSeenAt > this.#o.sessionIdleMs ||
-      session.userId !== principal.id
-    ) {
+    if (!this.#isActive(session, principal.id, this.#o.clock.now()))
       throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+  }
+
+  /**
+   * The principal of a browser session cookie's session, checked on every request like an access
+   * token's ({@link checkSession}, plus the user still active) and equal to what an access token for the
+   * session would carry now: the user's roles, the session's `amr`/`acr`/`auth_time` (so a step-up
+   * counts at once). Activity keeps the session from idling out (recorded at most once a minute).
+   */
+  async sessionPrincipal(
+    ref: { sessionId: SessionId; userId: UserId },
+    meta: { ip: string; userAgent?: string | undefined },
+  ): Promise<Principal> {
+    let session: SessionRecord | undefined;
+    try {
+      session = await this.#o.store.sessions.get(ref.sessionId);
+    } catch (err) {
+      throw storeDown(err);
     }
+    const now = this.#o.clock.now();
+    if (!session || !this.#isActive(session, ref.userId, now) || session.dpopJkt !== undefined)
+      throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+    const user = await this.#user(ref.userId);
+    if (user?.status !== 'active')
+      throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+    if (now - session.lastSeenAt >= SESSION_TOUCH_MS) {
+      await this.#o.store.sessions
+        .touch(session.id, now, meta.ip || null, meta.userAgent?.slice(0, 256) ?? null)
+        .catch((err: unknown) => {
+          throw storeDown(err);
+        });
+    }
+    return this.#o.tokens.principalFor(this.#accessSubject(user, session));
+  }
+
+  /** Exists, not revoked, within its lifetime, not idle, and the named user's. */
+  #isActive(session: SessionRecord | undefined, userId: string, now: number): session is SessionRecord {
+    return (
+      session !== undefined &&
+      session.revokedAt === null &&
+      session.expiresAt > now &&
+      now - session.lastSeenAt <= this.#o.sessionIdleMs &&
+      session.userId === userId
+    );
   }
 
   /**
@@ -868,7 +905,18 @@ export class IdentityService {
   }
 
   async #tokenResponse(user: UserRecord, session: SessionRecord, refresh: string): Promise<TokenResponse> {
-    const access = await this.#o.tokens.issueAccessToken({
+    const access = await this.#o.tokens.issueAccessToken(this.#accessSubject(user, session));
+    return {
+      access_token: access,
+      token_type: session.dpopJkt ? 'DPoP' : 'Bearer',
+      expires_in: this.#o.tokens.accessTokenTtlSec,
+      refresh_token: refresh,
+    };
+  }
+
+  /** What an access token for this session says: the user's roles and groups, how and when they signed in. */
+  #accessSubject(user: UserRecord, session: SessionRecord): AccessTokenSubject {
+    return {
       userId: user.id,
       sessionId: session.id,
       roles: user.roles,
@@ -878,12 +926,6 @@ export class IdentityService {
       groups: user.groups,
       attributes: user.attributes,
       confirmationJkt: session.dpopJkt,
-    });
-    return {
-      access_token: access,
-      token_type: session.dpopJkt ? 'DPoP' : 'Bearer',
-      expires_in: this.#o.tokens.accessTokenTtlSec,
-      refresh_token: refresh,
     };
   }
 

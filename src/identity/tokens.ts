@@ -119,16 +119,7 @@ export class TokenService {
   async issueAccessToken(subject: AccessTokenSubject): Promise<string> {
     const key = this.#opts.keys.accessToken;
     const now = Math.floor(this.#opts.clock.now() / 1000);
-    return new SignJWT({
-      sid: subject.sessionId,
-      roles: [...subject.roles],
-      amr: [...subject.amr],
-      auth_time: Math.floor(subject.authTime / 1000),
-      acr: subject.acr,
-      ...(subject.groups?.length ? { groups: [...subject.groups] } : {}),
-      ...(subject.attributes && Object.keys(subject.attributes).length ? { attrs: subject.attributes } : {}),
-      ...(subject.confirmationJkt ? { cnf: { jkt: subject.confirmationJkt } } : {}),
-    })
+    return new SignJWT(accessTokenClaims(subject))
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
       .setIssuer(this.#opts.issuer)
       .setAudience(this.#opts.audience)
@@ -167,8 +158,7 @@ export class TokenService {
         headers: INVALID_TOKEN_CHALLENGE,
       });
     }
-    const { sub, sid, roles, amr, jti, exp, nbf, auth_time, acr, groups, attrs, client_id, spiffe_id, cnf } =
-      claims;
+    const { sub, roles, jti, exp, nbf, client_id, spiffe_id, cnf } = claims;
     const jkt = (cnf as { jkt?: unknown } | undefined)?.jkt;
     if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || typeof jkt !== 'string'))
       throw new PortcullisError('invalid_token', {
@@ -202,39 +192,64 @@ export class TokenService {
         notBefore: nbf ?? 0,
       };
     }
-    if (
-      typeof sub !== 'string' ||
-      typeof sid !== 'string' ||
-      typeof jti !== 'string' ||
-      !isStringArray(roles) ||
-      !isStringArray(amr) ||
-      (groups !== undefined && !isStringArray(groups)) ||
-      (attrs !== undefined && (attrs === null || typeof attrs !== 'object' || Array.isArray(attrs)))
-    ) {
-      throw new PortcullisError('invalid_token', {
-        detail: 'claims have the wrong types',
-        headers: INVALID_TOKEN_CHALLENGE,
-      });
-    }
-    return {
-      principal: {
-        kind: 'user',
-        id: sub as UserId,
-        issuer: OWN_ISSUER_ID,
-        sessionId: sid as SessionId,
-        roles,
-        amr,
-        tokenId: jti,
-        ...(typeof auth_time === 'number' ? { authTime: auth_time * 1000 } : {}),
-        ...(typeof acr === 'string' ? { acr } : {}),
-        ...(groups !== undefined ? { groups } : {}),
-        ...(attrs !== undefined ? { attributes: attrs as Record<string, unknown> } : {}),
-        ...(typeof jkt === 'string' ? { confirmationJkt: jkt } : {}),
-      },
-      expiresAt: exp ?? 0,
-      notBefore: nbf ?? 0,
-    };
+    return { principal: userPrincipal(claims), expiresAt: exp ?? 0, notBefore: nbf ?? 0 };
   }
+
+  /**
+   * The principal an access token for `subject` would carry once verified, without minting one: what
+   * a browser session cookie authenticates as. Built through the same claims, so the two never differ.
+   */
+  principalFor(subject: AccessTokenSubject, tokenId = ''): Principal {
+    return userPrincipal({ ...accessTokenClaims(subject), sub: subject.userId, jti: tokenId });
+  }
+}
+
+/** The private claims of a user's access token (RFC 9068 + ours): session, roles, how and when signed in. */
+function accessTokenClaims(subject: AccessTokenSubject): Record<string, unknown> {
+  return {
+    sid: subject.sessionId,
+    roles: [...subject.roles],
+    amr: [...subject.amr],
+    auth_time: Math.floor(subject.authTime / 1000),
+    acr: subject.acr,
+    ...(subject.groups?.length ? { groups: [...subject.groups] } : {}),
+    ...(subject.attributes && Object.keys(subject.attributes).length ? { attrs: subject.attributes } : {}),
+    ...(subject.confirmationJkt ? { cnf: { jkt: subject.confirmationJkt } } : {}),
+  };
+}
+
+/** A user's principal from verified access-token claims; claims of the wrong types are `invalid_token`. */
+function userPrincipal(claims: Record<string, unknown>): Principal {
+  const { sub, sid, roles, amr, jti, auth_time, acr, groups, attrs, cnf } = claims;
+  const jkt = (cnf as { jkt?: unknown } | undefined)?.jkt;
+  if (
+    typeof sub !== 'string' ||
+    typeof sid !== 'string' ||
+    typeof jti !== 'string' ||
+    !isStringArray(roles) ||
+    !isStringArray(amr) ||
+    (groups !== undefined && !isStringArray(groups)) ||
+    (attrs !== undefined && (attrs === null || typeof attrs !== 'object' || Array.isArray(attrs)))
+  ) {
+    throw new PortcullisError('invalid_token', {
+      detail: 'claims have the wrong types',
+      headers: INVALID_TOKEN_CHALLENGE,
+    });
+  }
+  return {
+    kind: 'user',
+    id: sub as UserId,
+    issuer: OWN_ISSUER_ID,
+    sessionId: sid as SessionId,
+    roles,
+    amr,
+    tokenId: jti,
+    ...(typeof auth_time === 'number' ? { authTime: auth_time * 1000 } : {}),
+    ...(typeof acr === 'string' ? { acr } : {}),
+    ...(groups !== undefined ? { groups } : {}),
+    ...(attrs !== undefined ? { attributes: attrs as Record<string, unknown> } : {}),
+    ...(typeof jkt === 'string' ? { confirmationJkt: jkt } : {}),
+  };
 }
 
 function isStringArray(v: unknown): v is string[] {

@@ -1,9 +1,10 @@
 import type { TLSSocket } from 'node:tls';
 import { OWN_ISSUER_ID } from '../../config/index.js';
 import { PortcullisError } from '../../core/index.js';
-import { API_KEY_ISSUER_ID } from '../../identity/index.js';
+import { API_KEY_ISSUER_ID, SESSION_COOKIE_ISSUER_ID } from '../../identity/index.js';
 import { SPIFFE_ISSUER_ID } from '../../workload/index.js';
 import type { Gateway, RequestContext } from '../context.js';
+import { authenticateSessionCookie } from '../session-cookie.js';
 
 const CHALLENGE = { 'www-authenticate': 'Bearer realm="portcullis"' };
 /** RFC 6750 b64token, bounded. */
@@ -34,7 +35,8 @@ export function bearerToken(header: string | undefined): string {
 /**
  * Step 4: verify the bearer token (signature once, then from the verified-token cache; expiry and the
  * route's accepted issuers on every request), and for our own tokens the session behind it — a revoked
- * session is refused on its next request even while its token is unexpired.
+ * session is refused on its next request even while its token is unexpired. Routes listing `session`
+ * also take the browser session cookie (its session checked the same way; unsafe methods same-origin).
  */
 export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<void> {
   const route = ctx.route;
@@ -64,6 +66,13 @@ export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<vo
     ctx.principal = await gw.apiKeys.authenticate(apiKey);
     return;
   }
+  // A browser with the gateway's session cookie (and no bearer token), on a route that takes it.
+  if (
+    ctx.req.headers.authorization === undefined &&
+    route.issuers.has(SESSION_COOKIE_ISSUER_ID) &&
+    (await authenticateSessionCookie(gw, ctx))
+  )
+    return;
   const principal = await gw.bearer.authenticate(bearerToken(ctx.req.headers.authorization), route.issuers);
   // Known before the session check, so a refused use of a revoked session is recorded with its subject.
   ctx.principal = principal;
