@@ -219,3 +219,58 @@ describe('portcullis up + jwt verify, against the bundled demo upstream', () => 
     expect(await running2).toBe(0);
   });
 });
+
+describe('portcullis jwt verify vets the keys as the gateway does', () => {
+  it('verifies an RS256 token with a 2048-bit key and leaves a 1024-bit key in the same file unused', async () => {
+    const { generateKeyPairSync } = await import('node:crypto');
+    const { SignJWT, exportJWK } = await import('jose');
+    const t = tempDir();
+    try {
+      const strong = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const weak = generateKeyPairSync('rsa', { modulusLength: 1024 });
+      const jwks = {
+        keys: [
+          { ...(await exportJWK(strong.publicKey)), kid: 'strong', alg: 'RS256', use: 'sig' },
+          { ...(await exportJWK(weak.publicKey)), kid: 'weak', alg: 'RS256', use: 'sig' },
+        ],
+      };
+      const file = join(t.dir, 'jwks.json');
+      writeFileSync(file, JSON.stringify(jwks));
+      const sign = (key: typeof strong.privateKey, kid: string) =>
+        new SignJWT({ roles: ['x'] })
+          .setProtectedHeader({ alg: 'RS256', kid })
+          .setIssuer('https://idp.example')
+          .setAudience('api')
+          .setSubject('u1')
+          .setExpirationTime('5m')
+          .sign(key);
+      const args = (token: string) => [
+        'jwt',
+        'verify',
+        '--jwks',
+        file,
+        '--iss',
+        'https://idp.example',
+        '--aud',
+        'api',
+        '--alg',
+        'RS256',
+        token,
+      ];
+      const ok = captureIO();
+      expect(await runCli(args(await sign(strong.privateKey, 'strong')), ok.io)).toBe(0);
+      expect(JSON.parse(ok.out())).toMatchObject({ sub: 'u1' });
+      expect(ok.err()).toMatch(/key weak not used: .*2048/);
+      // A token naming the weak key finds no key to check it with (jose will not even sign with it).
+      const refused = captureIO();
+      expect(await runCli(args(await sign(strong.privateKey, 'weak')), refused.io)).toBe(1);
+      expect(refused.out()).toMatch(/^token refused: /);
+      const badAlg = captureIO();
+      await expect(
+        runCli(['jwt', 'verify', '--jwks', file, '--alg', 'HS256', 'x.y.z'], badAlg.io),
+      ).resolves.toBe(2);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
