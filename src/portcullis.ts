@@ -34,6 +34,7 @@ import {
 import { createDemoUpstream } from './demo/index.js';
 import { DeviceService } from './devices/index.js';
 import {
+  closeTunnels,
   closeUpstreams,
   compileTrustedProxies,
   createGatewayServer,
@@ -639,7 +640,11 @@ export async function startPortcullis(
           for (const u of unwatch) u();
           clearInterval(keyTimer);
           if (riskParts) await riskParts.stop();
-          await Promise.all(servers.map(closeServer));
+          const serversClosed = Promise.all(servers.map(closeServer));
+          // Open WebSocket tunnels would hold the gateway server's close forever (upgraded sockets are
+          // not its connections any more): they end now, and late handshakes are refused.
+          if (active) closeTunnels(active.upstreams);
+          await serversClosed;
           if (active) await closeUpstreams(active.upstreams);
           active?.gateway.bearer.close();
           await core.close();

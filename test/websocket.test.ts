@@ -192,4 +192,74 @@ describe('WebSocket upgrades: authorized like any request, then tunnelled', () =
       plainOnly.close();
     }
   });
+
+  it('a refused handshake is the target answering: it is not ejected, and no other target is asked', async () => {
+    // Three targets that serve plain requests and refuse every handshake (403), one retry configured.
+    const seen: string[] = [];
+    const refusing = async (name: string) => {
+      const server: Server = createServer((req, res) => {
+        seen.push(`${name} ${req.url}`);
+        res.writeHead(200).end(name);
+      });
+      server.on('upgrade', (req, socket) => {
+        seen.push(`${name} upgrade ${req.url}`);
+        socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n');
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      return server;
+    };
+    const servers = [await refusing('a'), await refusing('b'), await refusing('c')];
+    const urls = servers.map((x) => `http://127.0.0.1:${(x.address() as AddressInfo).port}`);
+    const s2 = await startStack({
+      upstreams: { app: { targets: urls, timeout: '2s', retries: 1 } as never },
+      routes: [
+        { id: 'feed', path: '/ws/*', methods: ['GET'], upstream: 'app', public: true, websocket: true },
+      ],
+      policy: { rules: [] },
+    });
+    try {
+      const o = await open(s2.pc.gatewayUrl, '/ws/feed');
+      expect(o.status).toBe(502);
+      // Sent once: an answered handshake is never retried elsewhere.
+      expect(seen.filter((x) => x.includes('upgrade'))).toHaveLength(1);
+      // All targets stay in rotation (a refused handshake used to eject the targets it reached).
+      const names = new Set<string>();
+      for (let i = 0; i < 6; i++) names.add(await (await fetch(`${s2.pc.gatewayUrl}/ws/plain-${i}`)).text());
+      expect([...names].sort()).toEqual(['a', 'b', 'c']);
+    } finally {
+      await s2.close();
+      for (const x of servers) {
+        x.closeAllConnections();
+        x.close();
+      }
+    }
+  });
+
+  it('shutting down closes open tunnels instead of waiting for them', async () => {
+    const s2 = await startStack(
+      {
+        routes: [
+          { id: 'feed', path: '/ws/feed', methods: ['GET'], upstream: 'app', public: true, websocket: true },
+        ],
+        policy: { rules: [] },
+      },
+      up.url,
+    );
+    const o = await open(s2.pc.gatewayUrl, '/ws/feed');
+    if (!('ws' in o)) throw new Error(`refused: ${o.status}`);
+    expect(await roundTrip(o.ws, 'hi')).toBe('echo:hi');
+    const closed = new Promise<void>((r) => o.ws.once('close', () => r()));
+    const started = Date.now();
+    const stopped = s2.close();
+    // It used to hang until the client went away (the upgraded socket held the server's close).
+    const within = await Promise.race([
+      stopped.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 4000)),
+    ]);
+    o.ws.terminate();
+    await stopped;
+    expect(within).toBe(true);
+    await closed;
+    expect(Date.now() - started).toBeLessThan(4000);
+  });
 });

@@ -15,4 +15,10 @@ export { type CompiledRoute, canonicalHost, type RouteMatch, RouteTable } from '
 export { createGatewayServer } from './server.js';
 export { type GatewayTls, gatewaySecureContext, readGatewayTls, watchFiles } from './tls-files.js';
 export { compileTrustedProxies } from './trusted-proxies.js';
-export { type AssertionSettings, closeUpstreams, createUpstreams, type Upstream } from './upstream.js';
+export {
+  type AssertionSettings,
+  closeTunnels,
+  closeUpstreams,
+  createUpstreams,
+  type Upstream,
+} from './upstream.js';

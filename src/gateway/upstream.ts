@@ -21,6 +21,11 @@ export interface Upstream {
   readonly targets: readonly Target[];
   /** Open WebSocket tunnels to this upstream (each entry closes one). */
   readonly tunnels: Set<() => void>;
+  /**
+   * Set once its tunnels were closed (shutdown, reload): a handshake that completes after that must not
+   * open a tunnel, which nothing would close any more.
+   */
+  tunnelsClosed: boolean;
   /** The next target, round-robin over the healthy ones (over all of them when none is healthy). */
   pick(after?: Target): Target;
   readonly assertion: AssertionSigner;
@@ -205,6 +210,7 @@ export function createUpstreams(
       retries: c.retries,
       targets,
       tunnels: new Set(),
+      tunnelsClosed: false,
       pick(after?: Target): Target {
         const n = targets.length;
         if (n === 1) return targets[0] as Target;
@@ -260,11 +266,23 @@ async function probe(t: Target, path: string, timeoutMs: number): Promise<void> 
   }
 }
 
+/**
+ * Closes the upstreams' WebSocket tunnels, and refuses the ones whose handshake is still in flight. An
+ * upgraded socket no longer belongs to the HTTP server (`closeAllConnections` does not reach it): a
+ * shutdown must close the tunnels before it waits for the server to close.
+ */
+export function closeTunnels(upstreams: Map<string, Upstream>): void {
+  for (const u of upstreams.values()) {
+    u.tunnelsClosed = true;
+    for (const close of [...u.tunnels]) close();
+  }
+}
+
 export async function closeUpstreams(upstreams: Map<string, Upstream>): Promise<void> {
+  closeTunnels(upstreams);
   await Promise.all(
     [...upstreams.values()].flatMap((u) => {
       clearInterval(checkTimers.get(u));
-      for (const close of [...u.tunnels]) close();
       return u.targets.map((t) => t.pool.close().catch(() => t.pool.destroy()));
     }),
   );

@@ -11,6 +11,12 @@ export function isWebSocketUpgrade(req: IncomingMessage): boolean {
   return req.method === 'GET' && (req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket';
 }
 
+/** undici's error for an upgrade answered with another status than 101 (`SocketError('bad upgrade')`). */
+function isRefusedHandshake(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e.code === 'UND_ERR_SOCKET' && e.message === 'bad upgrade';
+}
+
 /** Upgrade failures that happened on the connection (the target counts as failing, another may be tried). */
 const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
 
@@ -52,6 +58,15 @@ export async function tunnel(
       break;
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
+      // undici reports an answer other than 101 as a socket error: the target answered (refused the
+      // handshake). That is not a failed connection: no ejection, and no other target is asked.
+      if (isRefusedHandshake(err)) {
+        to.answered();
+        throw new PortcullisError('upstream_unavailable', {
+          detail: `${upstream.name}: the upstream refused the WebSocket handshake`,
+          cause: err,
+        });
+      }
       if (CONNECTION_CODES.has(code)) {
         to.connectionFailed(`connection failed: ${code}`);
         if (attemptsLeft-- > 0 && !upgrade.socket.destroyed) {
@@ -69,6 +84,11 @@ export async function tunnel(
   if (client.destroyed) {
     up.socket.destroy();
     return;
+  }
+  // The upstream's tunnels were closed while this handshake was in flight (shutdown, reload).
+  if (upstream.tunnelsClosed) {
+    up.socket.destroy();
+    throw new PortcullisError('upstream_unavailable', { detail: `${upstream.name}: closing` });
   }
   // The answer is written by hand: the response object must not also speak on this socket.
   res.statusCode = 101;
