@@ -589,6 +589,7 @@ export async function startPortcullis(
           rateLimits,
           riskParts?.engine,
           signatureNonces,
+          current,
         );
       } catch (err) {
         core.log.error({ err }, 'config reload failed; the running config stays');
@@ -754,6 +755,7 @@ async function buildGateway(
   rateLimits: MemoryRateLimitStore,
   risk: RiskEngine | undefined,
   signatureNonces: ReplayCache = MessageSignatureVerifier.nonceCache(),
+  previous?: Built,
 ): Promise<Built> {
   const { config } = loaded;
   const base = loaded.file ? dirname(loaded.file) : process.cwd();
@@ -776,7 +778,20 @@ async function buildGateway(
         ? core.log.info({ upstream, target }, `upstream target back in rotation (${why})`)
         : core.log.warn({ upstream, target }, `upstream target out of rotation (${why})`),
   );
+  let bearer: BearerAuthenticator | undefined;
   try {
+    bearer = await BearerAuthenticator.create({
+      own: core.tokens,
+      ownIssuer: config.identity.issuer,
+      issuers: config.issuers,
+      baseDir: loaded.file ? dirname(loaded.file) : process.cwd(),
+      clock: core.clock,
+      cacheSize: config.gateway.tokenCacheSize,
+      onLookup: countLookup(core.metrics),
+      log: core.log,
+      // An unchanged external issuer keeps the key set it fetched.
+      previous: previous?.gateway.bearer,
+    });
     const policy = loadPolicy(loaded);
     for (const w of policy.warnings)
       core.log.warn({ file: w.file, line: w.line, rule: w.ruleId }, `policy: ${w.message}`);
@@ -793,16 +808,7 @@ async function buildGateway(
         config.rateLimitTiers,
       ),
       tokens: core.tokens,
-      bearer: await BearerAuthenticator.create({
-        own: core.tokens,
-        ownIssuer: config.identity.issuer,
-        issuers: config.issuers,
-        baseDir: loaded.file ? dirname(loaded.file) : process.cwd(),
-        clock: core.clock,
-        cacheSize: config.gateway.tokenCacheSize,
-        onLookup: countLookup(core.metrics),
-        log: core.log,
-      }),
+      bearer,
       identity: core.identity,
       clients: core.clients,
       federation: core.federation,
@@ -833,6 +839,7 @@ async function buildGateway(
     };
     return { gateway, upstreams, denied };
   } catch (err) {
+    bearer?.close();
     await closeUpstreams(upstreams);
     throw err;
   }

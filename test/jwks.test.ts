@@ -599,4 +599,50 @@ describe('gateway: an external issuer configured by discovery', () => {
     expect((await bad.json()).error.code).toBe('invalid_token');
     expect(idp.hits.jwks).toBe(1); // an unknown kid right after the first fetch: inside the cooldown
   });
+
+  it('a reload keeps the fetched key set of an unchanged issuer: the IdP may be down at that moment', async () => {
+    const overrides = (cooldown: string) => ({
+      issuers: {
+        keycloak: {
+          issuer: idp.issuer,
+          audience: AUD,
+          discovery: true as const,
+          allowInsecure: true,
+          algorithms: ['RS256' as const],
+          jwksCooldown: cooldown,
+        },
+      },
+      routes: [{ id: 'partner', path: '/partner/*', upstream: 'app', issuers: ['keycloak'] }],
+      policy: { rules: [{ id: 'readers', routes: ['partner'], roles: ['reader'] }] },
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const token = (sub: string) =>
+      new SignJWT({ roles: ['reader'] })
+        .setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: 'kc-1' })
+        .setIssuer(idp.issuer)
+        .setAudience(AUD)
+        .setSubject(sub)
+        .setIssuedAt(now)
+        .setExpirationTime(now + 300)
+        .sign(key.privateKey);
+    const call = async (t: string) =>
+      (await fetch(`${stack.pc.gatewayUrl}/partner/x`, { headers: { authorization: `Bearer ${t}` } })).status;
+    expect(await call(await token('before'))).toBe(200);
+    idp.jwks = 503;
+    const hits = idp.hits.jwks + idp.hits.discovery;
+    // Same issuer config (30s is the default cooldown): the new gateway uses the keys already fetched.
+    const same = await stack.pc.reload(
+      defineConfig(testConfig(stack.dataDir, stack.upstream.url, overrides('30s'))),
+    );
+    expect(same.ok).toBe(true);
+    expect(await call(await token('after-reload'))).toBe(200); // a new token: verified with the kept key
+    expect(idp.hits.jwks + idp.hits.discovery).toBe(hits);
+    // A changed issuer config starts a key set of its own, which cannot be fetched now: refused.
+    expect(
+      (await stack.pc.reload(defineConfig(testConfig(stack.dataDir, stack.upstream.url, overrides('45s')))))
+        .ok,
+    ).toBe(true);
+    expect(await call(await token('changed'))).toBe(401);
+    idp.jwks = { keys: [key.jwk] };
+  });
 });

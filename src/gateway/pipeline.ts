@@ -194,6 +194,8 @@ async function run(gw: Gateway, ctx: RequestContext, steps: readonly Step[]): Pr
     // anonymous noise from a shared address must not raise the risk of everyone behind it.
     if (
       (error.status === 401 || error.status === 403) &&
+      // A cross-site page can make the browser send refused requests at will: not the user's failures.
+      error.code !== 'csrf_rejected' &&
       ctx.principal &&
       (!ctx.risk || ctx.risk.outcome === 'allow')
     )

@@ -37,6 +37,11 @@ export interface BearerAuthenticatorOptions {
   onLookup?: (hit: boolean) => void;
   /** Where dropped keys and failed key set fetches are reported. */
   log?: { warn(obj: object, msg: string): void };
+  /**
+   * The authenticator this one replaces (a reload): an external issuer whose config did not change keeps
+   * its fetched key set, so a reload never forgets keys (nor depends on the IdP being reachable then).
+   */
+  previous?: BearerAuthenticator | undefined;
 }
 
 const invalid = (detail: string, cause?: unknown) =>
@@ -90,24 +95,34 @@ export class BearerAuthenticator {
                     ? discoveryUrlOf(config.issuer)
                     : new URL(String(config.discovery)),
               };
-        const remote = new RemoteKeySet({
-          issuer: config.issuer,
-          algorithms,
-          source,
-          allowInsecure: config.allowInsecure,
-          cooldownMs: config.jwksCooldown,
-          clock: options.clock,
-          ...(options.log ? { log: options.log } : {}),
-        });
+        const kept = options.previous ? options.previous.#keptKeySet(config) : undefined;
+        const remote =
+          kept?.retain() ??
+          new RemoteKeySet({
+            issuer: config.issuer,
+            algorithms,
+            source,
+            allowInsecure: config.allowInsecure,
+            cooldownMs: config.jwksCooldown,
+            clock: options.clock,
+            ...(options.log ? { log: options.log } : {}),
+          });
         byIss.set(config.issuer, { id, config, keys: remote.getKey, algorithms, remote });
       }
     }
     return new BearerAuthenticator(options, byIss);
   }
 
-  /** Stops the background refresh of fetched key sets (when this authenticator is replaced or closed). */
+  /** Releases fetched key sets (their refresh stops once no authenticator uses them). */
   close(): void {
-    for (const issuer of this.#byIss.values()) issuer.remote?.stop();
+    for (const issuer of this.#byIss.values()) issuer.remote?.release();
+  }
+
+  /** This authenticator's key set for an issuer configured exactly like `config`, if any. */
+  #keptKeySet(config: ExternalIssuerConfig): RemoteKeySet | undefined {
+    const mine = this.#byIss.get(config.issuer);
+    if (!mine?.remote) return undefined;
+    return JSON.stringify(mine.config) === JSON.stringify(config) ? mine.remote : undefined;
   }
 
   /** Verifies `token` and returns its principal if its issuer is one of `accepted`; throws `invalid_token`. */

@@ -156,6 +156,7 @@ export class RemoteKeySet {
   #failures = 0;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
+  #users = 1;
 
   constructor(options: RemoteKeySetOptions) {
     this.#o = options;
@@ -200,6 +201,18 @@ export class RemoteKeySet {
     });
     this.#inFlight = run;
     return run;
+  }
+
+  /** One more authenticator uses this key set (a reload that kept the issuer's config): see {@link release}. */
+  retain(): this {
+    this.#users += 1;
+    return this;
+  }
+
+  /** One user fewer; the last one stops the background refresh. */
+  release(): void {
+    this.#users -= 1;
+    if (this.#users <= 0) this.stop();
   }
 
   /** Stops background refreshes (the keys stay usable). */

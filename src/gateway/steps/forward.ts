@@ -31,6 +31,10 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
 
   const declared = req.headers['content-length'];
   const hasBody = req.headers['transfer-encoding'] !== undefined || (declared ?? '0') !== '0';
+  // node:http hands an upgrade request's following bytes to the upgrade listener unparsed: a body there
+  // would be lost (or be something else entirely), so such a request is refused, not forwarded empty.
+  if (ctx.upgrade && hasBody)
+    throw new PortcullisError('bad_request', { detail: 'an upgrade request with a body' });
   if (declared !== undefined && Number(declared) > route.maxBodyBytes)
     throw new PortcullisError('payload_too_large');
   // A body a step already read whole (and validated) goes as those bytes, with their length.
@@ -111,7 +115,6 @@ const CONNECTION_CODES = new Set([
   'EPIPE',
   'UND_ERR_CONNECT_TIMEOUT',
   'UND_ERR_SOCKET',
-  'UND_ERR_CLOSED',
 ]);
 
 /** The request body, cut off (and the upstream request aborted) once it passes `max` bytes. */
