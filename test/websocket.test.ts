@@ -1,9 +1,13 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { ASSERTION_HEADER } from '../src/gateway/assertion.js';
-import { rawRequest, type Stack, startStack } from './helpers.js';
+import { rawRequest, type Stack, startStack, tempDir } from './helpers.js';
 
 /** A WebSocket upstream that echoes, and records every handshake and plain request that reached it. */
 async function wsUpstream() {
@@ -261,5 +265,55 @@ describe('WebSocket upgrades: authorized like any request, then tunnelled', () =
     expect(within).toBe(true);
     await closed;
     expect(Date.now() - started).toBeLessThan(4000);
+  });
+});
+
+describe('WebSocket tunnels opened with an external token end when the token does', () => {
+  it('closes the tunnel at the token’s exp', async () => {
+    const up = await wsUpstream();
+    const t = tempDir();
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    writeFileSync(join(t.dir, 'idp.pem'), publicKey.export({ type: 'spki', format: 'pem' }));
+    const s = await startStack(
+      {
+        issuers: {
+          idp: { issuer: 'https://idp.example', audience: 'feed', publicKeyFile: join(t.dir, 'idp.pem') },
+        },
+        routes: [
+          {
+            id: 'feed',
+            path: '/ws/feed',
+            methods: ['GET'],
+            upstream: 'app',
+            websocket: true,
+            issuers: ['idp'],
+          },
+        ],
+        policy: { rules: [{ id: 'feed', routes: ['feed'], roles: ['reader'] }] },
+      },
+      up.url,
+    );
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      const token = await new SignJWT({ roles: ['reader'] })
+        .setProtectedHeader({ alg: 'ES256' })
+        .setIssuer('https://idp.example')
+        .setAudience('feed')
+        .setSubject('partner-1')
+        .setIssuedAt(now)
+        .setExpirationTime(now + 2)
+        .sign(privateKey);
+      const o = await open(s.pc.gatewayUrl, '/ws/feed', { authorization: `Bearer ${token}` });
+      if (!('ws' in o)) throw new Error(`refused: ${o.status} ${o.body}`);
+      expect(await roundTrip(o.ws, 'hi')).toBe('echo:hi');
+      const closedAt = await new Promise<number>((r) => o.ws.once('close', () => r(Date.now())));
+      // Closed at exp (within the second it falls in), not left open for as long as the client likes.
+      expect(closedAt).toBeGreaterThanOrEqual((now + 2) * 1000 - 50);
+      expect(closedAt).toBeLessThan((now + 2) * 1000 + 1500);
+    } finally {
+      await s.close();
+      await up.close();
+      t.cleanup();
+    }
   });
 });

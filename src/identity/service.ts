@@ -669,9 +669,14 @@ export class IdentityService {
 
   /**
    * The per-request session check behind every bearer token: the session must exist, be unrevoked and
-   * within its lifetime. A store error denies (fail closed).
+   * within its lifetime. A store error denies (fail closed). With `activity` (a long-lived connection
+   * such as a WebSocket tunnel, checked again and again), the check also records the session's use, at
+   * most once a minute, so a connection in use does not idle the session out.
    */
-  async checkSession(principal: Principal): Promise<void> {
+  async checkSession(
+    principal: Principal,
+    activity?: { ip: string; userAgent?: string | undefined },
+  ): Promise<void> {
     if (principal.kind === 'service') {
       // A service account's token has no session: the account itself must still be active.
       let active = false;
@@ -690,8 +695,16 @@ export class IdentityService {
     } catch (err) {
       throw storeDown(err);
     }
-    if (!this.#isActive(session, principal.id, this.#o.clock.now()))
+    const now = this.#o.clock.now();
+    if (!this.#isActive(session, principal.id, now))
       throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
+    if (activity && now - session.lastSeenAt >= SESSION_TOUCH_MS) {
+      await this.#o.store.sessions
+        .touch(session.id, now, activity.ip || null, activity.userAgent?.slice(0, 256) ?? null)
+        .catch((err: unknown) => {
+          throw storeDown(err);
+        });
+    }
   }
 
   /**

@@ -1,7 +1,11 @@
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { decodeJwt } from 'jose';
 import { OWN_ISSUER_ID } from '../../config/index.js';
-import { PortcullisError } from '../../core/index.js';
+import { PortcullisError, type Principal } from '../../core/index.js';
+import { API_KEY_ISSUER_ID } from '../../identity/index.js';
+import { SPIFFE_ISSUER_ID } from '../../workload/index.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { clientResponseHeaders } from '../headers.js';
 import type { Target } from '../upstream.js';
@@ -106,8 +110,10 @@ export async function tunnel(
   const sockets = new Set([client, up.socket]);
   const principal = ctx.principal;
   let timer: NodeJS.Timeout | undefined;
+  let expiry: NodeJS.Timeout | undefined;
   const close = () => {
     clearInterval(timer);
+    clearTimeout(expiry);
     for (const s of sockets) s.destroy();
     upstream.tunnels.delete(close);
   };
@@ -119,21 +125,64 @@ export async function tunnel(
   client.pipe(up.socket);
   up.socket.pipe(client);
 
-  // Never trust once: the session behind the handshake is checked again while the tunnel lives.
-  if (principal?.issuer !== OWN_ISSUER_ID) return;
-  timer = setInterval(() => {
-    gw.identity.checkSession(principal).catch((err: unknown) => {
-      gw.log.info(
-        {
-          requestId: ctx.requestId,
-          route: route.id,
-          sub: principal.id,
-          code: (err as { code?: string }).code,
-        },
-        'WebSocket closed: the session is no longer valid',
+  // Never trust once: what authenticated the handshake is checked again while the tunnel lives.
+  if (!principal) return;
+  const recheck = liveCheck(gw, ctx, principal);
+  const end = (why: string, code?: string) => {
+    gw.log.info(
+      { requestId: ctx.requestId, route: route.id, sub: principal.id, code },
+      `WebSocket closed: ${why}`,
+    );
+    close();
+  };
+  if (recheck.until !== undefined) {
+    // A credential with an end of its own (an external token's `exp`, a certificate's notAfter).
+    expiry = setTimeout(
+      () => end('the credential expired'),
+      Math.max(0, Math.min(recheck.until - Date.now(), 2 ** 31 - 1)),
+    );
+    expiry.unref();
+  }
+  if (recheck.check) {
+    const check = recheck.check;
+    timer = setInterval(() => {
+      check().catch((err: unknown) =>
+        end('the credential is no longer valid', (err as { code?: string }).code),
       );
-      close();
-    });
-  }, recheckMs);
-  timer.unref();
+    }, recheckMs);
+    timer.unref();
+  }
+}
+
+/**
+ * How a tunnel's caller is checked again: our own sessions (and service accounts) in the store — the
+ * tunnel's traffic counts as the session's activity, so a used connection does not idle out; an API key
+ * by looking it up again; external tokens and client certificates end at their expiry.
+ */
+function liveCheck(
+  gw: Gateway,
+  ctx: RequestContext,
+  principal: Principal,
+): { check?: () => Promise<unknown>; until?: number } {
+  if (principal.issuer === OWN_ISSUER_ID) {
+    const meta = { ip: ctx.ip, userAgent: ctx.req.headers['user-agent'] };
+    return { check: () => gw.identity.checkSession(principal, meta) };
+  }
+  if (principal.issuer === API_KEY_ISSUER_ID) {
+    const key = ctx.req.headers['x-api-key'];
+    return typeof key === 'string' ? { check: () => gw.apiKeys.authenticate(key) } : {};
+  }
+  if (principal.issuer === SPIFFE_ISSUER_ID) {
+    const peer = (ctx.req.socket as TLSSocket).getPeerCertificate?.();
+    return peer?.valid_to ? { until: Date.parse(peer.valid_to) } : {};
+  }
+  const bearer = /^(?:bearer|dpop) +(\S+)$/i.exec(ctx.req.headers.authorization ?? '')?.[1];
+  if (!bearer) return {};
+  try {
+    // Verified by this very request's authenticate step; only its lifetime is read here.
+    const { exp } = decodeJwt(bearer);
+    return typeof exp === 'number' ? { until: exp * 1000 } : {};
+  } catch {
+    return {};
+  }
 }
