@@ -171,3 +171,52 @@ describe('upstreams with several targets', () => {
     expect(ok.config.upstreams.app?.targets).toEqual(['http://127.0.0.1:2', 'http://127.0.0.1:3']);
   });
 });
+
+describe('answers stream through the gateway', () => {
+  it('a large answer arrives whole (backpressure), and a client that leaves aborts the upstream request', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    let aborted = false;
+    const server: Server = createServer((req, res) => {
+      if (req.url === '/pub/big') {
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        // 8 MiB, written as fast as the socket takes it.
+        let left = 128;
+        const more = () => {
+          while (left > 0) {
+            left -= 1;
+            if (!res.write(chunk)) return void res.once('drain', more);
+          }
+          res.end();
+        };
+        more();
+        return;
+      }
+      // Endless: until the gateway gives up on it.
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      const timer = setInterval(() => res.write('tick\n'), 10);
+      res.on('close', () => {
+        clearInterval(timer);
+        aborted = !res.writableEnded;
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          server.closeAllConnections();
+          server.close(() => r());
+        }),
+    );
+    const pc = await gateway({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    const big = await fetch(`${pc.gatewayUrl}/pub/big`);
+    expect(big.status).toBe(200);
+    expect((await big.arrayBuffer()).byteLength).toBe(128 * chunk.length);
+
+    const controller = new AbortController();
+    const endless = await fetch(`${pc.gatewayUrl}/pub/endless`, { signal: controller.signal });
+    const reader = endless.body?.getReader();
+    await reader?.read();
+    controller.abort();
+    expect(await eventually(async () => aborted, 3000)).toBe(true);
+  });
+});

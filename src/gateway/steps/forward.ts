@@ -1,5 +1,6 @@
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { Transform } from 'node:stream';
+import type { Dispatcher } from 'undici';
 import { PortcullisError } from '../../core/index.js';
 import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
 import type { Gateway, RequestContext } from '../context.js';
@@ -44,8 +45,7 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
     headers['content-length'] = String(read.length);
   }
   const body = read ? null : hasBody ? limitBody(req, route.maxBodyBytes) : null;
-  // undici's stream() writes the upstream body straight into `res` (no intermediate Readable, no
-  // stream.pipeline), and aborts the upstream request if `res` closes early (client gone).
+  // The upstream's answer goes straight into `res` (see exchange), and a client gone aborts it.
   let started = false;
   const onHeaders = ({
     statusCode,
@@ -60,7 +60,6 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
     if (ctx.rateLimitHeaders) Object.assign(out, ctx.rateLimitHeaders);
     res.writeHead(statusCode, out);
     started = true;
-    return res;
   };
   // Another target may be tried only when the request can be sent again unchanged: an idempotent
   // method, and no body or one already read whole.
@@ -68,8 +67,10 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   let to = upstream.pick();
   for (;;) {
     try {
-      await to.pool.stream(
+      await exchange(
+        to.pool,
         { method: ctx.method as 'GET', path: forwardedTarget, headers, body: read ?? body?.stream ?? null },
+        res,
         onHeaders,
       );
       to.answered();
@@ -101,6 +102,59 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
       });
     }
   }
+}
+
+/**
+ * One request to the upstream through undici's `dispatch` with a handler that writes the answer
+ * straight into `res`: no Readable, no AsyncResource, no end-of-stream listeners per request (what
+ * `stream()` adds). Backpressure: the upstream is paused while `res` is full. A client that goes away
+ * aborts the upstream request. Resolves when the answer is complete; rejects with the upstream error
+ * (`onHead` has then been called or not — the caller knows from its own flag).
+ */
+function exchange(
+  pool: Dispatcher,
+  options: Dispatcher.DispatchOptions,
+  res: ServerResponse,
+  onHead: (head: { statusCode: number; headers: IncomingHttpHeaders }) => unknown,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let controller: Dispatcher.DispatchController | undefined;
+    let done = false;
+    const onClose = () => {
+      if (!done) controller?.abort(new Error('client closed the connection'));
+    };
+    const onDrain = () => controller?.resume();
+    res.once('close', onClose);
+    res.on('drain', onDrain);
+    const settle = (err?: Error) => {
+      if (done) return;
+      done = true;
+      res.off('close', onClose);
+      res.off('drain', onDrain);
+      if (err) reject(err);
+      else resolve();
+    };
+    pool.dispatch(options, {
+      onRequestStart(c) {
+        controller = c;
+        if (res.destroyed) c.abort(new Error('client closed the connection'));
+      },
+      onResponseStart(_c, statusCode, headers) {
+        if (statusCode < 200) return; // 1xx: the final answer follows
+        onHead({ statusCode, headers });
+      },
+      onResponseData(c, chunk) {
+        if (!res.write(chunk)) c.pause();
+      },
+      onResponseEnd() {
+        res.end();
+        settle();
+      },
+      onResponseError(_c, err) {
+        settle(err);
+      },
+    });
+  });
 }
 
 /** RFC 9110 §9.2.2 idempotent methods (TRACE is never forwarded). */
