@@ -504,6 +504,42 @@ describe('local key files get the same hygiene at load', () => {
     );
   });
 
+  it('a reload that cannot build its authenticator gives back the key sets it took from the running one', async () => {
+    const remote = {
+      issuer: 'https://idp.test/',
+      audience: 'x',
+      jwksUrl: 'https://idp.test/jwks',
+      allowInsecure: false,
+      jwksCooldown: 30_000,
+      algorithms: ['RS256' as const],
+      rolesClaim: 'roles',
+    };
+    const options = {
+      own: {} as TokenService,
+      ownIssuer: 'http://portcullis.test',
+      baseDir: t.dir,
+      clock: manualClock(NOW),
+      cacheSize: 0,
+    };
+    const running = await BearerAuthenticator.create({ ...options, issuers: { idp: remote } });
+    // The unchanged issuer's key set is taken over, then a second issuer's file is missing: no authenticator.
+    await expect(
+      BearerAuthenticator.create({
+        ...options,
+        previous: running,
+        issuers: {
+          idp: remote,
+          other: { ...remote, issuer: 'https://other.test/', jwksFile: 'missing.json' },
+        },
+      }),
+    ).rejects.toThrow(/missing\.json/);
+    const stop = vi.spyOn(RemoteKeySet.prototype, 'stop');
+    // The running authenticator is later replaced or closed: its key set is no longer used by anyone.
+    running.close();
+    expect(stop).toHaveBeenCalledTimes(1);
+    stop.mockRestore();
+  });
+
   it('a weak PEM key is a startup error; a sound one is pinned to the one algorithm it implies', () => {
     const file = join(t.dir, 'idp.pem');
     const pem = (k: KeyObject) => k.export({ type: 'spki', format: 'pem' }) as string;

@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defineConfig } from '../src/config/index.js';
 import { createLogger } from '../src/core/index.js';
@@ -46,14 +46,17 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function gateway(upstream: Record<string, unknown>): Promise<RunningPortcullis> {
+async function gateway(
+  upstream: Record<string, unknown>,
+  log = createLogger({ level: 'silent' }),
+): Promise<RunningPortcullis> {
   const tmp = tempDir();
   const config = testConfig(tmp.dir, 'http://127.0.0.1:1', {
     upstreams: { app: { timeout: '2s', ...upstream } as never },
     routes: [{ id: 'pub', path: '/pub/*', methods: ['GET', 'POST', 'PUT'], upstream: 'app', public: true }],
     policy: { rules: [] },
   });
-  const pc = await startPortcullis(defineConfig(config), { log: createLogger({ level: 'silent' }) });
+  const pc = await startPortcullis(defineConfig(config), { log });
   cleanups.push(tmp.cleanup, () => pc.close());
   return pc;
 }
@@ -218,5 +221,83 @@ describe('answers stream through the gateway', () => {
     await reader?.read();
     controller.abort();
     expect(await eventually(async () => aborted, 3000)).toBe(true);
+  });
+
+  it('an upgrade request served as a plain request gets a large answer whole (its socket drains too)', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 'y');
+    const server: Server = createServer((_req, res) => {
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'content-length': String(64 * chunk.length),
+      });
+      let left = 64;
+      const more = () => {
+        while (left > 0) {
+          left -= 1;
+          if (!res.write(chunk)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      more();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          server.closeAllConnections();
+          server.close(() => r());
+        }),
+    );
+    const pc = await gateway({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    // Not a WebSocket handshake: node:http hands it to the upgrade listener all the same.
+    const socket = connect(Number(new URL(pc.gatewayUrl).port), '127.0.0.1');
+    let received = 0;
+    const closed = new Promise<void>((r) => socket.on('close', () => r()));
+    socket.on('data', (c: Buffer) => {
+      received += c.length;
+    });
+    socket.write('GET /pub/big HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n');
+    // It used to stall after the first socket buffer's worth: the response never saw its socket drain.
+    const done = await Promise.race([
+      closed.then(() => true),
+      new Promise((r) => setTimeout(() => r(false), 5000)),
+    ]);
+    socket.destroy();
+    expect(done).toBe(true);
+    expect(received).toBeGreaterThan(64 * chunk.length);
+  });
+
+  it('a client that leaves before the answer aborts the upstream request, and is no upstream failure', async () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: 'debug', destination: { write: (l: string) => void lines.push(l) } });
+    let aborted = false;
+    const server: Server = createServer((_req, res) => {
+      // Answers only after the client has gone.
+      const timer = setTimeout(() => res.writeHead(200).end('late'), 1500);
+      res.on('close', () => {
+        clearTimeout(timer);
+        aborted = !res.writableEnded;
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          server.closeAllConnections();
+          server.close(() => r());
+        }),
+    );
+    const pc = await gateway({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }, log);
+    const controller = new AbortController();
+    const gone = fetch(`${pc.gatewayUrl}/pub/slow`, { signal: controller.signal }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    controller.abort();
+    await gone;
+    expect(await eventually(async () => aborted, 3000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    const refused = lines
+      .map((l) => JSON.parse(l) as { msg: string; code?: string })
+      .filter((l) => l.msg === 'request refused');
+    expect(refused).toEqual([]);
   });
 });

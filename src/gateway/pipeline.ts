@@ -117,6 +117,11 @@ export function createUpgradeHandler(
       socket.end();
     });
     socket.on('error', () => socket.destroy());
+    // node:http took its own 'drain' listener off this socket when it handed it over: without this, a
+    // response that fills the socket (an upstream answer forwarded with backpressure) never resumes.
+    socket.on('drain', () => {
+      if (res.writableNeedDrain) res.emit('drain');
+    });
     handle(req, res, { socket, head });
   };
 }

@@ -72,6 +72,17 @@ export class BearerAuthenticator {
 
   static async create(options: BearerAuthenticatorOptions): Promise<BearerAuthenticator> {
     const byIss = new Map<string, ExternalIssuer>();
+    try {
+      BearerAuthenticator.#addIssuers(options, byIss);
+    } catch (err) {
+      // A config that cannot be built gives back the key sets it took (kept ones stay the previous one's).
+      for (const issuer of byIss.values()) issuer.remote?.release();
+      throw err;
+    }
+    return new BearerAuthenticator(options, byIss);
+  }
+
+  static #addIssuers(options: BearerAuthenticatorOptions, byIss: Map<string, ExternalIssuer>): void {
     for (const [id, config] of Object.entries(options.issuers)) {
       if (config.issuer === options.ownIssuer || byIss.has(config.issuer)) {
         throw new Error(`issuers.${id}: issuer ${config.issuer} is configured twice`);
@@ -110,7 +121,6 @@ export class BearerAuthenticator {
         byIss.set(config.issuer, { id, config, keys: remote.getKey, algorithms, remote });
       }
     }
-    return new BearerAuthenticator(options, byIss);
   }
 
   /** Releases fetched key sets (their refresh stops once no authenticator uses them). */

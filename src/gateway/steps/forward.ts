@@ -86,7 +86,13 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
         throw new PortcullisError('payload_too_large', { detail: 'streamed body over the route limit' });
       const code = (err as { code?: string }).code ?? '';
       if (CONNECTION_CODES.has(code)) to.connectionFailed(`connection failed: ${code}`);
-      if (attemptsLeft > 0 && CONNECTION_CODES.has(code) && !res.destroyed) {
+      if (res.destroyed) {
+        // The client left before the answer (which aborted the upstream request): nobody to answer,
+        // and not the upstream's failure.
+        gw.log.debug({ requestId: ctx.requestId, err }, 'client closed the connection before the answer');
+        return;
+      }
+      if (attemptsLeft > 0 && CONNECTION_CODES.has(code)) {
         attemptsLeft--;
         const failed = to;
         to = upstream.pick(failed);
