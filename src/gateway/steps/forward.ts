@@ -166,13 +166,16 @@ function exchange(
 /** RFC 9110 §9.2.2 idempotent methods (TRACE is never forwarded). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
-/** Failures of the connection itself, before any answer: the target counts as failing, a retry is safe. */
+/**
+ * Failures of the connection itself, before any answer: the target counts as failing, a retry is safe.
+ * Not EPIPE: that is the upstream closing while we still send a body, typically after answering early
+ * (a 413 to a large upload) — the upstream is alive, and a streamed body cannot be sent again anyway.
+ */
 const CONNECTION_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
   'EHOSTUNREACH',
   'ENETUNREACH',
-  'EPIPE',
   'UND_ERR_CONNECT_TIMEOUT',
   'UND_ERR_SOCKET',
 ]);

@@ -139,7 +139,7 @@ export async function tunnel(
     // A credential with an end of its own (an external token's `exp`, a certificate's notAfter).
     expiry = setTimeout(
       () => end('the credential expired'),
-      Math.max(0, Math.min(recheck.until - Date.now(), 2 ** 31 - 1)),
+      Math.max(0, Math.min(recheck.until - gw.clock.now(), 2 ** 31 - 1)),
     );
     expiry.unref();
   }
