@@ -1049,16 +1049,23 @@ const rows: Array<[category: string, Row[]]> = [
         reached: ['GET /api/orders/1'],
       },
       {
-        name: 'a second Authorization header after a garbage one',
+        name: 'a second Authorization header after a garbage one (two credentials: refused)',
         send: (a) => msg(['GET /api/orders/1 HTTP/1.1', HOST, 'Authorization: Bearer garbage', a, CLOSE]),
-        statuses: [401],
+        statuses: [400],
         reached: [],
       },
       {
-        name: "a garbage Authorization header after the viewer's (the first one counts, neither is forwarded)",
+        name: "a garbage Authorization header after the viewer's (two credentials: refused)",
         send: (a) => msg(['GET /api/orders/1 HTTP/1.1', HOST, a, 'Authorization: Bearer garbage', CLOSE]),
-        statuses: [200],
-        reached: ['GET /api/orders/1'],
+        statuses: [400],
+        reached: [],
+      },
+      {
+        name: 'an X-API-Key next to a bearer token (two credentials: refused)',
+        send: (a) =>
+          msg(['GET /api/orders/1 HTTP/1.1', HOST, a, 'X-API-Key: pcak_0000000000000000_x', CLOSE]),
+        statuses: [400],
+        reached: [],
       },
     ],
   ],

@@ -21,10 +21,24 @@ const AUTHORITY = /^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]
 export function canonicalize(gw: Gateway, ctx: RequestContext): void {
   const raw = ctx.req.rawHeaders;
   let hosts = 0;
-  for (let i = 0; i < raw.length; i += 2)
-    if ((raw[i] as string).length === 4 && (raw[i] as string).toLowerCase() === 'host') hosts += 1;
+  let credentials = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') hosts += 1;
+    else if (
+      (name.length === 13 && name.toLowerCase() === 'authorization') ||
+      (name.length === 9 && name.toLowerCase() === 'x-api-key')
+    )
+      credentials += 1;
+  }
   if (hosts > 1)
     throw new PortcullisError('bad_request', { message: 'The request has more than one Host header.' });
+  // node:http keeps the first Authorization and drops the rest; a proxy in front may keep the last. Two
+  // credentials in one request are ambiguous: refused, like two Hosts.
+  if (credentials > 1)
+    throw new PortcullisError('bad_request', {
+      message: 'The request carries more than one credential header (Authorization, X-API-Key).',
+    });
   const url = ctx.req.url ?? '';
   if (ABSOLUTE_FORM.test(url)) {
     const start = url.indexOf('//') + 2;
