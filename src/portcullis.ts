@@ -46,6 +46,8 @@ import {
   RouteTable,
   readGatewayTls,
   requestSchemaCompiler,
+  type TunnelRegistry,
+  tunnelRegistry,
   type Upstream,
   watchFiles,
 } from './gateway/index.js';
@@ -379,6 +381,8 @@ export async function startPortcullis(
   const { config } = loaded;
   const servers: Server[] = [];
   let active: Built | undefined;
+  // WebSocket tunnels live across reloads; shutdown closes them.
+  const tunnels = tunnelRegistry();
   try {
     const seededUsers = config.demo.seedUsers ? await seedDemoUsers(core) : [];
 
@@ -438,7 +442,15 @@ export async function startPortcullis(
 
     const rateLimits = new MemoryRateLimitStore(); // kept across reloads: quotas do not reset
     const signatureNonces = MessageSignatureVerifier.nonceCache(); // kept across reloads: a replay stays a replay
-    active = await buildGateway(loaded, core, rateLimits, riskParts?.engine, signatureNonces);
+    active = await buildGateway(
+      loaded,
+      core,
+      rateLimits,
+      riskParts?.engine,
+      signatureNonces,
+      undefined,
+      tunnels,
+    );
     const tls = config.gateway.tls;
     const base = loaded.file ? dirname(loaded.file) : process.cwd();
     const tlsFiles = tls && {
@@ -590,6 +602,7 @@ export async function startPortcullis(
           riskParts?.engine,
           signatureNonces,
           current,
+          tunnels,
         );
       } catch (err) {
         core.log.error({ err }, 'config reload failed; the running config stays');
@@ -644,7 +657,7 @@ export async function startPortcullis(
           const serversClosed = Promise.all(servers.map(closeServer));
           // Open WebSocket tunnels would hold the gateway server's close forever (upgraded sockets are
           // not its connections any more): they end now, and late handshakes are refused.
-          if (active) closeTunnels(active.upstreams);
+          closeTunnels(tunnels);
           await serversClosed;
           if (active) await closeUpstreams(active.upstreams);
           active?.gateway.bearer.close();
@@ -756,6 +769,7 @@ async function buildGateway(
   risk: RiskEngine | undefined,
   signatureNonces: ReplayCache = MessageSignatureVerifier.nonceCache(),
   previous?: Built,
+  tunnels: TunnelRegistry = tunnelRegistry(),
 ): Promise<Built> {
   const { config } = loaded;
   const base = loaded.file ? dirname(loaded.file) : process.cwd();
@@ -777,6 +791,7 @@ async function buildGateway(
       healthy
         ? core.log.info({ upstream, target }, `upstream target back in rotation (${why})`)
         : core.log.warn({ upstream, target }, `upstream target out of rotation (${why})`),
+    tunnels,
   );
   let bearer: BearerAuthenticator | undefined;
   try {

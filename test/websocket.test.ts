@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
+import { defineConfig } from '../src/config/index.js';
 import { ASSERTION_HEADER } from '../src/gateway/assertion.js';
-import { rawRequest, type Stack, startStack, tempDir } from './helpers.js';
+import { rawRequest, type Stack, startStack, type TestOverrides, tempDir, testConfig } from './helpers.js';
 
 /** A WebSocket upstream that echoes, and records every handshake and plain request that reached it. */
 async function wsUpstream() {
@@ -62,6 +63,26 @@ const roundTrip = (ws: WebSocket, text: string) =>
     ws.send(text);
   });
 
+const OVERRIDES: TestOverrides = {
+  routes: [
+    {
+      id: 'feed',
+      path: '/ws/feed',
+      methods: ['GET'],
+      upstream: 'app',
+      websocket: { recheck: '100ms' },
+    },
+    { id: 'admin-feed', path: '/ws/admin', methods: ['GET'], upstream: 'app', websocket: true },
+    { id: 'orders', path: '/api/orders', methods: ['GET'], upstream: 'app' },
+  ],
+  policy: {
+    rules: [
+      { id: 'feed', routes: ['feed', 'orders'], methods: ['GET'], roles: ['viewer', 'admin'] },
+      { id: 'admin-feed', routes: ['admin-feed'], roles: ['admin'] },
+    ],
+  },
+};
+
 describe('WebSocket upgrades: authorized like any request, then tunnelled', () => {
   let s: Stack;
   let up: Awaited<ReturnType<typeof wsUpstream>>;
@@ -70,28 +91,7 @@ describe('WebSocket upgrades: authorized like any request, then tunnelled', () =
 
   beforeAll(async () => {
     up = await wsUpstream();
-    s = await startStack(
-      {
-        routes: [
-          {
-            id: 'feed',
-            path: '/ws/feed',
-            methods: ['GET'],
-            upstream: 'app',
-            websocket: { recheck: '100ms' },
-          },
-          { id: 'admin-feed', path: '/ws/admin', methods: ['GET'], upstream: 'app', websocket: true },
-          { id: 'orders', path: '/api/orders', methods: ['GET'], upstream: 'app' },
-        ],
-        policy: {
-          rules: [
-            { id: 'feed', routes: ['feed', 'orders'], methods: ['GET'], roles: ['viewer', 'admin'] },
-            { id: 'admin-feed', routes: ['admin-feed'], roles: ['admin'] },
-          ],
-        },
-      },
-      up.url,
-    );
+    s = await startStack(OVERRIDES, up.url);
     viewer = (await s.login(s.users.viewer.username, s.users.viewer.password)).body.access_token as string;
     admin = (await s.login(s.users.admin.username, s.users.admin.password)).body.access_token as string;
   });
@@ -115,6 +115,16 @@ describe('WebSocket upgrades: authorized like any request, then tunnelled', () =
     expect(h?.headers.authorization).toBeUndefined();
     expect(h?.headers['x-portcullis-identity']).toBeUndefined();
     expect(h?.headers['sec-websocket-key']).toBeTruthy();
+  });
+
+  it('a reload leaves open tunnels to their re-checks (a certificate rotation reloads too)', async () => {
+    const o = await open(s.pc.gatewayUrl, '/ws/feed', { authorization: `Bearer ${viewer}` });
+    if (!('ws' in o)) throw new Error(`refused: ${o.status}`);
+    expect(await roundTrip(o.ws, 'before')).toBe('echo:before');
+    expect((await s.pc.reload(defineConfig(testConfig(s.dataDir, up.url, OVERRIDES)))).ok).toBe(true);
+    await new Promise((r) => setTimeout(r, 300)); // a few re-checks on the way
+    expect(await roundTrip(o.ws, 'after')).toBe('echo:after');
+    o.ws.close();
   });
 
   it('refusals are the usual JSON answers, and nothing reaches the upstream', async () => {

@@ -20,5 +20,7 @@ export {
   closeTunnels,
   closeUpstreams,
   createUpstreams,
+  type TunnelRegistry,
+  tunnelRegistry,
   type Upstream,
 } from './upstream.js';

@@ -19,13 +19,8 @@ export interface Upstream {
   /** Further attempts on another target for idempotent requests whose connection failed. */
   readonly retries: number;
   readonly targets: readonly Target[];
-  /** Open WebSocket tunnels to this upstream (each entry closes one). */
-  readonly tunnels: Set<() => void>;
-  /**
-   * Set once its tunnels were closed (shutdown, reload): a handshake that completes after that must not
-   * open a tunnel, which nothing would close any more.
-   */
-  tunnelsClosed: boolean;
+  /** The gateway's open WebSocket tunnels (shared by every upstream and every config generation). */
+  readonly tunnels: TunnelRegistry;
   /** The next target, round-robin over the healthy ones (over all of them when none is healthy). */
   pick(after?: Target): Target;
   readonly assertion: AssertionSigner;
@@ -174,6 +169,7 @@ export function createUpstreams(
   configs: Readonly<Record<string, UpstreamConfig>>,
   assertion: AssertionSettings,
   onHealth: TargetHealthListener = () => {},
+  tunnels: TunnelRegistry = tunnelRegistry(),
 ): Map<string, Upstream> {
   const out = new Map<string, Upstream>();
   for (const [name, c] of Object.entries(configs)) {
@@ -209,8 +205,7 @@ export function createUpstreams(
       timeoutMs: c.timeout,
       retries: c.retries,
       targets,
-      tunnels: new Set(),
-      tunnelsClosed: false,
+      tunnels,
       pick(after?: Target): Target {
         const n = targets.length;
         if (n === 1) return targets[0] as Target;
@@ -267,19 +262,29 @@ async function probe(t: Target, path: string, timeoutMs: number): Promise<void> 
 }
 
 /**
- * Closes the upstreams' WebSocket tunnels, and refuses the ones whose handshake is still in flight. An
- * upgraded socket no longer belongs to the HTTP server (`closeAllConnections` does not reach it): a
- * shutdown must close the tunnels before it waits for the server to close.
+ * The WebSocket tunnels of one running gateway. They outlive config reloads (each goes on under its own
+ * re-checks, and a pool closed by a reload does not own an upgraded socket any more); a shutdown closes
+ * them all ({@link closeTunnels}), and a handshake that completes after that is refused.
  */
-export function closeTunnels(upstreams: Map<string, Upstream>): void {
-  for (const u of upstreams.values()) {
-    u.tunnelsClosed = true;
-    for (const close of [...u.tunnels]) close();
-  }
+export interface TunnelRegistry {
+  /** Each entry closes one open tunnel. */
+  readonly open: Set<() => void>;
+  closed: boolean;
+}
+
+export const tunnelRegistry = (): TunnelRegistry => ({ open: new Set(), closed: false });
+
+/**
+ * Closes every open tunnel and refuses the ones whose handshake is still in flight. An upgraded socket no
+ * longer belongs to the HTTP server (`closeAllConnections` does not reach it): a shutdown must close the
+ * tunnels before it waits for the server to close.
+ */
+export function closeTunnels(tunnels: TunnelRegistry): void {
+  tunnels.closed = true;
+  for (const close of [...tunnels.open]) close();
 }
 
 export async function closeUpstreams(upstreams: Map<string, Upstream>): Promise<void> {
-  closeTunnels(upstreams);
   await Promise.all(
     [...upstreams.values()].flatMap((u) => {
       clearInterval(checkTimers.get(u));

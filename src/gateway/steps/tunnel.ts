@@ -29,7 +29,7 @@ const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'UND_ERR_CONNECT
  * target, filtered headers, identity assertion — as any forwarded request) through the target's pool
  * (mTLS included); on its `101` the client gets the upstream's handshake answer and the two sockets are
  * joined. While the tunnel is open the caller's session is checked every `recheckMs`: a revoked or
- * expired session closes it. Closing the upstream pools (shutdown, reload) closes their tunnels.
+ * expired session closes it. A shutdown closes the tunnels; a reload leaves them to their re-checks.
  */
 export async function tunnel(
   gw: Gateway,
@@ -89,8 +89,8 @@ export async function tunnel(
     up.socket.destroy();
     return;
   }
-  // The upstream's tunnels were closed while this handshake was in flight (shutdown, reload).
-  if (upstream.tunnelsClosed) {
+  // The gateway is shutting down: its tunnels were closed while this handshake was in flight.
+  if (upstream.tunnels.closed) {
     up.socket.destroy();
     throw new PortcullisError('upstream_unavailable', { detail: `${upstream.name}: closing` });
   }
@@ -115,9 +115,9 @@ export async function tunnel(
     clearInterval(timer);
     clearTimeout(expiry);
     for (const s of sockets) s.destroy();
-    upstream.tunnels.delete(close);
+    upstream.tunnels.open.delete(close);
   };
-  upstream.tunnels.add(close);
+  upstream.tunnels.open.add(close);
   for (const s of sockets) {
     s.on('error', close);
     s.on('close', close);
