@@ -437,6 +437,140 @@ http://127.0.0.1:${port} {
   });
 });
 
+describe.skipIf(!CADDY)(
+  'Caddy forward_auth with browser sessions: sign-in redirect, form sign-in, cookie (real Caddy)',
+  () => {
+    let s: Stack;
+    let caddy: ChildProcess;
+    let base: string;
+
+    beforeAll(async () => {
+      s = await startStack({
+        gateway: {
+          listen: { host: '127.0.0.1', port: 0 },
+          trustedProxies: ['127.0.0.1/32'],
+          forwardAuth: { redirectBrowsers: true },
+        },
+        routes: [
+          {
+            id: 'app',
+            path: '/app/*',
+            methods: ['GET', 'POST'],
+            upstream: 'app',
+            issuers: ['portcullis', 'session'],
+          },
+        ],
+        policy: { rules: [{ id: 'app-users', routes: ['app'], roles: ['viewer', 'admin'] }] },
+      });
+      const dir = join(s.dataDir, 'caddy-browser');
+      mkdirSync(dir, { recursive: true });
+      const port = await unusedPort();
+      base = `http://127.0.0.1:${port}`;
+      const gw = new URL(s.pc.gatewayUrl);
+      const up = new URL(s.upstream.url);
+      // The app's host serves Portcullis's sign-in pages under /auth/*, and everything else behind forward_auth.
+      writeFileSync(
+        join(dir, 'Caddyfile'),
+        `{
+	admin off
+	auto_https off
+	storage file_system ${dir}/storage
+}
+http://127.0.0.1:${port} {
+	handle /auth/* {
+		reverse_proxy 127.0.0.1:${gw.port}
+	}
+	handle {
+		forward_auth 127.0.0.1:${gw.port} {
+			uri ${FA}
+			copy_headers X-Portcullis-Assertion
+		}
+		reverse_proxy 127.0.0.1:${up.port}
+	}
+}
+`,
+      );
+      caddy = spawn(CADDY as string, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], {
+        stdio: 'ignore',
+        env: { ...process.env, HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir },
+      });
+      await waitForHttp(base);
+    });
+    afterAll(async () => {
+      await stopChild(caddy);
+      await s?.close();
+    });
+
+    it('a browser is sent to sign in on the app host, signs in through Caddy, and comes back with a working cookie', async () => {
+      const jar = new Map<string, string>();
+      const cookieHeader = () => [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+      const go = async (path: string, init: RequestInit = {}) => {
+        const res = await fetch(`${base}${path}`, {
+          redirect: 'manual',
+          ...init,
+          headers: {
+            ...(jar.size ? { cookie: cookieHeader() } : {}),
+            ...(init.headers as Record<string, string>),
+          },
+        });
+        for (const line of res.headers.getSetCookie()) {
+          const [pair = ''] = line.split(';');
+          const eq = pair.indexOf('=');
+          if (/max-age=0/i.test(line)) jar.delete(pair.slice(0, eq));
+          else jar.set(pair.slice(0, eq), pair.slice(eq + 1));
+        }
+        return { status: res.status, location: res.headers.get('location'), text: await res.text() };
+      };
+      const before = s.upstream.received.length;
+      const NAV = { accept: 'text/html', 'sec-fetch-mode': 'navigate' };
+      // 1. No cookie: Caddy passes the gateway's 302 on, to the sign-in page on this same host.
+      const first = await go('/app/home?tab=2', { headers: NAV });
+      expect(first.status).toBe(302);
+      expect(first.location).toBe('/auth/login?return_to=%2Fapp%2Fhome%3Ftab%3D2');
+      // An API call still gets the 401 JSON.
+      expect((await go('/app/home', { headers: { accept: 'application/json' } })).status).toBe(401);
+      expect(s.upstream.received.length).toBe(before);
+      // 2. The sign-in page and form, served by Portcullis through Caddy.
+      const page = await go(first.location as string, { headers: NAV });
+      expect(page.status).toBe(200);
+      const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)?.[1] as string;
+      const signedIn = await go('/auth/login', {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', origin: base },
+        body: new URLSearchParams({
+          username: s.users.viewer.username,
+          password: s.users.viewer.password,
+          csrf,
+          return_to: '/app/home?tab=2',
+        }).toString(),
+      });
+      expect(signedIn.status).toBe(303);
+      expect(signedIn.location).toBe('/app/home?tab=2');
+      expect(jar.has('__Host-portcullis-session')).toBe(true);
+      // 3. Back on the page: allowed, and the upstream gets the assertion (not the cookie).
+      const back = await go('/app/home?tab=2', { headers: NAV });
+      expect(back.status).toBe(200);
+      const seen = s.upstream.received.at(-1);
+      expect(seen?.url).toBe('/app/home?tab=2');
+      const claims = await verifyAssertion(
+        seen?.headers['x-portcullis-assertion'] as string,
+        keyResolver(s.pc.core.keys.jwks()),
+        {
+          issuer: 'http://portcullis.test',
+          audience: 'app',
+          request: { method: 'GET', target: '/app/home?tab=2' },
+        },
+      );
+      expect(claims).toMatchObject({ roles: ['viewer'], route: 'app' });
+      // A cross-site POST with the cookie is refused at forward-auth too.
+      expect(
+        (await go('/app/home', { method: 'POST', headers: { origin: 'https://evil.example' }, body: '{}' }))
+          .status,
+      ).toBe(403);
+    });
+  },
+);
+
 describe('forward-auth on a public route', () => {
   it('answers 200 with no identity headers (and never a 500)', async () => {
     const s = await startStack({

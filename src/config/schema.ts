@@ -588,6 +588,14 @@ export const configSchema = z
               .string()
               .regex(/^\/[A-Za-z0-9._~/-]*$/)
               .default('/.portcullis/forward-auth'),
+            /**
+             * On routes that take the browser session cookie, answer a browser navigating without a
+             * usable one with a 302 to `/auth/login` (or `/auth/step-up`) on the same host, instead of
+             * 401 — for Caddy `forward_auth` and Traefik `ForwardAuth`, which pass the answer on; the proxy
+             * must route `/auth/*` to Portcullis. Leave it off for nginx `auth_request` (it turns a 302
+             * into a 500; use `error_page 401` there).
+             */
+            redirectBrowsers: z.boolean().default(false),
           })
           .optional(),
         /**

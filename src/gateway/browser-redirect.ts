@@ -45,18 +45,27 @@ function pageFor(path: string, ctx: RequestContext): string {
   return `${path}?return_to=${encodeURIComponent(here)}`;
 }
 
+/** A forward-auth request, with `gateway.forwardAuth.redirectBrowsers` on (Caddy, Traefik pass a 302 on). */
+function forwardAuthRedirects(gw: Gateway, ctx: RequestContext): boolean {
+  const fa = gw.config.gateway.forwardAuth;
+  if (!fa?.redirectBrowsers) return false;
+  const url = ctx.req.url ?? '';
+  return url.startsWith(fa.path) && (url.length === fa.path.length || url[fa.path.length] === '?');
+}
+
 /**
  * Answers a refusal on a browser-session route with a redirect instead of JSON, when a browser is
  * navigating there: to the sign-in page when a sign-in would cure it (a stale or invalid cookie is
  * cleared), to the MFA step-up page when policy asked for a stronger sign-in of the cookie's session.
  * Both carry `return_to`, the original canonical URL. Requests with a bearer token, API calls,
- * forward-auth and the gateway's own endpoints keep the JSON answer. Returns whether it answered.
+ * forward-auth (unless `forwardAuth.redirectBrowsers`), ext_authz and the gateway's own endpoints keep
+ * the JSON answer. Returns whether it answered.
  */
 export function redirectBrowser(gw: Gateway, ctx: RequestContext, error: PortcullisError): boolean {
   const route = ctx.route;
   if (
     !route ||
-    ctx.decideOnly ||
+    (ctx.decideOnly && !forwardAuthRedirects(gw, ctx)) ||
     ctx.internal ||
     ctx.res.headersSent ||
     !route.issuers.has(SESSION_COOKIE_ISSUER_ID) ||
