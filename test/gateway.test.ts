@@ -3,7 +3,7 @@ import { SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keyResolver } from '../src/identity/index.js';
 import { verifyAssertion } from '../src/sdk/index.js';
-import { rawGet, rawRequest, type Stack, startStack, unusedPort } from './helpers.js';
+import { REFUSING_UPSTREAM, rawGet, rawRequest, type Stack, startStack } from './helpers.js';
 
 const ERROR_SHAPE = {
   error: {
@@ -318,8 +318,7 @@ describe('gateway: login → request → upstream', () => {
 
 describe('gateway: upstream down', () => {
   it('answers 502 upstream_unavailable with the JSON shape', async () => {
-    const port = await unusedPort();
-    const s = await startStack({}, `http://127.0.0.1:${port}`);
+    const s = await startStack({}, REFUSING_UPSTREAM);
     try {
       const { body } = await s.login(s.users.viewer.username, s.users.viewer.password);
       const res = await fetch(`${s.pc.gatewayUrl}/api/orders`, {

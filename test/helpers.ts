@@ -59,7 +59,14 @@ export async function startRecordingUpstream(): Promise<{
   };
 }
 
-/** A port that was free a moment ago (for "upstream down"). */
+/**
+ * An upstream that refuses every connection: port 1 (tcpmux) on loopback, which nothing here serves and
+ * which `listen(0)` never hands out — unlike {@link unusedPort}, whose port another test running in
+ * parallel may take in the meantime (a "dead" upstream that answers 200).
+ */
+export const REFUSING_UPSTREAM = 'http://127.0.0.1:1';
+
+/** A port that was free a moment ago (for a listener to start on). */
 export async function unusedPort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));

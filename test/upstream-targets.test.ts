@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { defineConfig } from '../src/config/index.js';
 import { createLogger } from '../src/core/index.js';
 import { type RunningPortcullis, startPortcullis } from '../src/portcullis.js';
-import { tempDir, testConfig, unusedPort } from './helpers.js';
+import { REFUSING_UPSTREAM, tempDir, testConfig } from './helpers.js';
 
 /** A target that answers with its own name, records what reached it, and can be told to fail health checks. */
 async function target(name: string) {
@@ -93,7 +93,7 @@ describe('upstreams with several targets', () => {
   it('retries an idempotent request on another target when the connection fails, never a POST', async () => {
     const b = await target('b');
     cleanups.push(b.close);
-    const dead = `http://127.0.0.1:${await unusedPort()}`;
+    const dead = REFUSING_UPSTREAM;
     // The dead target comes first: the first request lands on it.
     const pc = await gateway({ targets: [dead, b.url] });
     const post = await call(pc, 'POST', '/pub/charge', 'amount=5');
@@ -112,7 +112,7 @@ describe('upstreams with several targets', () => {
   it('with retries: 0, a failed connection is the answer', async () => {
     const b = await target('b');
     cleanups.push(b.close);
-    const dead = `http://127.0.0.1:${await unusedPort()}`;
+    const dead = REFUSING_UPSTREAM;
     const pc = await gateway({ targets: [dead, b.url], retries: 0 });
     expect((await call(pc, 'GET', '/pub/x')).status).toBe(502);
     // The failed target left the rotation (passive check): the next requests all reach b.

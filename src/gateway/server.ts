@@ -21,6 +21,9 @@ export function createGatewayServer(current: () => Gateway, tls?: GatewayTls): S
     maxHeaderSize: 16_384,
     // Duplicate Host, CL+TE and the like are refused by llhttp in strict mode.
     insecureHTTPParser: false,
+    // A missing Host on HTTP/1.1 is refused by the pipeline (canonicalize), with the JSON error shape and
+    // the security headers, rather than by node:http's bare 400.
+    requireHostHeader: false,
   };
   const server: Server = tls
     ? // Client certificates are optional (users come with bearer tokens) and are verified by the

@@ -54,6 +54,9 @@ export function canonicalize(gw: Gateway, ctx: RequestContext): void {
     ctx.target = canonicalizeTarget(rest.startsWith('/') ? rest : `/${rest}`);
   } else {
     const host = ctx.req.headers.host;
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (HTTP/1.0 may leave it out).
+    if (host === undefined && ctx.req.httpVersionMajor === 1 && ctx.req.httpVersionMinor >= 1)
+      throw new PortcullisError('bad_request', { message: 'The request has no Host header.' });
     // An empty Host is allowed (RFC 9112 §3.2, a target without authority); an invalid one is not.
     if (host !== undefined && host !== '' && !AUTHORITY.test(host))
       throw new PortcullisError('bad_request', { message: 'The Host header is invalid.' });
