@@ -362,6 +362,41 @@ if (!CADDY)
     'skipping Caddy forward_auth round trip: caddy not installed (apt-get install caddy; .ci/run installs it)',
   );
 
+/**
+ * Starts Debian's Caddy on a fresh loopback port with one site whose body `site` writes, given the
+ * gateway's and the recording upstream's ports; resolves once it answers.
+ */
+async function startCaddy(
+  s: Stack,
+  name: string,
+  site: (gatewayPort: string, upstreamPort: string) => string,
+): Promise<{ caddy: ChildProcess; base: string }> {
+  const dir = join(s.dataDir, name);
+  mkdirSync(dir, { recursive: true });
+  const port = await unusedPort();
+  const base = `http://127.0.0.1:${port}`;
+  writeFileSync(
+    join(dir, 'Caddyfile'),
+    `{
+	admin off
+	auto_https off
+	storage file_system ${dir}/storage
+}
+${base} {${site(new URL(s.pc.gatewayUrl).port, new URL(s.upstream.url).port)}}
+`,
+  );
+  const caddy = spawn(
+    CADDY as string,
+    ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'],
+    {
+      stdio: 'ignore',
+      env: { ...process.env, HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir },
+    },
+  );
+  await waitForHttp(base);
+  return { caddy, base };
+}
+
 describe.skipIf(!CADDY)('Caddy forward_auth → Portcullis forward-auth → upstream (real Caddy)', () => {
   let s: Stack;
   let caddy: ChildProcess;
@@ -373,33 +408,17 @@ describe.skipIf(!CADDY)('Caddy forward_auth → Portcullis forward-auth → upst
       gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['127.0.0.1/32'], forwardAuth: {} },
     });
     viewer = (await s.login(s.users.viewer.username, s.users.viewer.password)).body.access_token as string;
-    const dir = join(s.dataDir, 'caddy');
-    mkdirSync(dir, { recursive: true });
-    const port = await unusedPort();
-    base = `http://127.0.0.1:${port}`;
-    const gw = new URL(s.pc.gatewayUrl);
-    const up = new URL(s.upstream.url);
-    writeFileSync(
-      join(dir, 'Caddyfile'),
-      `{
-	admin off
-	auto_https off
-	storage file_system ${dir}/storage
-}
-http://127.0.0.1:${port} {
-	forward_auth 127.0.0.1:${gw.port} {
+    ({ caddy, base } = await startCaddy(
+      s,
+      'caddy',
+      (gw, up) => `
+	forward_auth 127.0.0.1:${gw} {
 		uri ${FA}
 		copy_headers X-Portcullis-Assertion X-Portcullis-Roles
 	}
-	reverse_proxy 127.0.0.1:${up.port}
-}
+	reverse_proxy 127.0.0.1:${up}
 `,
-    );
-    caddy = spawn(CADDY as string, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], {
-      stdio: 'ignore',
-      env: { ...process.env, HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir },
-    });
-    await waitForHttp(base);
+    ));
   });
   afterAll(async () => {
     await stopChild(caddy);
@@ -462,39 +481,23 @@ describe.skipIf(!CADDY)(
         ],
         policy: { rules: [{ id: 'app-users', routes: ['app'], roles: ['viewer', 'admin'] }] },
       });
-      const dir = join(s.dataDir, 'caddy-browser');
-      mkdirSync(dir, { recursive: true });
-      const port = await unusedPort();
-      base = `http://127.0.0.1:${port}`;
-      const gw = new URL(s.pc.gatewayUrl);
-      const up = new URL(s.upstream.url);
       // The app's host serves Portcullis's sign-in pages under /auth/*, and everything else behind forward_auth.
-      writeFileSync(
-        join(dir, 'Caddyfile'),
-        `{
-	admin off
-	auto_https off
-	storage file_system ${dir}/storage
-}
-http://127.0.0.1:${port} {
+      ({ caddy, base } = await startCaddy(
+        s,
+        'caddy-browser',
+        (gw, up) => `
 	handle /auth/* {
-		reverse_proxy 127.0.0.1:${gw.port}
+		reverse_proxy 127.0.0.1:${gw}
 	}
 	handle {
-		forward_auth 127.0.0.1:${gw.port} {
+		forward_auth 127.0.0.1:${gw} {
 			uri ${FA}
 			copy_headers X-Portcullis-Assertion
 		}
-		reverse_proxy 127.0.0.1:${up.port}
+		reverse_proxy 127.0.0.1:${up}
 	}
-}
 `,
-      );
-      caddy = spawn(CADDY as string, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], {
-        stdio: 'ignore',
-        env: { ...process.env, HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir },
-      });
-      await waitForHttp(base);
+      ));
     });
     afterAll(async () => {
       await stopChild(caddy);

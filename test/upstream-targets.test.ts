@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defineConfig } from '../src/config/index.js';
@@ -45,6 +45,20 @@ const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
+
+/** A plain upstream on loopback for one test (closed after it); resolves with its URL. */
+async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
+  const server = createServer(handler);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(
+    () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  );
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
 
 async function gateway(
   upstream: Record<string, unknown>,
@@ -179,7 +193,7 @@ describe('answers stream through the gateway', () => {
   it('a large answer arrives whole (backpressure), and a client that leaves aborts the upstream request', async () => {
     const chunk = Buffer.alloc(64 * 1024, 'x');
     let aborted = false;
-    const server: Server = createServer((req, res) => {
+    const url = await serve((req, res) => {
       if (req.url === '/pub/big') {
         res.writeHead(200, { 'content-type': 'application/octet-stream' });
         // 8 MiB, written as fast as the socket takes it.
@@ -202,15 +216,7 @@ describe('answers stream through the gateway', () => {
         aborted = !res.writableEnded;
       });
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    cleanups.push(
-      () =>
-        new Promise<void>((r) => {
-          server.closeAllConnections();
-          server.close(() => r());
-        }),
-    );
-    const pc = await gateway({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    const pc = await gateway({ url });
     const big = await fetch(`${pc.gatewayUrl}/pub/big`);
     expect(big.status).toBe(200);
     expect((await big.arrayBuffer()).byteLength).toBe(128 * chunk.length);
@@ -225,7 +231,7 @@ describe('answers stream through the gateway', () => {
 
   it('an upgrade request served as a plain request gets a large answer whole (its socket drains too)', async () => {
     const chunk = Buffer.alloc(64 * 1024, 'y');
-    const server: Server = createServer((_req, res) => {
+    const url = await serve((_req, res) => {
       res.writeHead(200, {
         'content-type': 'application/octet-stream',
         'content-length': String(64 * chunk.length),
@@ -240,15 +246,7 @@ describe('answers stream through the gateway', () => {
       };
       more();
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    cleanups.push(
-      () =>
-        new Promise<void>((r) => {
-          server.closeAllConnections();
-          server.close(() => r());
-        }),
-    );
-    const pc = await gateway({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    const pc = await gateway({ url });
     // Not a WebSocket handshake: node:http hands it to the upgrade listener all the same.
     const socket = connect(Number(new URL(pc.gatewayUrl).port), '127.0.0.1');
     let received = 0;
@@ -271,7 +269,7 @@ describe('answers stream through the gateway', () => {
     const lines: string[] = [];
     const log = createLogger({ level: 'debug', destination: { write: (l: string) => void lines.push(l) } });
     let aborted = false;
-    const server: Server = createServer((_req, res) => {
+    const url = await serve((_req, res) => {
       // Answers only after the client has gone.
       const timer = setTimeout(() => res.writeHead(200).end('late'), 1500);
       res.on('close', () => {
@@ -279,15 +277,7 @@ describe('answers stream through the gateway', () => {
         aborted = !res.writableEnded;
       });
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    cleanups.push(
-      () =>
-        new Promise<void>((r) => {
-          server.closeAllConnections();
-          server.close(() => r());
-        }),
-    );
-    const pc = await gateway({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }, log);
+    const pc = await gateway({ url }, log);
     const controller = new AbortController();
     const gone = fetch(`${pc.gatewayUrl}/pub/slow`, { signal: controller.signal }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 200));
