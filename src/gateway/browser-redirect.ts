@@ -45,14 +45,6 @@ function pageFor(path: string, ctx: RequestContext): string {
   return `${path}?return_to=${encodeURIComponent(here)}`;
 }
 
-/** A forward-auth request, with `gateway.forwardAuth.redirectBrowsers` on (Caddy, Traefik pass a 302 on). */
-function forwardAuthRedirects(gw: Gateway, ctx: RequestContext): boolean {
-  const fa = gw.config.gateway.forwardAuth;
-  if (!fa?.redirectBrowsers) return false;
-  const url = ctx.req.url ?? '';
-  return url.startsWith(fa.path) && (url.length === fa.path.length || url[fa.path.length] === '?');
-}
-
 /**
  * Answers a refusal on a browser-session route with a redirect instead of JSON, when a browser is
  * navigating there: to the sign-in page when a sign-in would cure it (a stale or invalid cookie is
@@ -65,7 +57,8 @@ export function redirectBrowser(gw: Gateway, ctx: RequestContext, error: Portcul
   const route = ctx.route;
   if (
     !route ||
-    (ctx.decideOnly && !forwardAuthRedirects(gw, ctx)) ||
+    (ctx.decideOnly &&
+      !(ctx.decideOnly === 'forward-auth' && gw.config.gateway.forwardAuth?.redirectBrowsers)) ||
     ctx.internal ||
     ctx.res.headersSent ||
     !route.issuers.has(SESSION_COOKIE_ISSUER_ID) ||

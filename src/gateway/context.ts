@@ -88,7 +88,7 @@ export interface RequestContext {
   /** The device the request proved it comes from (after authentication), if any. */
   device: DeviceState | undefined;
   /** Forward-auth or ext_authz: decide about a request a proxy describes; never answer it otherwise. */
-  decideOnly: boolean;
+  decideOnly: false | 'forward-auth' | 'ext-authz';
   /** Served by one of the gateway's own endpoints (which audit their own events). */
   internal: boolean;
   /** `RateLimit-Policy` / `RateLimit` values for the response, when the route is rate-limited. */

@@ -7,7 +7,7 @@ import { X509Certificate } from '@peculiar/x509';
 import { Pool } from 'undici';
 import type { UpstreamConfig } from '../config/index.js';
 import type { SigningKey } from '../identity/index.js';
-import { checkLeaf, parseSpiffeId } from '../workload/index.js';
+import { checkLeaf, parseSpiffeId, serialKey } from '../workload/index.js';
 import { type AssertionSigner, createAssertionSigner } from './assertion.js';
 
 /** An upstream at run time: its targets' keep-alive pools and what the assertion needs. */
@@ -105,6 +105,21 @@ export class Target {
   }
 }
 
+/**
+ * Failures of the connection itself, before any answer: the target counts as failing, and an idempotent
+ * request may go to another target. Not EPIPE: that is the upstream closing while we still send a body,
+ * typically after answering early (a 413 to a large upload) — the upstream is alive, and a streamed body
+ * cannot be sent again anyway.
+ */
+export const CONNECTION_FAILURES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+]);
+
 /** How long a target whose connections failed stays out of rotation when no active check watches it. */
 export const PASSIVE_EJECT_MS = 10_000;
 
@@ -148,7 +163,7 @@ function mtlsConnect(m: NonNullable<UpstreamConfig['mtls']>, baseDir: string, de
           c = (c as { issuerCertificate?: PeerCertificate }).issuerCertificate
         ) {
           seen.add(c);
-          if (denied?.has(c.serialNumber.toLowerCase().replace(/^0+(?=.)/, '')))
+          if (denied?.has(serialKey(c.serialNumber)))
             return new Error(`upstream certificate ${c.serialNumber} is on the denylist`);
         }
         return id === expected ? undefined : new Error(`upstream is ${id}, expected ${expected}`);

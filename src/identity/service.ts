@@ -698,13 +698,21 @@ export class IdentityService {
     const now = this.#o.clock.now();
     if (!this.#isActive(session, principal.id, now))
       throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
-    if (activity && now - session.lastSeenAt >= SESSION_TOUCH_MS) {
-      await this.#o.store.sessions
-        .touch(session.id, now, activity.ip || null, activity.userAgent?.slice(0, 256) ?? null)
-        .catch((err: unknown) => {
-          throw storeDown(err);
-        });
-    }
+    if (activity) await this.#touch(session, now, activity);
+  }
+
+  /** Records a session's use, at most once per {@link SESSION_TOUCH_MS}, so it does not idle out. */
+  async #touch(
+    session: SessionRecord,
+    now: number,
+    meta: { ip: string; userAgent?: string | undefined },
+  ): Promise<void> {
+    if (now - session.lastSeenAt < SESSION_TOUCH_MS) return;
+    await this.#o.store.sessions
+      .touch(session.id, now, meta.ip || null, meta.userAgent?.slice(0, 256) ?? null)
+      .catch((err: unknown) => {
+        throw storeDown(err);
+      });
   }
 
   /**
@@ -729,13 +737,7 @@ export class IdentityService {
     const user = await this.#user(ref.userId);
     if (user?.status !== 'active')
       throw new PortcullisError('session_revoked', { headers: INVALID_TOKEN_CHALLENGE });
-    if (now - session.lastSeenAt >= SESSION_TOUCH_MS) {
-      await this.#o.store.sessions
-        .touch(session.id, now, meta.ip || null, meta.userAgent?.slice(0, 256) ?? null)
-        .catch((err: unknown) => {
-          throw storeDown(err);
-        });
-    }
+    await this.#touch(session, now, meta);
     return this.#o.tokens.principalFor(this.#accessSubject(user, session));
   }
 

@@ -28,6 +28,7 @@ export {
   parseSvid,
   pemBlocks,
   SvidError,
+  serialKey,
   type VerifiedSvid,
   verifyPath,
   verifySvid,

@@ -190,15 +190,19 @@ export async function parseSvid(pem: string): Promise<{ spiffeId: string; chain:
  * Reads a serial denylist: one hex serial per line (colons allowed, case ignored), `#` comments and
  * blank lines skipped. A line that is not a serial is an error naming the line.
  */
+/** A serial as denylists key it: its magnitude in lower-case hex, colons and leading zeros dropped. */
+export const serialKey = (hex: string): string =>
+  hex
+    .replace(/:/g, '')
+    .toLowerCase()
+    .replace(/^0+(?=.)/, '');
+
 export function parseDenylist(text: string, file = 'denylist'): Set<string> {
   const out = new Set<string>();
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.replace(/#.*/, '').trim();
     if (line === '') return;
-    const hex = line
-      .replace(/:/g, '')
-      .toLowerCase()
-      .replace(/^0+(?=.)/, '');
+    const hex = serialKey(line);
     if (!/^[0-9a-f]{1,40}$/.test(hex)) throw new Error(`${file}:${i + 1}: not a certificate serial: ${line}`);
     out.add(hex);
   });
@@ -357,8 +361,6 @@ const sameCa = (a: x509.X509Certificate, b: x509.X509Certificate) =>
   a === b ||
   (a.subject === b.subject && Buffer.from(a.publicKey.rawData).equals(Buffer.from(b.publicKey.rawData)));
 
-const serialKey = (c: x509.X509Certificate) => c.serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
-
 /**
  * RFC 5280 path validation from a leaf to a trust anchor, the part of {@link verifySvid} that does not
  * depend on SPIFFE: every signature, every certificate valid at `at`, each signer a CA with
@@ -399,7 +401,7 @@ export async function verifyPath(
     depth: number,
   ): Promise<x509.X509Certificate[] | undefined> => {
     try {
-      if (denied?.has(serialKey(current)))
+      if (denied?.has(serialKey(current.serialNumber)))
         throw new SvidError('revoked', `certificate serial ${current.serialNumber} is on the denylist`);
       checkTime(current, at, depth === 0 ? 'the leaf' : `intermediate ${current.subject}`);
     } catch (e) {

@@ -22,7 +22,7 @@ function single(value: string | string[] | undefined, name: string): string {
  * must be exactly what the upstream gets.
  */
 export function forwardedRequest(gw: Gateway, ctx: RequestContext): void {
-  ctx.decideOnly = true;
+  ctx.decideOnly = 'forward-auth';
   if (!gw.isTrustedProxy(ctx.peerIp)) {
     throw new PortcullisError('forbidden', {
       detail: `forward-auth caller ${ctx.peerIp} is not a trusted proxy`,
@@ -64,7 +64,7 @@ function original(ctx: RequestContext, method: string, uri: string, host: string
  * upstream (`allowed_upstream_headers`), or the refusal, which Envoy returns to the client.
  */
 export function extAuthzRequest(gw: Gateway, ctx: RequestContext): void {
-  ctx.decideOnly = true;
+  ctx.decideOnly = 'ext-authz';
   const prefix = gw.config.gateway.extAuthz?.pathPrefix ?? '';
   if (!gw.isTrustedProxy(ctx.peerIp)) {
     throw new PortcullisError('forbidden', {

@@ -6,6 +6,7 @@ import { ASSERTION_HEADER, signedAssertion } from '../assertion.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { applyCors } from '../cors.js';
 import { clientResponseHeaders, upstreamRequestHeaders, withSecurityHeaders } from '../headers.js';
+import { CONNECTION_FAILURES } from '../upstream.js';
 import { isWebSocketUpgrade, tunnel } from './tunnel.js';
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
@@ -85,14 +86,14 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
       if (body?.exceeded())
         throw new PortcullisError('payload_too_large', { detail: 'streamed body over the route limit' });
       const code = (err as { code?: string }).code ?? '';
-      if (CONNECTION_CODES.has(code)) to.connectionFailed(`connection failed: ${code}`);
+      if (CONNECTION_FAILURES.has(code)) to.connectionFailed(`connection failed: ${code}`);
       if (res.destroyed) {
         // The client left before the answer (which aborted the upstream request): nobody to answer,
         // and not the upstream's failure.
         gw.log.debug({ requestId: ctx.requestId, err }, 'client closed the connection before the answer');
         return;
       }
-      if (attemptsLeft > 0 && CONNECTION_CODES.has(code)) {
+      if (attemptsLeft > 0 && CONNECTION_FAILURES.has(code)) {
         attemptsLeft--;
         const failed = to;
         to = upstream.pick(failed);
@@ -165,20 +166,6 @@ function exchange(
 
 /** RFC 9110 §9.2.2 idempotent methods (TRACE is never forwarded). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
-
-/**
- * Failures of the connection itself, before any answer: the target counts as failing, a retry is safe.
- * Not EPIPE: that is the upstream closing while we still send a body, typically after answering early
- * (a 413 to a large upload) — the upstream is alive, and a streamed body cannot be sent again anyway.
- */
-const CONNECTION_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_SOCKET',
-]);
 
 /** The request body, cut off (and the upstream request aborted) once it passes `max` bytes. */
 function limitBody(req: IncomingMessage, max: number): { stream: Transform; exceeded: () => boolean } {

@@ -8,7 +8,8 @@ import { API_KEY_ISSUER_ID } from '../../identity/index.js';
 import { SPIFFE_ISSUER_ID } from '../../workload/index.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { clientResponseHeaders } from '../headers.js';
-import type { Target } from '../upstream.js';
+import { CONNECTION_FAILURES, type Target } from '../upstream.js';
+import { bearerToken } from './authenticate.js';
 
 /** A WebSocket opening handshake (RFC 6455 §4.1): GET, `Upgrade: websocket`, no body. */
 export function isWebSocketUpgrade(req: IncomingMessage): boolean {
@@ -20,9 +21,6 @@ function isRefusedHandshake(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   return e.code === 'UND_ERR_SOCKET' && e.message === 'bad upgrade';
 }
-
-/** Upgrade failures that happened on the connection (the target counts as failing, another may be tried). */
-const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
 
 /**
  * The last step of an authorized WebSocket upgrade: the handshake goes to the upstream (canonical
@@ -71,7 +69,7 @@ export async function tunnel(
           cause: err,
         });
       }
-      if (CONNECTION_CODES.has(code)) {
+      if (CONNECTION_FAILURES.has(code)) {
         to.connectionFailed(`connection failed: ${code}`);
         if (attemptsLeft-- > 0 && !upgrade.socket.destroyed) {
           to = upstream.pick(to);
@@ -176,11 +174,10 @@ function liveCheck(
     const peer = (ctx.req.socket as TLSSocket).getPeerCertificate?.();
     return peer?.valid_to ? { until: Date.parse(peer.valid_to) } : {};
   }
-  const bearer = /^(?:bearer|dpop) +(\S+)$/i.exec(ctx.req.headers.authorization ?? '')?.[1];
-  if (!bearer) return {};
+  if (ctx.req.headers.authorization === undefined) return {};
   try {
     // Verified by this very request's authenticate step; only its lifetime is read here.
-    const { exp } = decodeJwt(bearer);
+    const { exp } = decodeJwt(bearerToken(ctx.req.headers.authorization));
     return typeof exp === 'number' ? { until: exp * 1000 } : {};
   } catch {
     return {};
