@@ -54,6 +54,15 @@ const MAX_SHAPES = 1024;
 function sortedKeys(obj: Record<string, unknown>): readonly string[] {
   const keys = Object.keys(obj);
   if (keys.length < 2) return keys;
+  // Records built with their members already in order (the gateway's decision record) need no lookup.
+  let inOrder = true;
+  for (let i = 1; i < keys.length; i++) {
+    if ((keys[i - 1] as string) >= (keys[i] as string)) {
+      inOrder = false;
+      break;
+    }
+  }
+  if (inOrder) return keys;
   const shape = keys.join('\u0000');
   let sorted = sortedByShape.get(shape);
   if (sorted === undefined) {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { ChainHasher } from '../store/index.js';
 
 /** `prev_hash` of the first record. */
@@ -13,8 +13,6 @@ export const chainHash: ChainHasher = (prevHash, r) => {
   if (!Number.isSafeInteger(r.seq) || !Number.isSafeInteger(r.ts) || r.type.includes('\n')) {
     throw new TypeError('chainHash: seq and ts must be integers and type must not contain a newline');
   }
-  return createHash('sha256')
-    .update(`${prevHash}\n${r.seq}\n${r.ts}\n${r.type}\n`)
-    .update(r.data)
-    .digest('hex');
+  // One-shot `crypto.hash` over one string: no Hash object per record.
+  return hash('sha256', `${prevHash}\n${r.seq}\n${r.ts}\n${r.type}\n${r.data}`, 'hex');
 };

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /**
  * RFC 9162 (Certificate Transparency v2, same as RFC 6962 §2.1) Merkle tree hashing and proofs over
@@ -12,11 +12,15 @@ const NODE = Buffer.from([1]);
 
 export type Hash = Buffer;
 
-export const emptyRoot = (): Hash => createHash('sha256').digest();
+// One-shot `crypto.hash` (no Hash object per call): a leaf and about one node are hashed per record.
+export const emptyRoot = (): Hash => hash('sha256', '', 'buffer');
 export const leafHash = (entry: string | Uint8Array): Hash =>
-  createHash('sha256').update(LEAF).update(entry).digest();
+  // For a string, U+0000 encodes as the single byte 0x00: the input is 0x00 ‖ UTF-8(entry).
+  typeof entry === 'string'
+    ? hash('sha256', `\u0000${entry}`, 'buffer')
+    : hash('sha256', Buffer.concat([LEAF, entry]), 'buffer');
 export const nodeHash = (left: Hash, right: Hash): Hash =>
-  createHash('sha256').update(NODE).update(left).update(right).digest();
+  hash('sha256', Buffer.concat([NODE, left, right], 1 + left.length + right.length), 'buffer');
 
 /** Largest power of two strictly smaller than n (n ≥ 2): RFC 9162's split point k. */
 function split(n: number): number {

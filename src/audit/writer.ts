@@ -67,33 +67,54 @@ export class AuditWriter {
    * counted): callers turn that into a refusal, so nothing goes unrecorded.
    */
   write(event: AuditEvent, mode: AuditMode): Promise<void> {
+    if (mode === 'batched') {
+      if (this.#closed) return Promise.reject(new AuditUnavailableError('audit writer is closed'));
+      this.enqueue(event);
+      return RESOLVED;
+    }
     if (this.#closed) return Promise.reject(new AuditUnavailableError('audit writer is closed'));
-    if (this.#queue.length >= this.#opts.spoolLimit) {
-      this.#opts.onFailure?.('spool_full');
-      if (!this.#opts.failOpen(event.type))
-        throw new AuditUnavailableError('the audit log cannot be written and its spool is full');
-      return Promise.resolve();
-    }
-    const data = this.#opts.redact ? this.#opts.redact(event.data) : event.data;
-    this.#queue.push({
-      ts: this.#opts.clock.now(),
-      type: event.type,
-      data: canonicalJson(data),
-      durable: mode === 'durable',
-      parsed: data,
-    });
-    if (mode === 'durable') {
-      const p = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
-      void this.flush();
-      return p;
-    }
+    if (!this.#admit(event.type)) return RESOLVED;
+    this.#push(event, true);
+    const p = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    void this.flush();
+    return p;
+  }
+
+  /**
+   * Queues a batched event, synchronously and without a promise (the gateway's decision records, one
+   * per request). Throws {@link AuditUnavailableError} when the writer is closed, or when the spool is
+   * full and the writer fails closed for this type.
+   */
+  enqueue(event: AuditEvent): void {
+    if (this.#closed) throw new AuditUnavailableError('audit writer is closed');
+    if (!this.#admit(event.type)) return;
+    this.#push(event, false);
     if (this.#queue.length >= this.#opts.maxBatch && this.#retryMs === 0) void this.flush();
     else
       this.#timer ??= setTimeout(
         () => void this.flush(),
         Math.max(this.#opts.flushIntervalMs, this.#retryMs),
       );
-    return Promise.resolve();
+  }
+
+  /** Whether the spool takes one more record: false = drop it (fail open); throws when failing closed. */
+  #admit(type: string): boolean {
+    if (this.#queue.length < this.#opts.spoolLimit) return true;
+    this.#opts.onFailure?.('spool_full');
+    if (!this.#opts.failOpen(type))
+      throw new AuditUnavailableError('the audit log cannot be written and its spool is full');
+    return false;
+  }
+
+  #push(event: AuditEvent, durable: boolean): void {
+    const data = this.#opts.redact ? this.#opts.redact(event.data) : event.data;
+    this.#queue.push({
+      ts: this.#opts.clock.now(),
+      type: event.type,
+      data: canonicalJson(data),
+      durable,
+      parsed: data,
+    });
   }
 
   /** Records waiting to be committed (the spool; non-zero for long only while the store fails). */
@@ -136,7 +157,8 @@ export class AuditWriter {
     this.#waiters = [];
     let records: AuditRecord[];
     try {
-      records = await this.#opts.store.append(batch.map(draftOf), chainHash, GENESIS_HASH);
+      // The queued entries are drafts already (the store reads ts, type and data only).
+      records = await this.#opts.store.append(batch, chainHash, GENESIS_HASH);
     } catch (err) {
       // Durable records are dropped: their callers are told now that the operation failed, so the log
       // must not later claim it happened. Batched records stay queued, ahead of newer ones, and are
@@ -156,7 +178,12 @@ export class AuditWriter {
     this.#retryMs = 0;
     for (const w of waiters) w.resolve();
     try {
-      this.#opts.onCommit?.(records.map((r, i) => ({ ...r, parsed: batch[i]?.parsed })));
+      if (this.#opts.onCommit) {
+        // Each committed record carries the object its data was serialized from (set in place: the
+        // records are the store's fresh objects, and this runs for every record).
+        for (let i = 0; i < records.length; i++) (records[i] as CommittedRecord).parsed = batch[i]?.parsed;
+        this.#opts.onCommit(records as CommittedRecord[]);
+      }
     } catch (err) {
       // Committed is committed: a failing observer (metrics, checkpoints, alerts) must not re-queue it.
       this.#opts.log.error({ err }, 'audit commit observer failed');
@@ -164,7 +191,7 @@ export class AuditWriter {
   }
 }
 
-const draftOf = ({ ts, type, data }: AuditDraft): AuditDraft => ({ ts, type, data });
+const RESOLVED: Promise<void> = Promise.resolve();
 
 /** The audit log cannot take a record: callers refuse the operation (fail closed). */
 export class AuditUnavailableError extends Error {

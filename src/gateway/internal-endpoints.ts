@@ -3,7 +3,7 @@ import { OWN_ISSUER_ID } from '../config/index.js';
 import { PortcullisError } from '../core/index.js';
 import { FEDERATION_COOKIE } from '../identity/index.js';
 import { authorizeBodySchema, type Decision, type PolicyInput } from '../policy/index.js';
-import { serveAdminApi, sessionView } from './admin-api.js';
+import { ADMIN_PREFIX, serveAdminApi, sessionView } from './admin-api.js';
 import { readJsonBody } from './body.js';
 import type { Gateway, RequestContext } from './context.js';
 import { cookieValue } from './cookies.js';
@@ -418,6 +418,30 @@ async function federatedCallback(gw: Gateway, ctx: RequestContext, id: string): 
 }
 
 /** Serves an internal endpoint if the path is one; returns whether it did. */
+/** The first path segment of every endpoint the gateway serves itself (computed once). */
+const INTERNAL_FIRST_SEGMENTS: ReadonlySet<string> = new Set(
+  [
+    ...INTERNAL_ENDPOINTS.keys(),
+    ...OAUTH_ENDPOINTS.keys(),
+    ADMIN_PREFIX,
+    '/auth/devices',
+    '/auth/federated/',
+  ].map(firstSegment),
+);
+
+function firstSegment(path: string): string {
+  const end = path.indexOf('/', 1);
+  return end === -1 ? path : path.slice(0, end);
+}
+
+/**
+ * Whether `path` may be one of the gateway's own endpoints: a set lookup on its first segment, so
+ * proxied requests (nearly all of them) skip {@link serveInternal} and its promises.
+ */
+export function mayBeInternal(path: string): boolean {
+  return INTERNAL_FIRST_SEGMENTS.has(firstSegment(path));
+}
+
 export async function serveInternal(gw: Gateway, ctx: RequestContext, path: string): Promise<boolean> {
   if (await serveAdminApi(gw, ctx, path)) return true;
   if (await serveDeviceEndpoints(gw, ctx, path)) return true;

@@ -5,7 +5,7 @@ import { newRequestId, PortcullisError } from '../core/index.js';
 import { redirectBrowser } from './browser-redirect.js';
 import type { Gateway, RequestContext } from './context.js';
 import { decisionRecord } from './decision-record.js';
-import { serveInternal } from './internal-endpoints.js';
+import { mayBeInternal, serveInternal } from './internal-endpoints.js';
 import { asPortcullisError, sendError } from './respond.js';
 import { authenticate } from './steps/authenticate.js';
 import { authorize } from './steps/authorize.js';
@@ -38,7 +38,10 @@ type Step = (gw: Gateway, ctx: RequestContext) => unknown;
 
 const STEPS: readonly Step[] = [
   canonicalize,
-  (gw, ctx) => serveInternal(gw, ctx, ctx.target?.path ?? ''),
+  (gw, ctx) => {
+    const path = ctx.target?.path ?? '';
+    return mayBeInternal(path) ? serveInternal(gw, ctx, path) : undefined;
+  },
   route,
   authenticate,
   identifyDevice,
@@ -72,30 +75,37 @@ const EXT_AUTHZ_STEPS: readonly Step[] = [extAuthzRequest, ...FORWARD_AUTH_STEPS
 
 /**
  * Writes a decision record; when the audit log cannot take it, the request is refused with 503
- * `store_unavailable` (fail closed) unless the writer is configured to fail open.
+ * `store_unavailable` (fail closed) unless the writer is configured to fail open. Batched records are
+ * queued synchronously (no promise per request); a durable one returns the promise of its commit.
  */
-function writeDecision(gw: Gateway, ctx: RequestContext, error: PortcullisError | undefined): Promise<void> {
+function writeDecision(
+  gw: Gateway,
+  ctx: RequestContext,
+  error: PortcullisError | undefined,
+): Promise<void> | undefined {
   gw.metrics.countDecision(
     ctx.decision?.outcome === 'challenge' ? 'challenge' : error ? 'deny' : (ctx.decision?.outcome ?? 'allow'),
     ctx.route?.id ?? '',
     ctx.decision?.ruleIds[0] ?? error?.code ?? '',
   );
+  const event = { type: 'gateway.decision', data: decisionRecord(ctx, error) };
   try {
-    return gw.audit
-      .write({ type: 'gateway.decision', data: decisionRecord(ctx, error) }, gw.config.audit.decisions)
-      .catch((err: unknown) => {
-        throw new PortcullisError('store_unavailable', { detail: 'audit write failed', cause: err });
-      });
+    // batched: a failed commit is retried from the spool; a full spool or a closed writer throws here
+    if (gw.config.audit.decisions === 'batched') {
+      gw.audit.enqueue(event);
+      return undefined;
+    }
+    return gw.audit.write(event, 'durable').catch((err: unknown) => {
+      throw new PortcullisError('store_unavailable', { detail: 'audit write failed', cause: err });
+    });
   } catch (err) {
     throw new PortcullisError('store_unavailable', { detail: 'audit log unavailable', cause: err });
   }
 }
 
 /** Records an allow decision before forwarding (awaited when decisions are durable). */
-async function auditDecision(gw: Gateway, ctx: RequestContext): Promise<void> {
-  const write = writeDecision(gw, ctx, undefined);
-  if (gw.config.audit.decisions === 'durable') await write;
-  else write.catch(() => undefined); // batched: a failed commit is retried from the spool
+function auditDecision(gw: Gateway, ctx: RequestContext): Promise<void> | undefined {
+  return writeDecision(gw, ctx, undefined);
 }
 
 /**
@@ -227,7 +237,5 @@ async function run(gw: Gateway, ctx: RequestContext, steps: readonly Step[]): Pr
 
 /** Every refusal is a decision too. A failed durable write turns the answer into a 503 (fail closed). */
 async function recordDenial(gw: Gateway, ctx: RequestContext, error: PortcullisError): Promise<void> {
-  const write = writeDecision(gw, ctx, error);
-  if (gw.config.audit.decisions === 'durable') await write;
-  else write.catch(() => undefined);
+  await writeDecision(gw, ctx, error);
 }

@@ -10,8 +10,12 @@ const CHALLENGE = { 'www-authenticate': 'Bearer realm="portcullis"' };
 /** RFC 6750 b64token, bounded. */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]{1,8192}=*$/;
 
-/** The bearer token of an `Authorization` header; a missing or malformed header is a 401. */
-export function bearerToken(header: string | undefined): string {
+/**
+ * The bearer token of an `Authorization` header; a missing or malformed header is a 401. `checkSyntax`
+ * false skips the b64token check, for a lookup in the verified-token cache only: every cached token
+ * passed it before it was verified, so a hit is well-formed and a malformed token cannot hit.
+ */
+export function bearerToken(header: string | undefined, checkSyntax = true): string {
   if (!header) throw new PortcullisError('unauthenticated', { headers: CHALLENGE });
   const space = header.indexOf(' ');
   const scheme = space === -1 ? '' : header.slice(0, space).toLowerCase();
@@ -23,7 +27,7 @@ export function bearerToken(header: string | undefined): string {
     });
   }
   const token = header.slice(space + 1).trim();
-  if (!B64TOKEN.test(token)) {
+  if (checkSyntax && !B64TOKEN.test(token)) {
     throw new PortcullisError('invalid_token', {
       detail: 'malformed bearer token',
       headers: { 'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"' },
@@ -38,15 +42,33 @@ export function bearerToken(header: string | undefined): string {
  * session is refused on its next request even while its token is unexpired. Routes listing `session`
  * also take the browser session cookie (its session checked the same way; unsafe methods same-origin).
  */
-export async function authenticate(gw: Gateway, ctx: RequestContext): Promise<void> {
+export function authenticate(gw: Gateway, ctx: RequestContext): Promise<void> | undefined {
   const route = ctx.route;
   if (!route) throw new PortcullisError('internal_error', { detail: 'authenticate before route' });
+  if (route.public) return undefined;
+  const authorization = ctx.req.headers.authorization;
+  // The common case without a promise: an external issuer's bearer token whose signature the cache
+  // already verified (expiry and the route's issuers are still checked, here, on every request).
+  if (authorization !== undefined && !route.signature) {
+    const principal = gw.bearer.cached(bearerToken(authorization, false), route.issuers);
+    if (principal) {
+      ctx.principal = principal;
+      return undefined;
+    }
+  }
+  return authenticateFully(gw, ctx, route);
+}
+
+async function authenticateFully(
+  gw: Gateway,
+  ctx: RequestContext,
+  route: NonNullable<RequestContext['route']>,
+): Promise<void> {
   // A webhook: the request itself is signed (RFC 9421); nothing else authenticates on such a route.
   if (route.signature) {
     ctx.principal = await gw.signatures.verify(ctx, route.signature.signers, route.signature.maxAgeMs);
     return;
   }
-  if (route.public) return;
   // A workload with an X.509-SVID (and no bearer token) on a route that accepts SPIFFE identities.
   if (ctx.req.headers.authorization === undefined && gw.spiffe && route.issuers.has(SPIFFE_ISSUER_ID)) {
     const workload = await gw.spiffe.authenticate(ctx.req.socket as TLSSocket);

@@ -46,22 +46,8 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
     headers['content-length'] = String(read.length);
   }
   const body = read ? null : hasBody ? limitBody(req, route.maxBodyBytes) : null;
-  // The upstream's answer goes straight into `res` (see exchange), and a client gone aborts it.
-  let started = false;
-  const onHeaders = ({
-    statusCode,
-    headers: upstreamHeaders,
-  }: {
-    statusCode: number;
-    headers: IncomingHttpHeaders;
-  }) => {
-    const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders), route.securityHeaders);
-    out['x-request-id'] = ctx.requestId;
-    if (route.cors) applyCors(out as Record<string, unknown>, ctx);
-    if (ctx.rateLimitHeaders) Object.assign(out, ctx.rateLimitHeaders);
-    res.writeHead(statusCode, out);
-    started = true;
-  };
+  // The upstream's answer goes straight into `res` (see Exchange), and a client gone aborts it.
+  const answer = new ResponseHead(ctx, route.securityHeaders, route.cors !== undefined);
   // Another target may be tried only when the request can be sent again unchanged: an idempotent
   // method, and no body or one already read whole.
   let attemptsLeft = body === null && IDEMPOTENT.has(ctx.method) ? upstream.retries : 0;
@@ -72,12 +58,12 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
         to.pool,
         { method: ctx.method as 'GET', path: forwardedTarget, headers, body: read ?? body?.stream ?? null },
         res,
-        onHeaders,
+        answer,
       );
       to.answered();
       return;
     } catch (err) {
-      if (started) {
+      if (answer.started) {
         // The client went away or the upstream broke mid-body: nothing more can be sent.
         gw.log.debug({ requestId: ctx.requestId, err }, 'response stream ended early');
         res.destroy();
@@ -111,57 +97,94 @@ export async function forward(gw: Gateway, ctx: RequestContext): Promise<void> {
   }
 }
 
+/** Writes the client's response head from the upstream's: filtered, with the route's own headers. */
+class ResponseHead {
+  started = false;
+  constructor(
+    private readonly ctx: RequestContext,
+    private readonly securityHeaders: ReadonlyArray<readonly [string, string]>,
+    private readonly cors: boolean,
+  ) {}
+
+  write(statusCode: number, upstreamHeaders: IncomingHttpHeaders): void {
+    const ctx = this.ctx;
+    const out = withSecurityHeaders(clientResponseHeaders(upstreamHeaders), this.securityHeaders);
+    out['x-request-id'] = ctx.requestId;
+    if (this.cors) applyCors(out as Record<string, unknown>, ctx);
+    if (ctx.rateLimitHeaders) Object.assign(out, ctx.rateLimitHeaders);
+    ctx.res.writeHead(statusCode, out);
+    this.started = true;
+  }
+}
+
 /**
  * One request to the upstream through undici's `dispatch` with a handler that writes the answer
  * straight into `res`: no Readable, no AsyncResource, no end-of-stream listeners per request (what
- * `stream()` adds). Backpressure: the upstream is paused while `res` is full. A client that goes away
- * aborts the upstream request. Resolves when the answer is complete; rejects with the upstream error
- * (`onHead` has then been called or not — the caller knows from its own flag).
+ * `stream()` adds), and one handler object per attempt rather than a closure per callback. Backpressure:
+ * the upstream is paused while `res` is full. A client that goes away aborts the upstream request.
+ * Resolves when the answer is complete; rejects with the upstream error (the head has then been written
+ * or not — `head.started` tells).
  */
 function exchange(
   pool: Dispatcher,
   options: Dispatcher.DispatchOptions,
   res: ServerResponse,
-  onHead: (head: { statusCode: number; headers: IncomingHttpHeaders }) => unknown,
+  head: ResponseHead,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
-    let controller: Dispatcher.DispatchController | undefined;
-    let done = false;
-    const onClose = () => {
-      if (!done) controller?.abort(new Error('client closed the connection'));
-    };
-    const onDrain = () => controller?.resume();
-    res.once('close', onClose);
-    res.on('drain', onDrain);
-    const settle = (err?: Error) => {
-      if (done) return;
-      done = true;
-      res.off('close', onClose);
-      res.off('drain', onDrain);
-      if (err) reject(err);
-      else resolve();
-    };
-    pool.dispatch(options, {
-      onRequestStart(c) {
-        controller = c;
-        if (res.destroyed) c.abort(new Error('client closed the connection'));
-      },
-      onResponseStart(_c, statusCode, headers) {
-        if (statusCode < 200) return; // 1xx: the final answer follows
-        onHead({ statusCode, headers });
-      },
-      onResponseData(c, chunk) {
-        if (!res.write(chunk)) c.pause();
-      },
-      onResponseEnd() {
-        res.end();
-        settle();
-      },
-      onResponseError(_c, err) {
-        settle(err);
-      },
-    });
+    pool.dispatch(options, new Exchange(res, head, resolve, reject));
   });
+}
+
+class Exchange implements Dispatcher.DispatchHandler {
+  #controller: Dispatcher.DispatchController | undefined;
+  #done = false;
+  readonly #onClose = () => {
+    if (!this.#done) this.#controller?.abort(new Error('client closed the connection'));
+  };
+  readonly #onDrain = () => this.#controller?.resume();
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly head: ResponseHead,
+    private readonly resolve: () => void,
+    private readonly reject: (err: Error) => void,
+  ) {
+    res.once('close', this.#onClose);
+    res.on('drain', this.#onDrain);
+  }
+
+  #settle(err?: Error): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.res.off('close', this.#onClose);
+    this.res.off('drain', this.#onDrain);
+    if (err) this.reject(err);
+    else this.resolve();
+  }
+
+  onRequestStart(c: Dispatcher.DispatchController): void {
+    this.#controller = c;
+    if (this.res.destroyed) c.abort(new Error('client closed the connection'));
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode < 200) return; // 1xx: the final answer follows
+    this.head.write(statusCode, headers);
+  }
+
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.res.write(chunk)) c.pause();
+  }
+
+  onResponseEnd(): void {
+    this.res.end();
+    this.#settle();
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    this.#settle(err);
+  }
 }
 
 /** RFC 9110 §9.2.2 idempotent methods (TRACE is never forwarded). */
