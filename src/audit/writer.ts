@@ -158,7 +158,9 @@ export class AuditWriter {
     let records: AuditRecord[];
     try {
       // The queued entries are drafts already (the store reads ts, type and data only).
-      records = await this.#opts.store.append(batch, chainHash, GENESIS_HASH);
+      records = await this.#opts.store.append(batch, chainHash, GENESIS_HASH, {
+        durable: batch.some((d) => d.durable),
+      });
     } catch (err) {
       // Durable records are dropped: their callers are told now that the operation failed, so the log
       // must not later claim it happened. Batched records stay queued, ahead of newer ones, and are

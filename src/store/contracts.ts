@@ -230,8 +230,16 @@ export interface AuditStore {
   /**
    * Appends drafts in order, in one transaction, each linked to the current head of the chain
    * (read inside the transaction, so several writers on one database keep one valid chain).
+   * `durable: false` (only batched records, which may be lost within their flush interval anyway): the
+   * adapter may commit without waiting for the disk, as long as a crash still leaves a valid prefix of
+   * the chain. Default true.
    */
-  append(drafts: readonly AuditDraft[], hasher: ChainHasher, genesis: string): Promise<AuditRecord[]>;
+  append(
+    drafts: readonly AuditDraft[],
+    hasher: ChainHasher,
+    genesis: string,
+    options?: { durable?: boolean },
+  ): Promise<AuditRecord[]>;
   /** Records in `seq` order, from `fromSeq` (default 1). */
   scan(fromSeq?: number): AsyncIterable<AuditRecord>;
   /** The highest `seq` (0 when empty). */

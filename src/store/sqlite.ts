@@ -942,7 +942,21 @@ export function openSqliteStore(file: string, options: SqliteStoreOptions = {}):
       consume: (hash, at) => guard(() => writable().challengeUse.run(at, hash).changes > 0),
     },
     audit: {
-      append: (drafts, hasher, genesis) => guard(() => appendAudit.immediate(drafts, hasher, genesis)),
+      append: (drafts, hasher, genesis, options) =>
+        guard(() => {
+          if (options?.durable !== false) return appendAudit.immediate(drafts, hasher, genesis);
+          // Batched records only: committed with synchronous=NORMAL, i.e. written to the WAL without an
+          // fsync. WAL keeps every commit atomic and in order, so a power loss can only drop the newest
+          // batches (a valid prefix of the chain, as a crash before the flush would); the next FULL
+          // commit (any durable write) syncs the WAL with these frames in it. A process crash loses
+          // nothing that was committed. Measured: 8.2 → 5.8 µs per record (bench/README.md).
+          db.pragma('synchronous = NORMAL');
+          try {
+            return appendAudit.immediate(drafts, hasher, genesis);
+          } finally {
+            db.pragma('synchronous = FULL');
+          }
+        }),
       async *scan(fromSeq = 1) {
         for (const row of q.auditScan.iterate(fromSeq)) yield toAudit(row);
       },

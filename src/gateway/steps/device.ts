@@ -13,10 +13,21 @@ import { checkTokenProof } from '../dpop.js';
  * revoked; policy then reads `device.*` and the risk engine its signals. Requests without a proof have
  * no device (and pay nothing here).
  */
-export async function identifyDevice(gw: Gateway, ctx: RequestContext): Promise<void> {
+export function identifyDevice(gw: Gateway, ctx: RequestContext): Promise<void> | undefined {
   const principal = ctx.principal;
-  if (principal?.kind !== 'user') return;
-  ctx.device = await deviceOf(gw, ctx, principal);
+  if (principal?.kind !== 'user') return undefined;
+  // Nothing to prove or check (no proof, a token bound to no key, no `DPoP` scheme, no client
+  // certificate): no device, decided without a promise — the common case of a plain bearer token.
+  if (
+    ctx.req.headers.dpop === undefined &&
+    principal.confirmationJkt === undefined &&
+    ctx.req.headers.authorization?.slice(0, 5).toLowerCase() !== 'dpop ' &&
+    !(gw.spiffe && (ctx.req.socket as TLSSocket).encrypted)
+  )
+    return undefined;
+  return deviceOf(gw, ctx, principal).then((device) => {
+    ctx.device = device;
+  });
 }
 
 /** The proven device of a user's request (also for `/v1/authorize`); checks the token's proof first. */
