@@ -1,12 +1,20 @@
 import { createHash, createPublicKey, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { isAbsolute, resolve } from 'node:path';
-import { createVerifier, httpbis, type VerifyingKey } from 'http-message-signatures';
+import type { VerifyingKey } from 'http-message-signatures';
 import { parseDictionary } from 'structured-headers';
 import type { Config } from '../config/index.js';
 import { type Clock, PortcullisError, type Principal, ReplayCache, type UserId } from '../core/index.js';
 import { readBodyBytes } from './body.js';
 import type { RequestContext } from './context.js';
+
+/** http-message-signatures (CommonJS), loaded synchronously with the first signer: most configs have none. */
+let library: typeof import('http-message-signatures') | undefined;
+const messageSignatures = () =>
+  (library ??= createRequire(import.meta.url)(
+    'http-message-signatures',
+  ) as typeof import('http-message-signatures'));
 
 /** The issuer id of principals authenticated by a message signature. */
 export const SIGNATURE_ISSUER_ID = 'signature';
@@ -66,7 +74,7 @@ export class MessageSignatureVerifier {
         throw new Error(`messageSigners.${id}: ${s.publicKeyFile} is not an Ed25519 public key`);
       this.#signers.set(id, {
         alg: s.alg,
-        key: { id, algs: [s.alg], verify: createVerifier(material as never, s.alg) },
+        key: { id, algs: [s.alg], verify: messageSignatures().createVerifier(material as never, s.alg) },
         roles: s.roles,
       });
     }
@@ -106,7 +114,7 @@ export class MessageSignatureVerifier {
     let ok: boolean | null;
     const now = this.#clock.now();
     try {
-      ok = await httpbis.verifyMessage(
+      ok = await messageSignatures().httpbis.verifyMessage(
         {
           keyLookup: async (params) => {
             const keyid = String(params.keyid ?? '');

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { isAbsolute, resolve } from 'node:path';
-import { Ajv } from 'ajv';
+import type { Ajv } from 'ajv';
 import type { RouteConfig } from '../config/index.js';
 
 const MAX_REPORTED = 5;
@@ -32,8 +33,16 @@ function uniqueItemsWithoutBound(node: unknown, at = '#'): string | undefined {
  * paths (`/items/0/qty: must be >= 1`), at most five, or undefined when the body is valid.
  */
 export function requestSchemaCompiler(baseDir: string) {
-  // allErrors off: a large invalid body must not build one error object per element.
-  const ajv = new Ajv({ allErrors: false, strict: true });
+  // ajv is loaded (CommonJS, synchronously) with the first route that has a schema: most configs have
+  // none and need not carry it. allErrors off: a large invalid body must not build one error object
+  // per element.
+  let ajv: Ajv | undefined;
+  const compiler = (): Ajv => {
+    if (ajv) return ajv;
+    const { Ajv: AjvClass } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
+    ajv = new AjvClass({ allErrors: false, strict: true });
+    return ajv;
+  };
   return (route: RouteConfig): ((body: unknown) => string[] | undefined) | undefined => {
     let schema = route.requestSchema;
     if (route.requestSchemaFile !== undefined) {
@@ -50,7 +59,7 @@ export function requestSchemaCompiler(baseDir: string) {
       );
     let validate: ReturnType<Ajv['compile']>;
     try {
-      validate = ajv.compile(schema);
+      validate = compiler().compile(schema);
     } catch (err) {
       throw new Error(`route ${route.id}: request schema does not compile: ${(err as Error).message}`);
     }

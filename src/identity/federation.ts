@@ -1,8 +1,11 @@
-import * as oidc from 'openid-client';
+import type * as oidc from 'openid-client';
 import type { FederationProviderConfig } from '../config/index.js';
 import { type Clock, type Logger, PortcullisError } from '../core/index.js';
 import { safeReturnTo } from './return-to.js';
 import type { SecretBox } from './secret-box.js';
+
+/** openid-client is loaded on first use: a gateway without federated providers never needs it. */
+const openidClient = (): Promise<typeof oidc> => import('openid-client');
 
 /** What the login through an OP yields: who it is (verified ID token claims) and the roles it maps to. */
 export interface FederatedIdentity {
@@ -77,14 +80,15 @@ export class FederationService {
     const provider = this.#provider(id);
     const target = this.#safeReturn(returnTo ?? '/');
     const config = await this.#config(id, provider);
-    const verifier = oidc.randomPKCECodeVerifier();
-    const state = oidc.randomState();
-    const nonce = oidc.randomNonce();
-    const url = oidc.buildAuthorizationUrl(config, {
+    const o = await openidClient();
+    const verifier = o.randomPKCECodeVerifier();
+    const state = o.randomState();
+    const nonce = o.randomNonce();
+    const url = o.buildAuthorizationUrl(config, {
       redirect_uri: this.#redirectUri(id, provider),
       scope: provider.scopes.join(' '),
       response_type: 'code',
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge: await o.calculatePKCECodeChallenge(verifier),
       code_challenge_method: 'S256',
       state,
       nonce,
@@ -124,8 +128,9 @@ export class FederationService {
     const publicUrl = new URL(this.#redirectUri(id, provider));
     publicUrl.search = currentUrl.search;
     let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
+    const o = await openidClient();
     try {
-      tokens = await oidc.authorizationCodeGrant(config, publicUrl, {
+      tokens = await o.authorizationCodeGrant(config, publicUrl, {
         pkceCodeVerifier: flow.verifier,
         expectedState: flow.state,
         expectedNonce: flow.nonce,
@@ -182,12 +187,13 @@ export class FederationService {
     const cached = this.#configs.get(id);
     if (cached && this.#clock.now() - cached.at < DISCOVERY_TTL_MS) return cached.config;
     try {
-      const config = await oidc.discovery(
+      const o = await openidClient();
+      const config = await o.discovery(
         new URL(p.issuer),
         p.clientId,
         { redirect_uris: [this.#redirectUri(id, p)], response_types: ['code'] },
-        oidc.ClientSecretBasic(p.clientSecret),
-        p.allowInsecure ? { execute: [oidc.allowInsecureRequests] } : undefined,
+        o.ClientSecretBasic(p.clientSecret),
+        p.allowInsecure ? { execute: [o.allowInsecureRequests] } : undefined,
       );
       this.#configs.set(id, { config, at: this.#clock.now() });
       return config;

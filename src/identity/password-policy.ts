@@ -1,18 +1,22 @@
-import { dictionary } from '@zxcvbn-ts/language-common';
+import { createRequire } from 'node:module';
 import { PortcullisError } from '../core/index.js';
 
 export const PASSWORD_MIN = 12;
 export const PASSWORD_MAX = 128;
 
 /**
- * The 49,233 most common passwords of `@zxcvbn-ts/language-common` (MIT), lower-cased, loaded once.
+ * The 49,233 most common passwords of `@zxcvbn-ts/language-common` (MIT), lower-cased, loaded once, on
+ * the first password check (the package's dictionaries weigh ~2.5 MB of heap that a gateway which never
+ * sets a password need not carry; its CommonJS build loads synchronously).
  * A password equal to one of them (ignoring case) is refused whatever its length.
  */
 let common: ReadonlySet<string> | undefined;
 function commonPasswords(): ReadonlySet<string> {
-  common ??= new Set(
-    (dictionary as Record<string, string[]>)['passwords-common']?.map((p) => p.toLowerCase()),
-  );
+  if (common) return common;
+  const { dictionary } = createRequire(import.meta.url)('@zxcvbn-ts/language-common') as {
+    dictionary: Record<string, string[]>;
+  };
+  common = new Set(dictionary['passwords-common']?.map((p) => p.toLowerCase()));
   return common;
 }
 

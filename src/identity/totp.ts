@@ -1,6 +1,5 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { Secret, TOTP } from 'otpauth';
-import QRCode from 'qrcode';
 
 /** RFC 6238 parameters every authenticator app supports: SHA-1, 6 digits, 30 s steps. */
 const PERIOD = 30;
@@ -23,8 +22,9 @@ export function totpUri(secret: string, issuer: string, account: string): string
   }).toString();
 }
 
-/** The URI as a QR code, an SVG document. */
-export function totpQrSvg(uri: string): Promise<string> {
+/** The URI as a QR code, an SVG document. (`qrcode` is loaded on first use: only enrollment needs it.) */
+export async function totpQrSvg(uri: string): Promise<string> {
+  const QRCode = await import('qrcode');
   return QRCode.toString(uri, { type: 'svg', errorCorrectionLevel: 'M', margin: 2 });
 }
 
