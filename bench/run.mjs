@@ -110,9 +110,11 @@ sections.push([
 
 const gatewayArgs = ['run.mjs', '--add', 'contenders.portcullis.mjs', '--out', join(outDir, 'gateway')];
 if (smoke) {
+  // Every Portcullis profile the harness generates a config for (JWT-only, full pipeline, forward-auth
+  // behind nginx) must still load and pass validation; the refusal modes prove the 403/401 paths.
   gatewayArgs.push(
     '--only',
-    'direct,portcullis',
+    'direct,portcullis,portcullis-jwt,portcullis-full,portcullis-fwd',
     '--rounds',
     '1',
     '--warmup',
@@ -120,9 +122,11 @@ if (smoke) {
     '--duration',
     '1',
     '--modes',
-    'single',
+    'single,deny,unauth',
   );
   gatewayArgs.push('--retries', '0', '--quiet-wait', '0', '--max-foreign', '1000', '--tokens', '50');
+  // No settling pause between runs: these numbers mean nothing, and 14 s of pauses are saved.
+  gatewayArgs.push('--settle', '200');
 }
 const pin =
   spawnSync('taskset', ['-c', '0', 'true']).status === 0

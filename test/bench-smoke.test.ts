@@ -38,6 +38,13 @@ describe.skipIf(!WRK)('benchmark smoke run', () => {
     expect(report).toMatch(/## Audit log[\s\S]*\| 22,000 \|/);
     expect(report).toMatch(/## Identity[\s\S]*refresh \(rotate/);
     expect(report).toMatch(/\| 6 Portcullis \(ES256 assertion\) \| \d+/);
+    // Every scenario's Portcullis profile loads, validates and serves: JWT-only, full pipeline, forward-auth
+    // behind nginx; and the refusal modes (403 wrong role, 401 bad token) ran.
+    expect(report).toMatch(/\| 7 Portcullis JWT-only[^|]*\| \d+/);
+    expect(report).toMatch(/\| 8 Portcullis full pipeline[^|]*\| \d+/);
+    expect(report).toMatch(/\| 9 nginx \+ auth_request -> Portcullis forward-auth[^|]*\| \d+/);
+    expect(report).toMatch(/## Token mode: deny/);
+    expect(report).toMatch(/## Token mode: unauth/);
     expect(report).not.toContain('INVALID');
   }, 300_000);
 });

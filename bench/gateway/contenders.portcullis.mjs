@@ -1,33 +1,49 @@
 // Portcullis as contenders in the gateway harness, in the same run as the peers:
 //   node run.mjs --add contenders.portcullis.mjs --only direct,nginx,nginx-authreq,express,fastify,lean,portcullis,portcullis-hmac
+//   node run.mjs --add contenders.portcullis.mjs --only nginx,nginx-authreq,express,portcullis-jwt,portcullis-full,portcullis-full-es256,portcullis-fwd --modes single,rotate,deny,unauth
 // Each entry writes a portcullis.yaml into the run folder and starts the built CLI (`npm run build`
 // at the repository root first): the harness's ES256 tokens are accepted from an external issuer
-// (its PEM), a policy rule allows role `reader` on the route, every decision is audited (batched,
-// hash-chained SQLite), security headers are added, and a request-bound identity assertion is signed
-// for the upstream — ES256 (default) or HMAC-SHA256 with a per-upstream key (`-hmac`).
+// (its PEM), every decision is audited (batched, hash-chained SQLite), security headers are added
+// (the default), and a request-bound identity assertion is signed for the upstream — ES256 or
+// HMAC-SHA256 with a per-upstream key (the assertion cannot be turned off, so the cheaper HS256 is the
+// "least work" setting). What else the route does is the entry's profile:
+//   roles  rule `readers-read-items` (role reader), risk step on (default), no rate limit: the original
+//          `portcullis` / `portcullis-hmac` entries, kept as they were for comparison with earlier runs
+//   jwt    verify the token and forward: a rule naming no one (= any authenticated principal), risk off,
+//          no rate limit. It does not authorize roles (a guest-role token is allowed): no `roles: true`
+//   full   role reader AND an ABAC condition (CEL) over the token's claims, risk step on (default
+//          settings), a per-user rate limit set so high it is never hit (GCRA bookkeeping on every request)
+// `portcullis-fwd` is the full profile behind nginx: nginx auth_request asks Portcullis's forward-auth
+// endpoint, then proxies to the upstream itself (peer: `nginx-authreq`, nginx + a jose verifier).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { nginxProcess } from './lib/nginx.mjs';
 
 const repoRoot = (ctx) => resolve(ctx.harnessDir, '..', '..');
+const HS256_KEY = 'bench-only-shared-upstream-key-0123456789abcdef';
 
-function entry({ id, label, port, assertion }) {
-  return {
-    id,
-    label,
-    port,
-    auth: true,
-    securityHeaders: true,
-    processes: (ctx) => {
-      const dir = join(ctx.runDir, id);
-      mkdirSync(dir, { recursive: true });
-      const upstreamAssertion =
-        assertion === 'HS256' ? `{ alg: HS256, key: "bench-only-shared-upstream-key-0123456789abcdef" }` : '{ alg: ES256 }';
-      const yaml = `# written by bench/gateway/contenders.portcullis.mjs
+// External-issuer tokens reach CEL as principal.id (sub), principal.issuer (the issuer's id here),
+// principal.roles; their other claims (tenant, email, scope) are not exposed to policy conditions, so
+// the ABAC condition is over those. The harness's tokens satisfy it (sub `user-*`, issuer `bench`).
+const ABAC_CONDITION = `principal.issuer == 'bench' && principal.id.startsWith('user-')`;
+
+const PROFILES = {
+  roles: { rule: ['id: readers-read-items', 'roles: [reader]'], risk: true, rateLimit: false },
+  jwt: { rule: ['id: any-authenticated'], risk: false, rateLimit: false },
+  full: { rule: ['id: readers-of-bench-read-items', 'roles: [reader]', `when: ${JSON.stringify(ABAC_CONDITION)}`], risk: true, rateLimit: true },
+};
+
+// The generated config; `forwardAuth`: the endpoint on, with nginx (loopback) as the trusted proxy.
+function portcullisYaml(ctx, { dir, port, assertion, profile, forwardAuth }) {
+  const p = PROFILES[profile];
+  const upstreamAssertion = assertion === 'HS256' ? `{ alg: HS256, key: "${HS256_KEY}" }` : '{ alg: ES256 }';
+  const rule = [...p.rule, 'routes: [items]', 'methods: [GET]'];
+  return `# written by bench/gateway/contenders.portcullis.mjs (profile ${profile})
 dataDir: ${JSON.stringify(join(dir, 'data'))}
 log: { level: warn }
 gateway:
   listen: { host: 127.0.0.1, port: ${port} }
-admin:
+${forwardAuth ? '  trustedProxies: [127.0.0.1/32]\n  forwardAuth: {}\n' : ''}admin:
   listen: { host: 127.0.0.1, port: ${port + 100} }
 identity:
   issuer: http://127.0.0.1:${port}
@@ -48,32 +64,78 @@ routes:
     methods: [GET]
     upstream: items
     issuers: [bench]
-policy:
+${p.rateLimit ? '    rateLimit: { limit: 1000000000, window: 1m }\n' : ''}policy:
   rules:
-    - id: readers-read-items
-      routes: [items]
-      methods: [GET]
-      roles: [reader]
-audit:
+    - ${rule.join('\n      ')}
+${p.risk ? '' : 'risk:\n  enabled: false\n'}audit:
   decisions: batched
   flushInterval: 50ms
 `;
-      const configFile = join(dir, 'portcullis.yaml');
-      writeFileSync(configFile, yaml);
-      return [
-        {
-          name: 'portcullis',
-          cmd: ctx.node,
-          args: [join(repoRoot(ctx), 'dist', 'cli', 'bin.js'), 'up', '--config', configFile],
-          env: { NODE_ENV: 'production' },
-          readyPort: port,
-        },
-      ];
-    },
+}
+
+function portcullisProcess(ctx, { id, port, ...opts }) {
+  const dir = join(ctx.runDir, id);
+  mkdirSync(dir, { recursive: true });
+  const configFile = join(dir, 'portcullis.yaml');
+  writeFileSync(configFile, portcullisYaml(ctx, { dir, port, ...opts }));
+  return {
+    name: 'portcullis',
+    cmd: ctx.node,
+    args: [join(repoRoot(ctx), 'dist', 'cli', 'bin.js'), 'up', '--config', configFile],
+    env: { NODE_ENV: 'production' },
+    readyPort: port,
   };
 }
 
+// Portcullis itself in front of the upstream.
+function entry({ id, label, port, assertion, profile }) {
+  return {
+    id,
+    label,
+    port,
+    auth: true,
+    roles: profile !== 'jwt', // refuses a validly signed guest-role token with 403 (the `deny` mode)
+    securityHeaders: true,
+    processes: (ctx) => [portcullisProcess(ctx, { id, port, assertion, profile })],
+  };
+}
+
+// nginx in front (one worker, keep-alive both ways); Portcullis decides on its forward-auth endpoint.
+// Its security headers come from Portcullis's answer (auth_request_set), like its assertion.
+function forwardAuthEntry({ id, label, port, portcullisPort, assertion, profile }) {
+  return {
+    id,
+    label,
+    port,
+    auth: true,
+    roles: profile !== 'jwt',
+    securityHeaders: true,
+    processes: (ctx) => [
+      portcullisProcess(ctx, { id, port: portcullisPort, assertion, profile, forwardAuth: true }),
+      nginxProcess(ctx, { id, template: 'portcullis-authreq.conf.tmpl', port, vars: { PORTCULLIS_PORT: portcullisPort } }),
+    ],
+  };
+}
+
+// Ports: gateway/nginx 18087–18094, Portcullis admin listeners +100. (18087 is also lean-crypto's: the
+// harness runs one contender at a time.)
 export default [
-  entry({ id: 'portcullis', label: '6 Portcullis (ES256 assertion)', port: 18088, assertion: 'ES256' }),
-  entry({ id: 'portcullis-hmac', label: '6b Portcullis (HS256 assertion)', port: 18087, assertion: 'HS256' }),
+  entry({ id: 'portcullis', label: '6 Portcullis (ES256 assertion)', port: 18088, assertion: 'ES256', profile: 'roles' }),
+  entry({ id: 'portcullis-hmac', label: '6b Portcullis (HS256 assertion)', port: 18087, assertion: 'HS256', profile: 'roles' }),
+  entry({
+    id: 'portcullis-jwt', label: '7 Portcullis JWT-only: verify + forward (any authenticated, risk off; audit, headers, HS256 assertion)',
+    port: 18089, assertion: 'HS256', profile: 'jwt',
+  }),
+  entry({
+    id: 'portcullis-full', label: '8 Portcullis full pipeline: role + ABAC policy, risk, rate limit, audit, headers, HS256 assertion',
+    port: 18090, assertion: 'HS256', profile: 'full',
+  }),
+  entry({
+    id: 'portcullis-full-es256', label: '8b Portcullis full pipeline, ES256 assertion',
+    port: 18091, assertion: 'ES256', profile: 'full',
+  }),
+  forwardAuthEntry({
+    id: 'portcullis-fwd', label: '9 nginx + auth_request -> Portcullis forward-auth (full pipeline, HS256 assertion)',
+    port: 18093, portcullisPort: 18094, assertion: 'HS256', profile: 'full',
+  }),
 ];
