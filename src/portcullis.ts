@@ -860,11 +860,14 @@ async function buildGateway(
   }
 }
 
-/** Cache lookup counter with its two label sets bound once (no label hashing per request). */
-function countLookup(metrics: Metrics): (hit: boolean) => void {
-  const hits = metrics.tokenCache.labels({ result: 'hit' });
-  const misses = metrics.tokenCache.labels({ result: 'miss' });
-  return (hit) => (hit ? hits : misses).inc();
+/** Cache lookup counter with its label sets bound once (no label hashing per request). */
+function countLookup(metrics: Metrics): (result: 'hit' | 'miss' | 'refused') => void {
+  const counters = {
+    hit: metrics.tokenCache.labels({ result: 'hit' }),
+    miss: metrics.tokenCache.labels({ result: 'miss' }),
+    refused: metrics.tokenCache.labels({ result: 'refused' }),
+  };
+  return (result) => counters[result].inc();
 }
 
 async function seedDemoUsers(

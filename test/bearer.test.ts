@@ -154,6 +154,48 @@ describe('external issuers, the verified-token cache and HS256 assertions', () =
     clock.advance(-40_000);
   });
 
+  it('remembers a token refused for a lasting reason: the retry costs no signature verification', async () => {
+    const lookups = async () => {
+      const m = await pc.core.metrics.tokenCache.get();
+      const of = (r: string) => m.values.find((v) => v.labels.result === r)?.value ?? 0;
+      return { miss: of('miss'), refused: of('refused') };
+    };
+    const forged = await extToken('forger', {
+      key: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey,
+    });
+    const before = await lookups();
+    for (let i = 0; i < 3; i++) {
+      const res = await call('/partner/x', forged);
+      expect(res.status).toBe(401);
+      expect((await res.json()).error.code).toBe('invalid_token');
+    }
+    const after = await lookups();
+    expect(after.miss - before.miss).toBe(1); // verified (and refused) once
+    expect(after.refused - before.refused).toBe(2); // then answered from the list
+    // Remembered for a minute only.
+    clock.advance(61_000);
+    expect((await call('/partner/x', forged)).status).toBe(401);
+    expect((await lookups()).miss - after.miss).toBe(1);
+    clock.advance(-61_000);
+  });
+
+  it('does not remember a token that is merely not yet valid: it is accepted once its nbf has come', async () => {
+    const now = Math.floor(clock.now() / 1000);
+    const early = await new SignJWT({ roles: ['reader'] })
+      .setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: 'idp-1' })
+      .setIssuer(EXT_ISS)
+      .setAudience('orders-api')
+      .setSubject('early')
+      .setIssuedAt(now)
+      .setNotBefore(now + 60)
+      .setExpirationTime(now + 600)
+      .sign(idpKey);
+    expect((await call('/partner/x', early)).status).toBe(401);
+    clock.advance(61_000);
+    expect((await call('/partner/x', early)).status).toBe(200);
+    clock.advance(-61_000);
+  });
+
   it('a cached own token still dies with its session', async () => {
     expect((await call('/own/x', ownToken)).status).toBe(200); // cached now
     const session = (await pc.core.tokens.verifyAccessToken(ownToken)).sessionId;

@@ -85,6 +85,48 @@ describe('forward-auth endpoint', () => {
     expect(missing.status).toBe(400);
   });
 
+  it('refusalBody: false answers refusals with headers only (status, X-Portcullis-Error), for nginx to keep its connection', async () => {
+    const quiet = await startStack({
+      gateway: {
+        listen: { host: '127.0.0.1', port: 0 },
+        trustedProxies: ['127.0.0.1/32'],
+        forwardAuth: { refusalBody: false },
+      },
+    });
+    try {
+      const token = (await quiet.login(quiet.users.viewer.username, quiet.users.viewer.password)).body
+        .access_token as string;
+      const askQuiet = (uri: string, bearer?: string) =>
+        fetch(`${quiet.pc.gatewayUrl}${FA}`, {
+          headers: {
+            'x-forwarded-method': 'GET',
+            'x-forwarded-uri': uri,
+            'x-forwarded-host': 'app.example',
+            ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
+          },
+        });
+      for (const [uri, bearer, status, code] of [
+        ['/api/orders', undefined, 401, 'unauthenticated'],
+        ['/api/admin/reports', token, 403, 'forbidden'],
+      ] as const) {
+        const res = await askQuiet(uri, bearer);
+        expect(res.status).toBe(status);
+        expect(res.headers.get('content-length')).toBe('0');
+        expect(res.headers.get('x-portcullis-error')).toBe(code);
+        expect(res.headers.get('x-request-id')).toBeTruthy();
+        expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+        expect(await res.text()).toBe('');
+      }
+      expect((await askQuiet('/api/orders')).headers.get('www-authenticate')).toMatch(/^Bearer/);
+      // Allowed answers are unchanged, and the proxy itself still answers refusals in JSON.
+      expect((await askQuiet('/api/orders', token)).status).toBe(200);
+      const direct = await fetch(`${quiet.pc.gatewayUrl}/api/orders`);
+      expect((await direct.json()).error.code).toBe('unauthenticated');
+    } finally {
+      await quiet.close();
+    }
+  });
+
   it('is refused to callers that are not trusted proxies', async () => {
     const other = await startStack({
       gateway: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['10.0.0.0/8'], forwardAuth: {} },

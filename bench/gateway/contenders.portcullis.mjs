@@ -43,7 +43,7 @@ dataDir: ${JSON.stringify(join(dir, 'data'))}
 log: { level: warn }
 gateway:
   listen: { host: 127.0.0.1, port: ${port} }
-${forwardAuth ? '  trustedProxies: [127.0.0.1/32]\n  forwardAuth: {}\n' : ''}admin:
+${forwardAuth ? '  trustedProxies: [127.0.0.1/32]\n  forwardAuth: { refusalBody: false }\n' : ''}admin:
   listen: { host: 127.0.0.1, port: ${port + 100} }
 identity:
   issuer: http://127.0.0.1:${port}

@@ -596,6 +596,14 @@ export const configSchema = z
              * into a 500; use `error_page 401` there).
              */
             redirectBrowsers: z.boolean().default(false),
+            /**
+             * Refusals (401, 403, 429…) carry the usual JSON error body. Caddy and Traefik pass it on to
+             * the client; nginx `auth_request` discards it and, because a body came with the answer,
+             * cannot reuse its connection to Portcullis (one new connection per refusal). `false`:
+             * refusals are headers only — the status, `X-Portcullis-Error: <code>`, `X-Request-Id`,
+             * `WWW-Authenticate` — with an empty body. Set it behind nginx.
+             */
+            refusalBody: z.boolean().default(true),
           })
           .optional(),
         /**

@@ -52,5 +52,18 @@ export function sendError(gw: Gateway, ctx: RequestContext, error: PortcullisErr
     ctx.res.destroy();
     return;
   }
+  if (ctx.decideOnly === 'forward-auth' && gw.config.gateway.forwardAuth?.refusalBody === false) {
+    // Behind nginx auth_request: headers only, so nginx keeps its connection to us (see the config doc).
+    const headers: OutgoingHttpHeaders = {
+      'content-length': 0,
+      'cache-control': 'no-store',
+      'x-request-id': ctx.requestId,
+      'x-portcullis-error': error.code,
+      ...error.headers,
+    };
+    ctx.res.writeHead(error.status, withSecurityHeaders(headers, ctx.route?.securityHeaders));
+    ctx.res.end();
+    return;
+  }
   sendJson(ctx, error.status, errorBody(error.code, error.publicMessage, ctx.requestId), error.headers);
 }

@@ -8,7 +8,7 @@ import { localKeyResolver, RemoteKeySet } from './jwks.js';
 import { discoveryUrlOf } from './jwks-fetch.js';
 import type { PublicKeyAlg } from './key-hygiene.js';
 import { INVALID_TOKEN_CHALLENGE, type TokenService, type VerifiedBearer } from './tokens.js';
-import { TokenVerificationError, verifyToken } from './verify-token.js';
+import { type TokenFailure, TokenVerificationError, verifyToken } from './verify-token.js';
 
 /** Seconds of clock skew tolerated on `exp`/`nbf`, the same as the verifier's. */
 const LEEWAY_SEC = 5;
@@ -33,8 +33,8 @@ export interface BearerAuthenticatorOptions {
   clock: Clock;
   /** Entries in the verified-token cache; 0 disables it. */
   cacheSize: number;
-  /** Told of every cache lookup (for metrics). */
-  onLookup?: (hit: boolean) => void;
+  /** Told of every cache lookup (for metrics): a verified token, a miss, or a token refused before. */
+  onLookup?: (result: 'hit' | 'miss' | 'refused') => void;
   /** Where dropped keys and failed key set fetches are reported. */
   log?: { warn(obj: object, msg: string): void };
   /**
@@ -46,6 +46,27 @@ export interface BearerAuthenticatorOptions {
 
 const invalid = (detail: string, cause?: unknown) =>
   new PortcullisError('invalid_token', { detail, cause, headers: INVALID_TOKEN_CHALLENGE });
+
+/** How long a refused token is answered from memory, and how many are remembered at most. */
+const REFUSED_TTL_MS = 60_000;
+const MAX_REFUSED = 10_000;
+/** Verification failures that the same token, keys and config would meet again. */
+const LASTING_FAILURES: ReadonlySet<TokenFailure> = new Set([
+  'malformed',
+  'algorithm_not_allowed',
+  'bad_signature',
+  'expired',
+  'claim_invalid',
+]);
+const LASTING_DETAILS: ReadonlySet<string> = new Set(['malformed token', 'unknown token issuer']);
+
+/** Whether a refusal from `#verify` would be the same on the next try (see `#refused`). */
+function isLastingRefusal(err: unknown): err is PortcullisError & { detail: string } {
+  if (!(err instanceof PortcullisError) || err.code !== 'invalid_token' || err.detail === undefined)
+    return false;
+  if (LASTING_DETAILS.has(err.detail)) return true;
+  return err.cause instanceof TokenVerificationError && LASTING_FAILURES.has(err.cause.failure);
+}
 
 /**
  * Authenticates bearer tokens for the gateway: our own access tokens and those of configured external
@@ -64,6 +85,16 @@ export class BearerAuthenticator {
   readonly #o: BearerAuthenticatorOptions;
   readonly #byIss: ReadonlyMap<string, ExternalIssuer>;
   readonly #cache = new Map<string, CacheEntry>();
+  /**
+   * Tokens refused for a reason that holds as long as the configuration does (bad signature, wrong
+   * audience or issuer, expired, malformed, unknown issuer), under the same SHA-256 key, for
+   * {@link REFUSED_TTL_MS}: a client retrying a bad token costs a map lookup instead of a signature
+   * verification (the 401 path is also what an attacker can make us do at will). Failures that can
+   * change — an unknown key id (the issuer's key set may be refreshed), keys unavailable, a token not
+   * yet valid, an issuer not accepted on this route — are never remembered. A reload builds a new
+   * authenticator, so a changed issuer config starts from an empty list.
+   */
+  readonly #refused = new Map<string, { detail: string; until: number }>();
 
   private constructor(options: BearerAuthenticatorOptions, byIss: Map<string, ExternalIssuer>) {
     this.#o = options;
@@ -147,24 +178,35 @@ export class BearerAuthenticator {
     if (!hit || nowSec >= hit.expiresAt + LEEWAY_SEC || nowSec < hit.notBefore - LEEWAY_SEC) return undefined;
     // Our own tokens go through `authenticate` and then the session check (a store read).
     if (hit.principal.issuer === OWN_ISSUER_ID) return undefined;
-    this.#o.onLookup?.(true);
+    this.#o.onLookup?.('hit');
     if (!accepted.has(hit.principal.issuer)) throw invalid('token issuer is not accepted on this route');
     return hit.principal;
   }
 
   /** Verifies `token` and returns its principal if its issuer is one of `accepted`; throws `invalid_token`. */
   async authenticate(token: string, accepted: ReadonlySet<string>): Promise<Principal> {
-    const nowSec = this.#o.clock.now() / 1000;
+    const now = this.#o.clock.now();
+    const nowSec = now / 1000;
     const cacheKey = this.#o.cacheSize > 0 ? hash('sha256', token, 'base64') : '';
     const hit = this.#o.cacheSize > 0 ? this.#cache.get(cacheKey) : undefined;
     let verified: VerifiedBearer;
     if (hit && nowSec < hit.expiresAt + LEEWAY_SEC && nowSec >= hit.notBefore - LEEWAY_SEC) {
       verified = hit;
-      this.#o.onLookup?.(true);
+      this.#o.onLookup?.('hit');
     } else {
-      this.#o.onLookup?.(false);
+      const refused = this.#o.cacheSize > 0 ? this.#refused.get(cacheKey) : undefined;
+      if (refused !== undefined && now < refused.until) {
+        this.#o.onLookup?.('refused');
+        throw invalid(refused.detail);
+      }
+      this.#o.onLookup?.('miss');
       if (hit) this.#cache.delete(cacheKey);
-      verified = await this.#verify(token, accepted);
+      try {
+        verified = await this.#verify(token, accepted);
+      } catch (err) {
+        if (this.#o.cacheSize > 0 && isLastingRefusal(err)) this.#refuse(cacheKey, err.detail, now);
+        throw err;
+      }
       if (this.#o.cacheSize > 0) this.#remember(cacheKey, verified);
     }
     if (!accepted.has(verified.principal.issuer)) throw invalid('token issuer is not accepted on this route');
@@ -242,6 +284,14 @@ export class BearerAuthenticator {
       expiresAt: exp ?? 0,
       notBefore: nbf ?? 0,
     };
+  }
+
+  #refuse(key: string, detail: string, now: number): void {
+    if (this.#refused.size >= Math.min(this.#o.cacheSize, MAX_REFUSED)) {
+      const oldest = this.#refused.keys().next();
+      if (!oldest.done) this.#refused.delete(oldest.value);
+    }
+    this.#refused.set(key, { detail, until: now + REFUSED_TTL_MS });
   }
 
   #remember(key: string, entry: VerifiedBearer): void {
