@@ -3,11 +3,12 @@ import { webcrypto } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
+import { createServer as createTlsServer, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli/index.js';
 import { SecretBox } from '../src/identity/index.js';
-import { initCa, parseCertificates, WorkloadCa } from '../src/workload/index.js';
+import { initCa, parseCertificates, SpiffePeerAuthenticator, WorkloadCa } from '../src/workload/index.js';
 import { captureIO, rawRequest, type Stack, startStack, tempDir } from './helpers.js';
 import { svidFor } from './pki.js';
 
@@ -168,6 +169,109 @@ describe('workloads authenticate to the gateway with their X.509-SVID (real TLS)
     await new Promise((r) => setTimeout(r, 1500));
     // A broken denylist keeps the running one (the reload fails and says so).
     expect((await call('POST', '/charges', billing)).status).toBe(401);
+  });
+
+  it('a client resuming its TLS session after a reload is still recognized (no resumption with client certificates)', async () => {
+    const billing = await svidFor(ca, 'spiffe://prod.test/ns/billing/sa/worker');
+    // One request per connection, with the TLS session of the previous connection offered for resumption.
+    const once = (version: 'TLSv1.2' | 'TLSv1.3', session?: Buffer) =>
+      new Promise<{ status: number; reused: boolean; session: Buffer | undefined }>((resolve, reject) => {
+        const url = new URL(s.pc.gatewayUrl);
+        let saved: Buffer | undefined;
+        const socket = tlsConnect({
+          host: url.hostname,
+          port: Number(url.port),
+          ca: bundle,
+          ...billing,
+          ...(session ? { session } : {}),
+          maxVersion: version,
+          checkServerIdentity: () => undefined,
+        });
+        socket.on('session', (sess: Buffer) => {
+          saved = sess;
+        });
+        let data = '';
+        socket.on('secureConnect', () =>
+          socket.write(
+            'POST /charges HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
+          ),
+        );
+        socket.on('data', (d) => {
+          data += d.toString('latin1');
+        });
+        socket.on('end', () =>
+          resolve({ status: Number(data.split(' ')[1]), reused: socket.isSessionReused(), session: saved }),
+        );
+        socket.on('error', reject);
+      });
+    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const first = await once(version);
+      expect(first.status).toBe(200);
+      // A reload (here: the denylist file changed) builds a new authenticator with an empty cache.
+      writeFileSync(denylist, `# emergency revocations, reviewed ${Date.now()}\n`);
+      await new Promise((r) => setTimeout(r, 1_600));
+      const second = await once(version, first.session);
+      // A resumed session shows the server only the leaf, not the chain it was verified with: the
+      // gateway does not resume sessions on a listener that verifies client certificates.
+      expect(second.reused).toBe(false);
+      expect(second.status).toBe(200);
+    }
+  });
+
+  it('remembers a refused client certificate: the next connection with it costs no chain verification', async () => {
+    const { dir, cleanup: c } = tempDir();
+    const box = new SecretBox(Buffer.alloc(32, 7));
+    await initCa({ dir, trustDomain: 'prod.test', passphrase: 'a third long passphrase', box });
+    const forged = await svidFor(await WorkloadCa.load(dir, box), 'spiffe://prod.test/ns/billing/sa/worker');
+    c();
+    const server = await svidFor(ca, 'spiffe://prod.test/portcullis/gateway');
+    const auth = new SpiffePeerAuthenticator(bundle, 'prod.test', { now: () => Date.now() });
+    const outcomes: Array<[string, number]> = [];
+    const tlsServer = createTlsServer({
+      ...server,
+      ca: bundle,
+      requestCert: true,
+      rejectUnauthorized: false,
+    });
+    tlsServer.on('secureConnection', (socket: TLSSocket) => {
+      // Count how often the whole chain is read (what precedes the ASN.1 and signature work).
+      let chainReads = 0;
+      const read = socket.getPeerCertificate.bind(socket);
+      socket.getPeerCertificate = ((detailed?: boolean) => {
+        if (detailed) chainReads += 1;
+        return read(detailed as true);
+      }) as typeof socket.getPeerCertificate;
+      auth.peer(socket).then(
+        () => outcomes.push(['accepted', chainReads]),
+        (err: { code?: string }) => outcomes.push([err.code ?? 'error', chainReads]),
+      );
+      socket.end();
+    });
+    await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', r));
+    const port = (tlsServer.address() as { port: number }).port;
+    try {
+      for (let i = 0; i < 2; i++) {
+        await new Promise<void>((resolve, reject) => {
+          const client = tlsConnect({
+            host: '127.0.0.1',
+            port,
+            ca: bundle,
+            ...forged,
+            checkServerIdentity: () => undefined,
+          });
+          client.on('error', reject);
+          client.on('close', () => resolve());
+          client.resume();
+        });
+        for (let w = 0; w < 100 && outcomes.length <= i; w++) await new Promise((r) => setTimeout(r, 10));
+      }
+    } finally {
+      tlsServer.close();
+    }
+    expect(outcomes).toEqual([
+      ['unauthenticated', 1],
+      ['unauthenticated', 0],
+    ]);
   });
 
   it('the plain-HTTP listener only redirects (308, method kept) to the same host and target over HTTPS', async () => {

@@ -1,4 +1,4 @@
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { constants, createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import type { SecureContextOptions } from 'node:tls';
 
@@ -31,8 +31,8 @@ export function readGatewayTls(files: {
 
 /**
  * The secure-context options of the gateway's listener: TLS 1.2+, client certificates requested (and
- * verified by the pipeline with the SPIFFE rules) when a client CA is set, and TLS sessions that never
- * outlive the certificate (a resumed session must not extend an SVID's life).
+ * verified by the pipeline with the SPIFFE rules, on every new connection: no resumption then) when a
+ * client CA is set, and TLS sessions that never outlive the certificate.
  */
 export function gatewaySecureContext(
   t: GatewayTls,
@@ -47,7 +47,18 @@ export function gatewaySecureContext(
     key: t.key,
     minVersion: 'TLSv1.2',
     sessionTimeout: Math.max(1, Math.min(MAX_SESSION_SEC, left)),
-    ...(t.clientCa ? { ca: t.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
+    // With client certificates, no session resumption (no tickets; node:tls keeps no server-side session
+    // cache): a resumed session shows the server only the leaf, not the chain it was verified with, so a
+    // gateway whose peer cache is empty (after a reload, or once the leaf was evicted) could not verify
+    // it again, and a certificate revoked since the session began would ride on it.
+    ...(t.clientCa
+      ? {
+          ca: t.clientCa,
+          requestCert: true,
+          rejectUnauthorized: false,
+          secureOptions: constants.SSL_OP_NO_TICKET,
+        }
+      : {}),
   };
 }
 

@@ -1,4 +1,4 @@
-import { createHash, createPublicKey } from 'node:crypto';
+import { createPublicKey, hash } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type * as x509 from '@peculiar/x509';
 import { calculateJwkThumbprint, type JWK } from 'jose';
@@ -8,6 +8,8 @@ import { parseCertificates, SvidError, verifySvid } from './svid.js';
 /** The issuer id routes list (`routes[].issuers: [spiffe]`) to accept workloads' X.509-SVIDs. */
 export const SPIFFE_ISSUER_ID = 'spiffe';
 const CACHE_MAX = 10_000;
+/** How long a refused client certificate is refused from memory (validity can change with time). */
+const REFUSED_TTL_MS = 60_000;
 
 /**
  * Authenticates a workload by the X.509-SVID it presented as TLS client certificate, with the same
@@ -20,6 +22,8 @@ export class SpiffePeerAuthenticator {
   readonly #trustDomain: string | undefined;
   readonly #clock: Clock;
   readonly #cache = new Map<string, VerifiedPeer>();
+  /** Certificates refused lately (by leaf hash), bounded; a reload (new bundle or denylist) starts empty. */
+  readonly #refused = new Map<string, { error: PortcullisError; until: number }>();
   /** Per connection: its certificate does not change, so a keep-alive connection is checked once. */
   readonly #bySocket = new WeakMap<object, VerifiedPeer | PortcullisError | null>();
 
@@ -60,12 +64,34 @@ export class SpiffePeerAuthenticator {
   }
 
   async #verifyPeer(socket: TLSSocket): Promise<VerifiedPeer | undefined> {
-    const peer = socket.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
-    if (!peer?.raw) return undefined;
-    const key = createHash('sha256').update(peer.raw).digest('base64');
+    // The leaf alone for the cache key; the whole chain as objects only when it must be verified. (Not
+    // getPeerX509Certificate(): seen on Node 20, getPeerCertificate(true) then gave the leaf without its
+    // chain, and every certificate from an intermediate was refused.)
+    const leafDer = socket.getPeerCertificate(false)?.raw;
+    if (!leafDer) return undefined;
+    const key = hash('sha256', leafDer, 'base64');
     const now = this.#clock.now();
     const hit = this.#cache.get(key);
     if (hit && now <= hit.notAfter) return hit;
+    // A certificate refused a moment ago is refused again without the (milliseconds of) ASN.1 and
+    // signature work: anyone can open connections with a bad certificate at will.
+    const refused = this.#refused.get(key);
+    if (refused && now < refused.until) throw refused.error;
+    try {
+      return await this.#verifyChain(socket, key, now);
+    } catch (err) {
+      if (err instanceof PortcullisError) {
+        if (this.#refused.size >= CACHE_MAX)
+          this.#refused.delete(this.#refused.keys().next().value as string);
+        this.#refused.set(key, { error: err, until: now + REFUSED_TTL_MS });
+      }
+      throw err;
+    }
+  }
+
+  async #verifyChain(socket: TLSSocket, key: string, now: number): Promise<VerifiedPeer | undefined> {
+    const peer = socket.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
+    if (!peer?.raw) return undefined;
     const { X509Certificate } = await import('@peculiar/x509');
     const chain: x509.X509Certificate[] = [];
     const seen = new Set<unknown>();
