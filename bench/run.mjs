@@ -139,6 +139,24 @@ const reports = readdirSync(join(outDir, 'gateway'))
 const gatewayReport = readFileSync(join(outDir, 'gateway', reports.at(-1)), 'utf8');
 sections.push(['Gateway (vs peers)', gatewayReport.replace(/^# .*\n/, '')]);
 
+// Scenario 5: an mTLS client-certificate route (wrk has no client certificates: a Node load generator).
+const mtlsDir = join(outDir, 'mtls');
+mkdirSync(mtlsDir, { recursive: true });
+run(
+  'mtls',
+  process.execPath,
+  [join(root, 'bench/gateway/mtls.mjs'), '--out', mtlsDir, ...(smoke ? ['--smoke'] : [])],
+  join(root, 'bench', 'gateway'),
+);
+const mtlsReport = readdirSync(mtlsDir)
+  .filter((f) => f.endsWith('.md'))
+  .sort()
+  .at(-1);
+sections.push([
+  'mTLS route (vs nginx)',
+  readFileSync(join(mtlsDir, mtlsReport ?? ''), 'utf8').replace(/^# .*\n/, ''),
+]);
+
 const cpus = os.cpus();
 const md = `# Portcullis benchmarks${smoke ? ' (smoke run: numbers mean nothing)' : ''}
 

@@ -45,6 +45,8 @@ describe.skipIf(!WRK)('benchmark smoke run', () => {
     expect(report).toMatch(/\| 9 nginx \+ auth_request -> Portcullis forward-auth[^|]*\| \d+/);
     expect(report).toMatch(/## Token mode: deny/);
     expect(report).toMatch(/## Token mode: unauth/);
+    // Scenario 5: the mTLS route, side by side with nginx's ssl_verify_client.
+    expect(report).toMatch(/## mTLS route \(vs nginx\)[\s\S]*\| portcullis-mtls[^|]*\| \d+/);
     expect(report).not.toContain('INVALID');
   }, 300_000);
 });
