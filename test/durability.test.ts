@@ -19,6 +19,31 @@ describe('audit durability under SIGKILL', () => {
     t.cleanup();
   });
 
+  /** `portcullis up` in its own process, as an operator runs it; resolves once its gateway answers. */
+  const spawnGateway = async (configFile: string, gatewayUrl: string): Promise<ChildProcess> => {
+    child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join('src', 'cli', 'bin.ts'), 'up', '--config', configFile],
+      { stdio: 'ignore', env: { ...process.env, NODE_ENV: 'production' } },
+    );
+    await waitForHttp(`${gatewayUrl}/.well-known/jwks.json`, 10_000);
+    return child;
+  };
+
+  /**
+   * Eight concurrent copies of `work` (each looping until `killed()` says stop) for 700 ms, then SIGKILL
+   * mid-flight; resolves once the workers and the process have ended.
+   */
+  const killUnderLoad = async (proc: ChildProcess, work: (killed: () => boolean) => Promise<void>) => {
+    let killed = false;
+    const workers = Array.from({ length: 8 }, () => work(() => killed));
+    await new Promise((r) => setTimeout(r, 700));
+    proc.kill('SIGKILL');
+    killed = true;
+    await Promise.all(workers);
+    if (proc.exitCode === null && proc.signalCode === null) await new Promise((r) => proc.once('exit', r));
+  };
+
   it('keeps every acknowledged record, and the log still verifies', async () => {
     const upstream = await startRecordingUpstream();
     const port = await unusedPort();
@@ -43,15 +68,7 @@ describe('audit durability under SIGKILL', () => {
     );
     expect(add).toBe(0);
 
-    child = spawn(
-      process.execPath,
-      ['--import', 'tsx', join('src', 'cli', 'bin.ts'), 'up', '--config', configFile],
-      {
-        stdio: 'ignore',
-        env: { ...process.env, NODE_ENV: 'production' },
-      },
-    );
-    await waitForHttp(`${gw}/.well-known/jwks.json`, 10_000);
+    const proc = await spawnGateway(configFile, gw);
 
     const acknowledgedSessions = new Set<string>();
     const acknowledgedRequests = new Set<string>();
@@ -70,9 +87,8 @@ describe('audit durability under SIGKILL', () => {
     };
     const token = await login();
     expect(token).toBeDefined();
-    let killed = false;
-    const worker = async () => {
-      for (let i = 0; i < 400 && !killed; i++) {
+    await killUnderLoad(proc, async (killed) => {
+      for (let i = 0; i < 400 && !killed(); i++) {
         try {
           if (i % 5 === 0) await login();
           else {
@@ -86,14 +102,7 @@ describe('audit durability under SIGKILL', () => {
           // the process is gone: requests in flight fail, and were never acknowledged
         }
       }
-    };
-    const workers = Array.from({ length: 8 }, worker);
-    await new Promise((r) => setTimeout(r, 700));
-    child.kill('SIGKILL');
-    killed = true;
-    await Promise.all(workers);
-    if (child.exitCode === null && child.signalCode === null)
-      await new Promise((r) => child?.once('exit', r));
+    });
     await upstream.close();
 
     expect(acknowledgedRequests.size + acknowledgedSessions.size).toBeGreaterThan(20);
@@ -130,16 +139,10 @@ describe('audit durability under SIGKILL', () => {
         { id: 'admin', path: '/api/admin/*', methods: ['GET'], upstream: 'app' },
       ],
     });
-    child = spawn(
-      process.execPath,
-      ['--import', 'tsx', join('src', 'cli', 'bin.ts'), 'up', '--config', configFile],
-      { stdio: 'ignore', env: { ...process.env, NODE_ENV: 'production' } },
-    );
-    await waitForHttp(`http://127.0.0.1:${port}/.well-known/jwks.json`, 10_000);
-    let killed = false;
+    const proc = await spawnGateway(configFile, `http://127.0.0.1:${port}`);
     let answered = 0;
-    const worker = async () => {
-      for (let i = 0; i < 2_000 && !killed; i++) {
+    await killUnderLoad(proc, async (killed) => {
+      for (let i = 0; i < 2_000 && !killed(); i++) {
         try {
           const res = await fetch(`http://127.0.0.1:${port}/api/orders`);
           await res.arrayBuffer();
@@ -148,14 +151,7 @@ describe('audit durability under SIGKILL', () => {
           // the process is gone
         }
       }
-    };
-    const workers = Array.from({ length: 8 }, worker);
-    await new Promise((r) => setTimeout(r, 700));
-    child.kill('SIGKILL');
-    killed = true;
-    await Promise.all(workers);
-    if (child.exitCode === null && child.signalCode === null)
-      await new Promise((r) => child?.once('exit', r));
+    });
     await upstream.close();
 
     expect(answered).toBeGreaterThan(20);

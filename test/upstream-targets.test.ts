@@ -189,6 +189,19 @@ describe('upstreams with several targets', () => {
   });
 });
 
+/** Writes `chunk` `count` times as fast as the socket takes it (waiting for 'drain'), then ends. */
+function writeChunks(res: ServerResponse, chunk: Buffer, count: number): void {
+  let left = count;
+  const more = () => {
+    while (left > 0) {
+      left -= 1;
+      if (!res.write(chunk)) return void res.once('drain', more);
+    }
+    res.end();
+  };
+  more();
+}
+
 describe('answers stream through the gateway', () => {
   it('a large answer arrives whole (backpressure), and a client that leaves aborts the upstream request', async () => {
     const chunk = Buffer.alloc(64 * 1024, 'x');
@@ -196,16 +209,7 @@ describe('answers stream through the gateway', () => {
     const url = await serve((req, res) => {
       if (req.url === '/pub/big') {
         res.writeHead(200, { 'content-type': 'application/octet-stream' });
-        // 8 MiB, written as fast as the socket takes it.
-        let left = 128;
-        const more = () => {
-          while (left > 0) {
-            left -= 1;
-            if (!res.write(chunk)) return void res.once('drain', more);
-          }
-          res.end();
-        };
-        more();
+        writeChunks(res, chunk, 128); // 8 MiB
         return;
       }
       // Endless: until the gateway gives up on it.
@@ -236,15 +240,7 @@ describe('answers stream through the gateway', () => {
         'content-type': 'application/octet-stream',
         'content-length': String(64 * chunk.length),
       });
-      let left = 64;
-      const more = () => {
-        while (left > 0) {
-          left -= 1;
-          if (!res.write(chunk)) return void res.once('drain', more);
-        }
-        res.end();
-      };
-      more();
+      writeChunks(res, chunk, 64);
     });
     const pc = await gateway({ url });
     // Not a WebSocket handshake: node:http hands it to the upgrade listener all the same.
