@@ -58,7 +58,10 @@ const LASTING_FAILURES: ReadonlySet<TokenFailure> = new Set([
   'expired',
   'claim_invalid',
 ]);
-const LASTING_DETAILS: ReadonlySet<string> = new Set(['malformed token', 'unknown token issuer']);
+/** Refusals `#verify` makes itself, before any key is involved: the same on every try. */
+const MALFORMED = 'malformed token';
+const UNKNOWN_ISSUER = 'unknown token issuer';
+const LASTING_DETAILS: ReadonlySet<string> = new Set([MALFORMED, UNKNOWN_ISSUER]);
 
 /** Whether a refusal from `#verify` would be the same on the next try (see `#refused`). */
 function isLastingRefusal(err: unknown): err is PortcullisError & { detail: string } {
@@ -169,13 +172,20 @@ export class BearerAuthenticator {
   /**
    * The hot path's synchronous half of {@link authenticate}: the principal of a token whose signature
    * was already verified (a valid cache entry) by an external issuer, checked against `accepted` (throws
-   * `invalid_token`); undefined when the token must be verified or is our own (call `authenticate`).
+   * `invalid_token`, as it does for a token refused lately); undefined when the token must be verified
+   * or is our own (call `authenticate`).
    */
   cached(token: string, accepted: ReadonlySet<string>): Principal | undefined {
     if (this.#o.cacheSize <= 0) return undefined;
-    const hit = this.#cache.get(hash('sha256', token, 'base64'));
-    const nowSec = this.#o.clock.now() / 1000;
-    if (!hit || nowSec >= hit.expiresAt + LEEWAY_SEC || nowSec < hit.notBefore - LEEWAY_SEC) return undefined;
+    const key = hash('sha256', token, 'base64');
+    const hit = this.#cache.get(key);
+    const now = this.#o.clock.now();
+    const nowSec = now / 1000;
+    if (!hit || nowSec >= hit.expiresAt + LEEWAY_SEC || nowSec < hit.notBefore - LEEWAY_SEC) {
+      // A token refused lately is refused here too (one hash, no promise: the 401 path is cheap).
+      this.#throwIfRefused(key, now);
+      return undefined;
+    }
     // Our own tokens go through `authenticate` and then the session check (a store read).
     if (hit.principal.issuer === OWN_ISSUER_ID) return undefined;
     this.#o.onLookup?.('hit');
@@ -194,11 +204,7 @@ export class BearerAuthenticator {
       verified = hit;
       this.#o.onLookup?.('hit');
     } else {
-      const refused = this.#o.cacheSize > 0 ? this.#refused.get(cacheKey) : undefined;
-      if (refused !== undefined && now < refused.until) {
-        this.#o.onLookup?.('refused');
-        throw invalid(refused.detail);
-      }
+      if (this.#o.cacheSize > 0) this.#throwIfRefused(cacheKey, now);
       this.#o.onLookup?.('miss');
       if (hit) this.#cache.delete(cacheKey);
       try {
@@ -227,14 +233,14 @@ export class BearerAuthenticator {
     try {
       iss = decodeJwt(token).iss;
     } catch (err) {
-      throw invalid('malformed token', err);
+      throw invalid(MALFORMED, err);
     }
     if (iss === this.#o.ownIssuer) {
       if (!accepted.has(OWN_ISSUER_ID)) throw invalid('token issuer is not accepted on this route');
       return this.#o.own.verifyAccessTokenClaims(token);
     }
     const external = typeof iss === 'string' ? this.#byIss.get(iss) : undefined;
-    if (!external) throw invalid('unknown token issuer');
+    if (!external) throw invalid(UNKNOWN_ISSUER);
     if (!accepted.has(external.id)) throw invalid('token issuer is not accepted on this route');
     return this.#verifyExternal(token, external);
   }
@@ -284,6 +290,14 @@ export class BearerAuthenticator {
       expiresAt: exp ?? 0,
       notBefore: nbf ?? 0,
     };
+  }
+
+  /** Throws the remembered refusal of the token under `key`, while it is remembered. */
+  #throwIfRefused(key: string, now: number): void {
+    const refused = this.#refused.get(key);
+    if (refused === undefined || now >= refused.until) return;
+    this.#o.onLookup?.('refused');
+    throw invalid(refused.detail);
   }
 
   #refuse(key: string, detail: string, now: number): void {
