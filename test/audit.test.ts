@@ -46,6 +46,34 @@ describe('canonical JSON (RFC 8785)', () => {
     );
     expect(() => canonicalJson({ x: Number.NaN })).toThrow();
   });
+
+  it('gives the same bytes whether or not the value is already in canonical order', () => {
+    // In order: serialized natively. Each variant below breaks the order (or the JSON types) at a
+    // different depth and must come out exactly as the sorting serializer writes it.
+    const inOrder = {
+      a: 1,
+      b: [true, null, undefined, { c: 'x', d: [{ e: -0, f: 1e21 }] }],
+      g: undefined,
+      h: { i: '\u2028\ud800', j: 'é"\\' },
+    };
+    // U+2028 stays as is, a lone surrogate is escaped (both as ECMAScript's JSON.stringify does).
+    const expected =
+      '{"a":1,"b":[true,null,null,{"c":"x","d":[{"e":0,"f":1e+21}]}],"h":{"i":"\u2028\\ud800","j":"é\\"\\\\"}}';
+    expect(canonicalJson(inOrder)).toBe(expected);
+    expect(canonicalJson({ h: inOrder.h, b: inOrder.b, a: 1 })).toBe(expected);
+    expect(canonicalJson({ a: [{ d: [{ f: 2, e: 1 }] }] })).toBe('{"a":[{"d":[{"e":1,"f":2}]}]}');
+    // Integer-like names come first in the engine's own order, not in code-unit order.
+    expect(canonicalJson({ '10': 'ten', '9': 'nine', a: 0 })).toBe('{"10":"ten","9":"nine","a":0}');
+    // Non-JSON values in an otherwise ordered object are refused, not turned into null or dropped.
+    expect(() => canonicalJson({ a: 1, b: Number.POSITIVE_INFINITY })).toThrow(/non-finite/);
+    expect(() => canonicalJson({ a: [10n] })).toThrow(/bigint/);
+    expect(() => canonicalJson({ a: () => 1 })).toThrow(/function/);
+    expect(() => canonicalJson(undefined)).toThrow(/undefined/);
+    // No toJSON: a Date is an object without own members here, exactly as before.
+    expect(canonicalJson({ a: new Date(0) })).toBe('{"a":{}}');
+    const noProto = Object.assign(Object.create(null) as Record<string, unknown>, { y: 2, x: 1 });
+    expect(canonicalJson(noProto)).toBe('{"x":1,"y":2}');
+  });
 });
 
 describe('hash chain', () => {
@@ -413,3 +441,37 @@ function verifierKeyOf(configFile: string): string {
   const loaded = loadConfigFile(configFile);
   return loadCheckpointSigner(checkpointKeyFile(loaded), checkpointOrigin(loaded.config)).verifierKey;
 }
+
+describe('gateway decision record', () => {
+  it('is built in canonical member order, so the audit writer serializes it natively', async () => {
+    const { decisionRecord } = await import('../src/gateway/decision-record.js');
+    const { PortcullisError } = await import('../src/core/index.js');
+    const ctx = {
+      req: { url: '/x' },
+      host: 'api.example.com',
+      ip: '192.0.2.1',
+      method: 'GET',
+      requestId: 'req-1',
+      target: { path: '/x', query: '' },
+      route: { id: 'r' },
+      principal: { id: 'alice', sessionId: 's1' },
+      device: { id: 'd1' },
+      decision: { outcome: 'allow', reason: 'allowed by rule a', ruleIds: ['a'] },
+      risk: {
+        score: 25,
+        signals: [
+          { name: 'request_velocity', weight: 20, evidence: { perMinute: 900 } },
+          { name: 'no_mfa', weight: 5, evidence: { amr: [] } },
+          { name: 'failure_velocity', weight: 30, evidence: { ip: '192.0.2.1', perMinute: 12 } },
+        ],
+      },
+    } as unknown as Parameters<typeof decisionRecord>[0];
+    for (const error of [undefined, new PortcullisError('forbidden')]) {
+      const record = decisionRecord(ctx, error);
+      expect(canonicalJson(record)).toBe(JSON.stringify(record));
+      expect(JSON.stringify(record)).toContain(
+        '"signals":[{"evidence":{"perMinute":900},"name":"request_velocity"',
+      );
+    }
+  });
+});

@@ -9,6 +9,53 @@
  * canonicalJson({ b: 1, a: [true, null] }) // '{"a":[true,null],"b":1}'
  */
 export function canonicalJson(value: unknown): string {
+  // A value already in canonical form (every object's members in order, only JSON types) is what
+  // JSON.stringify writes byte for byte: the native serializer is about twice as fast as building the
+  // string here, and the gateway's decision record, written for every request, is built that way.
+  return value !== undefined && inCanonicalOrder(value, 0) ? JSON.stringify(value) : serialize(value);
+}
+
+/**
+ * Whether JSON.stringify(value) is its RFC 8785 form: plain objects whose own enumerable members are
+ * in code-unit order (integer-like names are listed first by the engine, so an object where that
+ * breaks the order is not), arrays, strings, finite numbers, booleans and null, with `undefined`
+ * members (skipped by both). Anything else (a Date or other object with `toJSON`, a class instance, a
+ * non-finite number, a bigint, deep nesting) goes to the serializer below, which sorts or refuses.
+ */
+function inCanonicalOrder(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+    case 'undefined':
+      return true;
+    case 'number':
+      return Number.isFinite(value);
+    case 'object': {
+      if (value === null) return true;
+      if (depth > MAX_FAST_DEPTH) return false;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) if (!inCanonicalOrder(value[i], depth + 1)) return false;
+        return true;
+      }
+      const proto: unknown = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) return false;
+      const obj = value as Record<string, unknown>;
+      let prev: string | undefined;
+      for (const k of Object.keys(obj)) {
+        if (prev !== undefined && prev >= k) return false;
+        prev = k;
+        if (!inCanonicalOrder(obj[k], depth + 1)) return false;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+const MAX_FAST_DEPTH = 32;
+
+function serialize(value: unknown): string {
   switch (typeof value) {
     case 'string':
     case 'boolean':
@@ -23,7 +70,7 @@ export function canonicalJson(value: unknown): string {
         for (let i = 0; i < value.length; i++) {
           if (i > 0) out += ',';
           const v: unknown = value[i];
-          out += v === undefined ? 'null' : canonicalJson(v);
+          out += v === undefined ? 'null' : serialize(v);
         }
         return `${out}]`;
       }
@@ -35,7 +82,7 @@ export function canonicalJson(value: unknown): string {
         if (v === undefined) continue;
         out += first ? '' : ',';
         first = false;
-        out += `${JSON.stringify(k)}:${canonicalJson(v)}`;
+        out += `${JSON.stringify(k)}:${serialize(v)}`;
       }
       return `${out}}`;
     }

@@ -12,6 +12,7 @@ export class Metrics {
     help: 'Requests answered by the gateway, by route, outcome and status class.',
     labelNames: ['route', 'outcome', 'status'] as const,
     registers: [this.registry],
+    collect: () => this.#foldCounts(),
   });
 
   readonly requestDuration = new Histogram({
@@ -98,6 +99,7 @@ export class Metrics {
     help: 'Gateway decisions by outcome, route, deciding rule (or refusal code).',
     labelNames: ['outcome', 'route', 'rule'] as const,
     registers: [this.registry],
+    collect: () => this.#foldCounts(),
   });
 
   readonly #children = new Map<string, unknown>();
@@ -112,18 +114,38 @@ export class Metrics {
     return child;
   }
 
+  /**
+   * Per-request counts, kept as plain numbers and added to their prom-client children when the
+   * registry is read (the counters' `collect`): a child's `inc()` hashes its labels again on every call.
+   */
+  readonly #counts = new Map<string, { n: number; child: { inc(by: number): void } }>();
+
+  #count(key: string, bind: () => { inc(by: number): void }): void {
+    const slot = this.#counts.get(key);
+    if (slot !== undefined) slot.n++;
+    else this.#counts.set(key, { n: 1, child: bind() });
+  }
+
+  #foldCounts(): void {
+    for (const slot of this.#counts.values()) {
+      if (slot.n === 0) continue;
+      slot.child.inc(slot.n);
+      slot.n = 0;
+    }
+  }
+
   /** Counts one decision. */
   countDecision(outcome: string, route: string, rule: string): void {
-    this.#child(`d\u0000${outcome}\u0000${route}\u0000${rule}`, () =>
+    this.#count(`d\u0000${outcome}\u0000${route}\u0000${rule}`, () =>
       this.decisions.labels({ outcome, route, rule }),
-    ).inc();
+    );
   }
 
   /** Counts one gateway request and its duration. */
   countRequest(route: string, outcome: string, statusClass: string, seconds: number): void {
-    this.#child(`r\u0000${route}\u0000${outcome}\u0000${statusClass}`, () =>
+    this.#count(`r\u0000${route}\u0000${outcome}\u0000${statusClass}`, () =>
       this.requests.labels({ route, outcome, status: statusClass }),
-    ).inc();
+    );
     this.#child(`t\u0000${outcome}`, () => this.requestDuration.labels({ outcome })).observe(seconds);
   }
 

@@ -1,7 +1,11 @@
 import type { PortcullisError } from '../core/index.js';
+import type { Signal } from '../risk/index.js';
 import type { RequestContext } from './context.js';
 
 const MAX_RAW_TARGET = 2048;
+
+/** A risk signal with its members in code-unit order (the engine lists them name, weight, evidence). */
+const inMemberOrder = (s: Signal) => ({ evidence: s.evidence, name: s.name, weight: s.weight });
 
 /** The audit record of one gateway decision (allow or deny), built once per request. */
 export function decisionRecord(
@@ -26,7 +30,10 @@ export function decisionRecord(
     reason: ctx.decision?.reason ?? error?.detail ?? error?.code,
     requestId: ctx.requestId,
     // The score and the signals that made it, when there were any.
-    risk: ctx.risk && ctx.risk.score > 0 ? { score: ctx.risk.score, signals: ctx.risk.signals } : undefined,
+    risk:
+      ctx.risk && ctx.risk.score > 0
+        ? { score: ctx.risk.score, signals: ctx.risk.signals.map(inMemberOrder) }
+        : undefined,
     route: ctx.route?.id ?? null,
     ruleIds: ctx.decision?.ruleIds ?? [],
     sid: ctx.principal?.sessionId ?? null,
