@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli/index.js';
-import { captureIO, tempDir, unusedPort, writeConfigFile } from './helpers.js';
+import { captureIO, tempDir, unusedPort, waitForOutput, writeConfigFile } from './helpers.js';
 
 describe('portcullis CLI', () => {
   let t: ReturnType<typeof tempDir>;
@@ -125,7 +125,7 @@ describe('portcullis up + jwt verify, against the bundled demo upstream', () => 
     const c = captureIO({ signal: controller.signal });
     const running = runCli(['up', '--config', configFile], c.io);
     const gw = `http://127.0.0.1:${gwPort}`;
-    for (let i = 0; i < 100 && !c.out().includes('Try it'); i++) await new Promise((r) => setTimeout(r, 50));
+    await waitForOutput(c.out, 'Try it');
     expect(c.out()).toContain(`gateway        ${gw}`);
     expect(c.out()).toContain(`admin          http://127.0.0.1:${adminPort}`);
     const viewerPw = /viewer\s+(\S+)\s+roles=\[viewer\]/.exec(c.out())?.[1];
@@ -211,7 +211,7 @@ describe('portcullis up + jwt verify, against the bundled demo upstream', () => 
     const again = new AbortController();
     const c2 = captureIO({ signal: again.signal });
     const running2 = runCli(['up', '--config', configFile], c2.io);
-    for (let i = 0; i < 100 && !c2.out().includes('Try it'); i++) await new Promise((r) => setTimeout(r, 50));
+    await waitForOutput(c2.out, 'Try it');
     expect(c2.out()).not.toContain('shown only this once');
     const jwks = await (await fetch(`${gw}/.well-known/jwks.json`)).json();
     expect(jwks.keys.map((k: { kid: string }) => k.kid)).toContain(kid);

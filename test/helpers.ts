@@ -246,6 +246,15 @@ export function captureIO(extra: Partial<import('../src/cli/io.js').CliIO> = {})
   };
 }
 
+/**
+ * Waits until `out()` (a captured CLI's output) contains `text`, or `timeoutMs` pass. `portcullis up`
+ * takes 1–2 s to start alone and several times that while the rest of the suite loads both cores.
+ */
+export async function waitForOutput(out: () => string, text: string, timeoutMs = 20_000): Promise<void> {
+  for (let i = 0; i < timeoutMs / 50 && !out().includes(text); i++)
+    await new Promise((r) => setTimeout(r, 50));
+}
+
 /** Polls `url` until something answers (any status) or `timeoutMs` pass. */
 export async function waitForHttp(url: string, timeoutMs = 5_000): Promise<void> {
   for (let i = 0; i < timeoutMs / 50; i++) {

@@ -11,6 +11,7 @@ import {
   tempDir,
   testConfig,
   unusedPort,
+  waitForOutput,
   writeConfigFile,
 } from './helpers.js';
 
@@ -97,7 +98,7 @@ describe('portcullis up reloads on SIGHUP', () => {
     const controller = new AbortController();
     const c = captureIO({ signal: controller.signal });
     const running = runCli(['up', '--config', file], c.io);
-    for (let i = 0; i < 100 && !c.out().includes('Try it'); i++) await new Promise((r) => setTimeout(r, 50));
+    await waitForOutput(c.out, 'Try it');
     const gw = `http://127.0.0.1:${port}`;
     expect((await fetch(`${gw}/api/new`)).status).toBe(404);
 
