@@ -23,10 +23,18 @@ describe('external issuers, the verified-token cache and HS256 assertions', () =
 
   const extToken = (
     sub: string,
-    opts: { roles?: unknown; exp?: number; aud?: string; key?: KeyObject; cnf?: unknown } = {},
+    opts: {
+      roles?: unknown;
+      exp?: number;
+      aud?: string;
+      key?: KeyObject;
+      cnf?: unknown;
+      claims?: Record<string, unknown>;
+    } = {},
   ) => {
     const now = Math.floor(clock.now() / 1000);
     return new SignJWT({
+      ...opts.claims,
       roles: opts.roles ?? ['reader'],
       ...(opts.cnf !== undefined ? { cnf: opts.cnf } : {}),
     })
@@ -50,7 +58,14 @@ describe('external issuers, the verified-token cache and HS256 assertions', () =
     const loaded = defineConfig(
       {
         ...base,
-        issuers: { idp: { issuer: EXT_ISS, audience: 'orders-api', publicKeyFile: join(t.dir, 'idp.pem') } },
+        issuers: {
+          idp: {
+            issuer: EXT_ISS,
+            audience: 'orders-api',
+            publicKeyFile: join(t.dir, 'idp.pem'),
+            claims: ['tenant', 'email'],
+          },
+        },
         upstreams: {
           app: { url: upstream.url },
           hmac: { url: upstream.url, audience: 'hmac-app', assertion: { alg: 'HS256', key: HMAC_KEY } },
@@ -59,9 +74,24 @@ describe('external issuers, the verified-token cache and HS256 assertions', () =
           { id: 'partner', path: '/partner/*', upstream: 'app', issuers: ['idp'] },
           { id: 'both', path: '/both/*', upstream: 'hmac', issuers: ['portcullis', 'idp'] },
           { id: 'own', path: '/own/*', upstream: 'app' },
+          { id: 'tenant', path: '/tenant/*', upstream: 'app', issuers: ['idp'] },
+          { id: 'dept', path: '/dept/*', upstream: 'app', issuers: ['idp'] },
         ],
         policy: {
-          rules: [{ id: 'readers', routes: ['partner', 'both', 'own'], roles: ['reader', 'viewer'] }],
+          rules: [
+            { id: 'readers', routes: ['partner', 'both', 'own'], roles: ['reader', 'viewer'] },
+            {
+              id: 'acme-engineers',
+              routes: ['tenant'],
+              when: "principal.issuer == 'idp' && principal.tenant == 'acme' && 'eng' in principal.groups && principal.email.endsWith('@acme.test')",
+            },
+            { id: 'no-contractors', effect: 'deny', routes: ['tenant'], groups: ['contractors'] },
+            {
+              id: 'sales',
+              routes: ['dept'],
+              when: "principal.department == 'sales' || principal.issuer != 'idp'",
+            },
+          ],
         },
       },
       t.dir,
@@ -118,6 +148,40 @@ describe('external issuers, the verified-token cache and HS256 assertions', () =
     ).rejects.toMatchObject({
       code: 'invalid_body',
     });
+  });
+
+  it('gives policy the external token’s groups and the claims its issuer lists', async () => {
+    const acme = { tenant: 'acme', email: 'ann@acme.test' };
+    const status = async (sub: string, claims: Record<string, unknown>) =>
+      (await call('/tenant/x', await extToken(sub, { claims }))).status;
+    expect(await status('g1', { ...acme, groups: ['eng', '/eng/backend'] })).toBe(200);
+    expect(await status('g2', { ...acme, groups: 'eng' })).toBe(200); // one group as a string
+    // The condition reads each of them: another tenant, another mail domain, no group, no tenant claim.
+    expect(await status('g3', { ...acme, tenant: 'globex', groups: ['eng'] })).toBe(403);
+    expect(await status('g4', { ...acme, email: 'ann@globex.test', groups: ['eng'] })).toBe(403);
+    expect(await status('g5', acme)).toBe(403);
+    expect(await status('g6', { email: acme.email, groups: ['eng'] })).toBe(403);
+    // A deny rule naming a group wins over the allow.
+    const denied = await call(
+      '/tenant/x',
+      await extToken('g7', { claims: { ...acme, groups: ['eng', 'contractors'] } }),
+    );
+    expect(denied.status).toBe(403);
+    expect((await denied.json()).error.code).toBe('forbidden');
+    // A groups claim of another shape refuses the token: it must not read as "no groups" past a deny rule.
+    for (const groups of [[1], { eng: true }, [['eng']], Array.from({ length: 257 }, (_, i) => `g${i}`)]) {
+      const res = await call('/tenant/x', await extToken('g8', { claims: { ...acme, groups } }));
+      expect(res.status).toBe(401);
+      expect((await res.json()).error.code).toBe('invalid_token');
+    }
+    // A claim the issuer does not list stays out of policy (the `dept` rule reads it: no allow)...
+    const listed = await extToken('g9', { claims: { ...acme, groups: ['eng'], department: 'sales' } });
+    expect((await call('/tenant/x', listed)).status).toBe(200);
+    expect((await call('/dept/x', listed)).status).toBe(403);
+    // ... and built-in names come from the principal, whatever the token claims.
+    const forged = await extToken('g10', { claims: { ...acme, groups: ['eng'], issuer: 'portcullis' } });
+    expect((await call('/dept/x', forged)).status).toBe(403);
+    expect((await call('/tenant/x', forged)).status).toBe(200);
   });
 
   it('refuses external tokens with the wrong key, audience, roles type or an expired lifetime', async () => {

@@ -47,6 +47,27 @@ describe('config loader', () => {
     expect(config.audit.sensitiveFields).toEqual(['ip', 'username']);
   });
 
+  it('names an external issuer’s claim that policy could not read, or that is built into the principal', () => {
+    const text = `${VALID}issuers:
+  idp:
+    issuer: https://idp.example.test/
+    audience: api
+    publicKeyFile: idp.pem
+    claims: [tenant, roles, e-mail]
+`;
+    const err = issuesOf(() => parseConfigText(text, '/etc/portcullis.yaml'));
+    expect(err.issues.map((i) => [i.line, i.path, i.message])).toEqual([
+      [15, 'issuers.idp.claims[1]', 'built into principal: cannot be a claim attribute'],
+      [15, 'issuers.idp.claims[2]', 'a claim name conditions can read (letters, digits, _)'],
+    ]);
+    const { config } = parseConfigText(text.replace(', roles, e-mail', ''), '/etc/portcullis.yaml');
+    expect(config.issuers.idp).toMatchObject({
+      claims: ['tenant'],
+      groupsClaim: 'groups',
+      rolesClaim: 'roles',
+    });
+  });
+
   it('rejects an unknown key with file:line:column and the config path', () => {
     const text = VALID.replace('    upstream: demo\n', '    upstream: demo\n    upstrem: typo\n');
     const err = issuesOf(() => parseConfigText(text, '/etc/portcullis.yaml'));

@@ -491,6 +491,8 @@ describe('local key files get the same hygiene at load', () => {
             jwksCooldown: 30_000,
             algorithms: ['RS256'],
             rolesClaim: 'roles',
+            groupsClaim: 'groups',
+            claims: [],
           },
         },
         baseDir: t.dir,
@@ -513,6 +515,8 @@ describe('local key files get the same hygiene at load', () => {
       jwksCooldown: 30_000,
       algorithms: ['RS256' as const],
       rolesClaim: 'roles',
+      groupsClaim: 'groups',
+      claims: [],
     };
     const options = {
       own: {} as TokenService,

@@ -23,9 +23,10 @@ const repoRoot = (ctx) => resolve(ctx.harnessDir, '..', '..');
 const HS256_KEY = 'bench-only-shared-upstream-key-0123456789abcdef';
 
 // External-issuer tokens reach CEL as principal.id (sub), principal.issuer (the issuer's id here),
-// principal.roles; their other claims (tenant, email, scope) are not exposed to policy conditions, so
-// the ABAC condition is over those. The harness's tokens satisfy it (sub `user-*`, issuer `bench`).
-const ABAC_CONDITION = `principal.issuer == 'bench' && principal.id.startsWith('user-')`;
+// principal.roles, principal.groups, and the claims the issuer lists in `claims` (tenant and email
+// here). The harness's tokens satisfy it (sub `user-*`, tenant `acme`, issuer `bench`). Runs before
+// 2026-12-02 could not read the tenant claim and measured the condition without it.
+const ABAC_CONDITION = `principal.issuer == 'bench' && principal.tenant == 'acme' && principal.id.startsWith('user-')`;
 
 const PROFILES = {
   roles: { rule: ['id: readers-read-items', 'roles: [reader]'], risk: true, rateLimit: false },
@@ -53,6 +54,7 @@ issuers:
     issuer: ${JSON.stringify(ctx.env.JWT_ISSUER)}
     audience: ${JSON.stringify(ctx.env.JWT_AUDIENCE)}
     publicKeyFile: ${JSON.stringify(ctx.env.JWT_PUBLIC_KEY_FILE)}
+    claims: [tenant, email]
 upstreams:
   items:
     url: ${ctx.env.UPSTREAM_URL}

@@ -154,6 +154,9 @@ const federationProvider = z.strictObject({
   allowInsecure: z.boolean().default(false),
 });
 
+/** What conditions read from the principal itself (`principal.id`, …), never from a token claim. */
+const PRINCIPAL_BUILTINS = new Set(['id', 'type', 'roles', 'groups', 'spiffeId', 'issuer']);
+
 /** Where an external issuer's keys come from: exactly one of these. */
 const ISSUER_KEY_SOURCES = ['publicKeyFile', 'jwksFile', 'jwksUrl', 'discovery'] as const;
 
@@ -185,6 +188,24 @@ const externalIssuer = z
       .default(['ES256']),
     /** Claim holding the subject's roles (array of strings, or a space-separated string). */
     rolesClaim: z.string().min(1).default('roles'),
+    /**
+     * Claim holding the subject's groups (array of strings, or one string): `principal.groups` in
+     * conditions and rules' `groups`. Absent claim = no groups; any other type refuses the token.
+     */
+    groupsClaim: z.string().min(1).default('groups'),
+    /**
+     * Further claims policy conditions may read as `principal.<claim>` (`tenant`, `email`, …), copied
+     * as they are (any JSON value); a claim the token lacks reads as absent.
+     */
+    claims: z
+      .array(
+        z
+          .string()
+          .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'a claim name conditions can read (letters, digits, _)')
+          .refine((n) => !PRINCIPAL_BUILTINS.has(n), 'built into principal: cannot be a claim attribute'),
+      )
+      .max(64)
+      .default([]),
   })
   .superRefine((v, ctx) => {
     const given = ISSUER_KEY_SOURCES.filter((k) => v[k] !== undefined);

@@ -50,6 +50,8 @@ const invalid = (detail: string, cause?: unknown) =>
 /** How long a refused token is answered from memory, and how many are remembered at most. */
 const REFUSED_TTL_MS = 60_000;
 const MAX_REFUSED = 10_000;
+/** Most groups an external token may carry (as many as a policy question may name). */
+const MAX_GROUPS = 256;
 /** Verification failures that the same token, keys and config would meet again. */
 const LASTING_FAILURES: ReadonlySet<TokenFailure> = new Set([
   'malformed',
@@ -272,6 +274,19 @@ export class BearerAuthenticator {
     // Roles from another issuer that are not plain names (commas, spaces, control characters) are
     // dropped: they could not be told apart once copied into a header.
     const plainRoles = roles.filter((r) => ROLE_NAME.test(r));
+    // Groups decide rules (a deny rule naming a group too): a claim of another shape refuses the token
+    // rather than read as "no groups". Names stay as the issuer wrote them (`/eng/backend`, `Domain
+    // Admins`): they are read by policy only, never copied into a header.
+    const rawGroups = claims[config.groupsClaim];
+    const groups = typeof rawGroups === 'string' ? [rawGroups] : rawGroups;
+    if (groups !== undefined && !(isStringArray(groups) && groups.length <= MAX_GROUPS))
+      throw invalid(`${config.groupsClaim} must be a string or an array of at most ${MAX_GROUPS} strings`);
+    let attributes: Record<string, unknown> | undefined;
+    for (const name of config.claims) {
+      if (!Object.hasOwn(claims, name)) continue;
+      attributes ??= {};
+      attributes[name] = claims[name];
+    }
     return {
       principal: {
         kind: 'user',
@@ -279,6 +294,8 @@ export class BearerAuthenticator {
         issuer: external.id,
         sessionId: undefined,
         roles: plainRoles,
+        ...(groups !== undefined && groups.length > 0 ? { groups } : {}),
+        ...(attributes ? { attributes } : {}),
         amr: isStringArray(amr) ? amr : [],
         tokenId: typeof jti === 'string' ? jti : '',
         ...(typeof auth_time === 'number' && Number.isFinite(auth_time)
