@@ -154,21 +154,25 @@ export interface AlertEngineOptions {
 export class AlertEngine {
   readonly #o: Required<Omit<AlertEngineOptions, 'onAlert'>> & Pick<AlertEngineOptions, 'onAlert'>;
   readonly #state = new Map<string, Map<string, GroupState>>();
+  /** The rules with `where` as pairs, taken at construction: observe() runs for every committed record. */
+  readonly #rules: readonly CompiledRule[];
 
   constructor(options: AlertEngineOptions) {
     this.#o = { maxGroups: 10_000, ...options };
     for (const r of options.rules) this.#state.set(r.id, new Map());
+    this.#rules = options.rules.map((rule) => ({ rule, where: Object.entries(rule.where) }));
   }
 
   observe(records: readonly AuditRecord[]): void {
     for (const record of records) {
       let data: Record<string, unknown> | undefined;
-      for (const rule of this.#o.rules) {
+      for (let i = 0; i < this.#rules.length; i++) {
+        const { rule, where } = this.#rules[i] as CompiledRule;
         if (!typeMatches(rule.type, record.type)) continue;
         data ??=
           (record as { parsed?: Record<string, unknown> }).parsed ??
           (JSON.parse(record.data) as Record<string, unknown>);
-        if (!Object.entries(rule.where).every(([k, v]) => data?.[k] === v)) continue;
+        if (!matchesWhere(where, data)) continue;
         this.#count(rule, record, data);
       }
     }
@@ -215,4 +219,20 @@ export class AlertEngine {
 
 function typeMatches(pattern: string, type: string): boolean {
   return pattern.endsWith('*') ? type.startsWith(pattern.slice(0, -1)) : pattern === type;
+}
+
+interface CompiledRule {
+  readonly rule: AlertRule;
+  readonly where: ReadonlyArray<readonly [string, unknown]>;
+}
+
+function matchesWhere(
+  where: ReadonlyArray<readonly [string, unknown]>,
+  data: Record<string, unknown>,
+): boolean {
+  for (let i = 0; i < where.length; i++) {
+    const pair = where[i] as readonly [string, unknown];
+    if (data[pair[0]] !== pair[1]) return false;
+  }
+  return true;
 }

@@ -41,7 +41,10 @@ function inCanonicalOrder(value: unknown, depth: number): boolean {
       if (proto !== Object.prototype && proto !== null) return false;
       const obj = value as Record<string, unknown>;
       let prev: string | undefined;
-      for (const k of Object.keys(obj)) {
+      // for…in walks own members in Object.keys order without allocating the array (the prototype is
+      // Object.prototype or null: anything enumerable on Object.prototype comes after the own members and
+      // at worst fails the check, which only sends the value to the sorting serializer).
+      for (const k in obj) {
         if (prev !== undefined && prev >= k) return false;
         prev = k;
         if (!inCanonicalOrder(obj[k], depth + 1)) return false;

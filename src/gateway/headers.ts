@@ -197,8 +197,9 @@ export function withSecurityHeaders(
   headers: OutgoingHttpHeaders,
   list: ReadonlyArray<readonly [string, string]> = SECURITY_HEADERS,
 ): OutgoingHttpHeaders {
-  for (const [name, value] of list) {
-    if (headers[name] === undefined) headers[name] = value;
+  for (let i = 0; i < list.length; i++) {
+    const header = list[i] as readonly [string, string];
+    if (headers[header[0]] === undefined) headers[header[0]] = header[1];
   }
   return headers;
 }

@@ -192,8 +192,9 @@ export function createHandler(
 async function run(gw: Gateway, ctx: RequestContext, steps: readonly Step[]): Promise<void> {
   let outcome = 'allow';
   try {
-    for (const step of steps) {
-      let done = step(gw, ctx);
+    // An indexed loop: `for…of` across an await allocates an iterator result per step.
+    for (let i = 0; i < steps.length; i++) {
+      let done = (steps[i] as Step)(gw, ctx);
       if (done instanceof Promise) done = await done;
       if (done === true) {
         outcome = ctx.internal ? 'internal' : 'allow';
