@@ -21,6 +21,7 @@ export {
   type PolicyConfig,
   type PolicyDocument,
   type PolicyRuleConfig,
+  PRINCIPAL_BUILTINS,
   policyDocument,
   type RouteConfig,
   type UpstreamConfig,

@@ -154,8 +154,18 @@ const federationProvider = z.strictObject({
   allowInsecure: z.boolean().default(false),
 });
 
-/** What conditions read from the principal itself (`principal.id`, …), never from a token claim. */
-const PRINCIPAL_BUILTINS = new Set(['id', 'type', 'roles', 'groups', 'spiffeId', 'issuer']);
+/**
+ * What conditions read from the principal itself (`principal.id`, …), never from a token claim or a
+ * declared attribute. The policy engine's built-in principal fields are exactly these (it checks at load).
+ */
+export const PRINCIPAL_BUILTINS: ReadonlySet<string> = new Set([
+  'id',
+  'type',
+  'roles',
+  'groups',
+  'spiffeId',
+  'issuer',
+]);
 
 /** Where an external issuer's keys come from: exactly one of these. */
 const ISSUER_KEY_SOURCES = ['publicKeyFile', 'jwksFile', 'jwksUrl', 'discovery'] as const;

@@ -3,6 +3,7 @@ import {
   type ConfigIssue,
   type PolicyConfig,
   type PolicyRuleConfig,
+  PRINCIPAL_BUILTINS,
   type RouteConfig,
   type SourceLocation,
 } from '../config/index.js';
@@ -332,6 +333,12 @@ const PRINCIPAL_FIELDS = builtins([
   ['spiffeId', 'string', (i) => i.principal.spiffeId],
   ['issuer', 'string', (i) => i.principal.issuer],
 ]);
+// The config refuses these names as an external issuer's claim attributes: the two lists must not drift.
+if (
+  PRINCIPAL_FIELDS.size !== PRINCIPAL_BUILTINS.size ||
+  ![...PRINCIPAL_FIELDS.keys()].every((n) => PRINCIPAL_BUILTINS.has(n))
+)
+  throw new Error('policy engine: built-in principal fields differ from config PRINCIPAL_BUILTINS');
 const RESOURCE_FIELDS = builtins([
   ['type', 'string', (i) => i.resource.type],
   ['id', 'string', (i) => i.resource.id],
