@@ -515,6 +515,62 @@ ${policy}`;
     expect(p.decide(req(user('c', ['contractor']), 'GET')).outcome).toBe('deny');
   });
 
+  it("knows the attributes external issuers' claims provide: no warning, no closed-schema error", () => {
+    const issuers = (claims: string) => `issuers:
+  idp:
+    issuer: https://idp.test/
+    audience: api
+    jwksUrl: https://idp.test/jwks
+    claims: ${claims}
+`;
+    const rule = `  rules:
+    - id: tenant-a
+      when: principal.tenant == 'a' && principal.email.endsWith('@a.test')
+`;
+    // Open schema: listed claims read without a warning; an unlisted one still warns.
+    const open = loadPolicy(
+      parseConfigText(
+        `${issuers('[tenant, email]')}${yaml(`${rule}    - id: other\n      when: principal.team == 'x'\n`)}`,
+        '/w.yaml',
+      ),
+    );
+    expect(open.warnings.map((w) => `${w.ruleId}: ${w.message}`)).toEqual([
+      'other: condition reads principal.team, which the schema does not declare',
+    ]);
+    const ok = user('u', [], { tenant: 'a', email: 'x@a.test' });
+    expect(open.decide(req(ok, 'GET')).outcome).toBe('allow');
+    expect(open.decide(req(user('u', [], { tenant: 'b', email: 'x@a.test' }), 'GET')).outcome).toBe('deny');
+    expect(open.decide(req(user('u', [], { email: 'x@a.test' }), 'GET')).outcome).toBe('deny');
+
+    // Closed schema: the claims are known (dyn) beside the declared attributes…
+    const closed = loadPolicy(
+      parseConfigText(
+        `${issuers('[tenant, email]')}${yaml(`  schema:\n    principal: { department: string }\n${rule}`)}`,
+        '/w.yaml',
+      ),
+    );
+    expect(closed.warnings).toEqual([]);
+    expect(closed.decide(req(ok, 'GET')).outcome).toBe('allow');
+    // …and without the issuer's list, the same closed schema refuses the condition (file, line).
+    expect(() =>
+      loadPolicy(
+        parseConfigText(
+          `${issuers('[email]')}${yaml(`  schema:\n    principal: { department: string }\n${rule}`)}`,
+          '/w.yaml',
+        ),
+      ),
+    ).toThrow(/w\.yaml:\d+.*tenant/);
+    // The schema's own type of a claim wins over dyn: comparing an int attribute with a string is refused.
+    expect(() =>
+      loadPolicy(
+        parseConfigText(
+          `${issuers('[tenant, email]')}${yaml(`  schema:\n    principal: { tenant: int }\n${rule}`)}`,
+          '/w.yaml',
+        ),
+      ),
+    ).toThrow(ConfigError);
+  });
+
   it('reads policy documents from a folder, each error naming its own file', () => {
     const { dir } = tempDir();
     const policies = join(dir, 'policies');

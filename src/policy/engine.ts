@@ -40,6 +40,12 @@ export interface PolicySpec {
   readonly acrLevels: readonly string[];
   /** Routes of the gateway (to check rules' `routes` and `methods`); omitted for library use. */
   readonly routes?: readonly RouteConfig[];
+  /**
+   * Principal attributes an identity source is configured to provide (external issuers' `claims`):
+   * known to conditions as `dyn` when `schema.principal` does not type them, so reading them is
+   * neither a warning (open schema) nor an error (closed schema).
+   */
+  readonly principalAttributes?: readonly string[];
 }
 
 /** A load-time finding that does not stop the policy from loading. */
@@ -388,6 +394,7 @@ function objectSpec(
   pick: (i: PolicyInput) => Readonly<Record<string, unknown>> | undefined,
   label: string,
   issues: string[],
+  provided: readonly string[] = [],
 ): VariableSpec {
   const fields = new Map(builtin);
   for (const [name, type] of Object.entries(declared ?? {})) {
@@ -396,6 +403,12 @@ function objectSpec(
       continue;
     }
     fields.set(name, { type, read: attributeReader(pick, name) as FieldAccess['read'] });
+  }
+  // Attributes an identity source provides, untyped unless the schema typed them above (built-in names
+  // are refused where they are configured).
+  for (const name of provided) {
+    if (!fields.has(name))
+      fields.set(name, { type: 'dyn', read: attributeReader(pick, name) as FieldAccess['read'] });
   }
   return declared
     ? { fields }
@@ -425,7 +438,14 @@ function scopeFor(rule: PolicyRuleConfig, spec: PolicySpec, problems: string[]):
     objects: new Map([
       [
         'principal',
-        objectSpec(PRINCIPAL_FIELDS, s.principal, (i) => i.principal.attributes, 'principal', problems),
+        objectSpec(
+          PRINCIPAL_FIELDS,
+          s.principal,
+          (i) => i.principal.attributes,
+          'principal',
+          problems,
+          spec.principalAttributes,
+        ),
       ],
       [
         'resource',

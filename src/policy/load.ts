@@ -98,6 +98,7 @@ export function policySpecOf(loaded: LoadedConfig): PolicySpec {
     schema: config.policy.schema,
     acrLevels: config.policy.acrLevels,
     routes: config.routes,
+    principalAttributes: [...new Set(Object.values(config.issuers).flatMap((i) => i.claims))],
   };
 }
 
