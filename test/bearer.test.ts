@@ -243,6 +243,29 @@ describe('external issuers, the verified-token cache and HS256 assertions', () =
     clock.advance(-61_000);
   });
 
+  it('remembers a validly signed token refused for the shape of its claims (groups, roles, cnf)', async () => {
+    const lookups = async () => {
+      const m = await pc.core.metrics.tokenCache.get();
+      const of = (r: string) => m.values.find((v) => v.labels.result === r)?.value ?? 0;
+      return { miss: of('miss'), refused: of('refused') };
+    };
+    const tokens = [
+      await extToken('shape-groups', { claims: { groups: [1, 2] } }),
+      await extToken('shape-roles', { roles: 42 }),
+      await extToken('shape-cnf', { cnf: 'not-an-object' }),
+    ];
+    const before = await lookups();
+    for (const token of tokens)
+      for (let i = 0; i < 3; i++) {
+        const res = await call('/partner/x', token);
+        expect(res.status).toBe(401);
+        expect((await res.json()).error.code).toBe('invalid_token');
+      }
+    const after = await lookups();
+    expect(after.miss - before.miss).toBe(3); // each signature verified once…
+    expect(after.refused - before.refused).toBe(6); // …then refused from memory
+  });
+
   it('does not remember a token that is merely not yet valid: it is accepted once its nbf has come', async () => {
     const now = Math.floor(clock.now() / 1000);
     const early = await new SignJWT({ roles: ['reader'] })

@@ -65,11 +65,22 @@ const MALFORMED = 'malformed token';
 const UNKNOWN_ISSUER = 'unknown token issuer';
 const LASTING_DETAILS: ReadonlySet<string> = new Set([MALFORMED, UNKNOWN_ISSUER]);
 
+/**
+ * Refusals of a validly signed token for the shape of its claims (roles, groups, cnf): its claims cannot
+ * change, and this authenticator's config does not (a reload builds another), so they are lasting too.
+ */
+const CLAIM_SHAPE_REFUSALS = new WeakSet<PortcullisError>();
+const claimShapeRefusal = (detail: string): PortcullisError => {
+  const err = invalid(detail);
+  CLAIM_SHAPE_REFUSALS.add(err);
+  return err;
+};
+
 /** Whether a refusal from `#verify` would be the same on the next try (see `#refused`). */
 function isLastingRefusal(err: unknown): err is PortcullisError & { detail: string } {
   if (!(err instanceof PortcullisError) || err.code !== 'invalid_token' || err.detail === undefined)
     return false;
-  if (LASTING_DETAILS.has(err.detail)) return true;
+  if (LASTING_DETAILS.has(err.detail) || CLAIM_SHAPE_REFUSALS.has(err)) return true;
   return err.cause instanceof TokenVerificationError && LASTING_FAILURES.has(err.cause.failure);
 }
 
@@ -92,7 +103,7 @@ export class BearerAuthenticator {
   readonly #cache = new Map<string, CacheEntry>();
   /**
    * Tokens refused for a reason that holds as long as the configuration does (bad signature, wrong
-   * audience or issuer, expired, malformed, unknown issuer), under the same SHA-256 key, for
+   * audience or issuer, expired, malformed, unknown issuer, validly signed claims of the wrong shape), under the same SHA-256 key, for
    * {@link REFUSED_TTL_MS}: a client retrying a bad token costs a map lookup instead of a signature
    * verification (the 401 path is also what an attacker can make us do at will). Failures that can
    * change — an unknown key id (the issuer's key set may be refreshed), keys unavailable, a token not
@@ -266,11 +277,11 @@ export class BearerAuthenticator {
     // A token its issuer bound to a key (RFC 9449 cnf.jkt) is only good with a proof by that key.
     const jkt = (cnf as { jkt?: unknown } | undefined)?.jkt;
     if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || typeof jkt !== 'string'))
-      throw invalid('cnf must be an object with a jkt');
+      throw claimShapeRefusal('cnf must be an object with a jkt');
     const rawRoles = claims[config.rolesClaim];
     const roles = typeof rawRoles === 'string' ? rawRoles.split(' ').filter((r) => r !== '') : rawRoles;
     if (typeof sub !== 'string' || sub === '' || !isStringArray(roles))
-      throw invalid('claims have the wrong types');
+      throw claimShapeRefusal('claims have the wrong types');
     // Roles from another issuer that are not plain names (commas, spaces, control characters) are
     // dropped: they could not be told apart once copied into a header.
     const plainRoles = roles.filter((r) => ROLE_NAME.test(r));
@@ -280,7 +291,9 @@ export class BearerAuthenticator {
     const rawGroups = claims[config.groupsClaim];
     const groups = typeof rawGroups === 'string' ? [rawGroups] : rawGroups;
     if (groups !== undefined && !(isStringArray(groups) && groups.length <= MAX_GROUPS))
-      throw invalid(`${config.groupsClaim} must be a string or an array of at most ${MAX_GROUPS} strings`);
+      throw claimShapeRefusal(
+        `${config.groupsClaim} must be a string or an array of at most ${MAX_GROUPS} strings`,
+      );
     let attributes: Record<string, unknown> | undefined;
     for (const name of config.claims) {
       if (!Object.hasOwn(claims, name)) continue;
