@@ -1,6 +1,7 @@
 // Portcullis as contenders in the gateway harness, in the same run as the peers:
 //   node run.mjs --add contenders.portcullis.mjs --only direct,nginx,nginx-authreq,express,fastify,lean,portcullis,portcullis-hmac
 //   node run.mjs --add contenders.portcullis.mjs --only nginx,nginx-authreq,express,portcullis-jwt,portcullis-full,portcullis-full-es256,portcullis-fwd --modes single,rotate,deny,unauth
+//   node run.mjs --add contenders.portcullis.mjs --only nginx,node-floor,nginx-authreq,express,portcullis-jwt,portcullis-full,portcullis-full-es256 --modes single,rotate
 // Each entry writes a portcullis.yaml into the run folder and starts the built CLI (`npm run build`
 // at the repository root first): the harness's ES256 tokens are accepted from an external issuer
 // (its PEM), every decision is audited (batched, hash-chained SQLite), security headers are added
@@ -13,6 +14,9 @@
 //          no rate limit. It does not authorize roles (a guest-role token is allowed): no `roles: true`
 //   full   role reader AND an ABAC condition (CEL) over the token's claims, risk step on (default
 //          settings), a per-user rate limit set so high it is never hit (GCRA bookkeeping on every request)
+// `node-floor` is not Portcullis: node:http -> undici dispatch with no auth at all, the floor under any Node
+// gateway on the machine (servers/node-floor.mjs), measured in the same run so the Node rows can be read
+// against it.
 // `portcullis-fwd` is the full profile behind nginx: nginx auth_request asks Portcullis's forward-auth
 // endpoint, then proxies to the upstream itself (peer: `nginx-authreq`, nginx + a jose verifier).
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -119,9 +123,29 @@ function forwardAuthEntry({ id, label, port, portcullisPort, assertion, profile 
   };
 }
 
+// The floor under every Node gateway here (servers/node-floor.mjs): node:http → undici dispatch, no auth.
+// Not a peer: it does nothing a user would deploy. It shows how much of a Node contender's cost is the
+// runtime's HTTP in and out, and what is left for everything else. Port 18095.
+const floorEntry = {
+  id: 'node-floor',
+  label: '10 floor: node:http -> undici dispatch, no auth (Portcullis addition)',
+  port: 18095,
+  auth: false,
+  processes: (ctx) => [
+    {
+      name: 'node-floor.mjs',
+      cmd: ctx.node,
+      args: [join(ctx.harnessDir, 'servers', 'node-floor.mjs')],
+      env: { NODE_ENV: 'production', ...ctx.env, PORT: '18095' },
+      readyPort: 18095,
+    },
+  ],
+};
+
 // Ports: gateway/nginx 18087–18094, Portcullis admin listeners +100. (18087 is also lean-crypto's: the
 // harness runs one contender at a time.)
 export default [
+  floorEntry,
   entry({ id: 'portcullis', label: '6 Portcullis (ES256 assertion)', port: 18088, assertion: 'ES256', profile: 'roles' }),
   entry({ id: 'portcullis-hmac', label: '6b Portcullis (HS256 assertion)', port: 18087, assertion: 'HS256', profile: 'roles' }),
   entry({
