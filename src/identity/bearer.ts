@@ -103,12 +103,12 @@ export class BearerAuthenticator {
   readonly #cache = new Map<string, CacheEntry>();
   /**
    * Tokens refused for a reason that holds as long as the configuration does (bad signature, wrong
-   * audience or issuer, expired, malformed, unknown issuer, validly signed claims of the wrong shape), under the same SHA-256 key, for
-   * {@link REFUSED_TTL_MS}: a client retrying a bad token costs a map lookup instead of a signature
-   * verification (the 401 path is also what an attacker can make us do at will). Failures that can
-   * change — an unknown key id (the issuer's key set may be refreshed), keys unavailable, a token not
-   * yet valid, an issuer not accepted on this route — are never remembered. A reload builds a new
-   * authenticator, so a changed issuer config starts from an empty list.
+   * audience or issuer, expired, malformed, unknown issuer, validly signed claims of the wrong shape),
+   * under the same SHA-256 key, for {@link REFUSED_TTL_MS}: a client retrying a bad token costs a map
+   * lookup instead of a signature verification (the 401 path is also what an attacker can make us do at
+   * will). Failures that can change — an unknown key id (the issuer's key set may be refreshed), keys
+   * unavailable, a token not yet valid, an issuer not accepted on this route — are never remembered. A
+   * reload builds a new authenticator, so a changed issuer config starts from an empty list.
    */
   readonly #refused = new Map<string, { detail: string; until: number }>();
 
