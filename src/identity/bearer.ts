@@ -66,21 +66,18 @@ const UNKNOWN_ISSUER = 'unknown token issuer';
 const LASTING_DETAILS: ReadonlySet<string> = new Set([MALFORMED, UNKNOWN_ISSUER]);
 
 /**
- * Refusals of a validly signed token for the shape of its claims (roles, groups, cnf): its claims cannot
- * change, and this authenticator's config does not (a reload builds another), so they are lasting too.
+ * A validly signed token refused for the shape of its claims (roles, groups, cnf): its claims cannot
+ * change, and this authenticator's config does not (a reload builds another), so the refusal is a
+ * lasting `claim_invalid` failure like jose's claim checks.
  */
-const CLAIM_SHAPE_REFUSALS = new WeakSet<PortcullisError>();
-const claimShapeRefusal = (detail: string): PortcullisError => {
-  const err = invalid(detail);
-  CLAIM_SHAPE_REFUSALS.add(err);
-  return err;
-};
+const claimShapeRefusal = (detail: string): PortcullisError =>
+  invalid(detail, new TokenVerificationError('claim_invalid', detail));
 
 /** Whether a refusal from `#verify` would be the same on the next try (see `#refused`). */
 function isLastingRefusal(err: unknown): err is PortcullisError & { detail: string } {
   if (!(err instanceof PortcullisError) || err.code !== 'invalid_token' || err.detail === undefined)
     return false;
-  if (LASTING_DETAILS.has(err.detail) || CLAIM_SHAPE_REFUSALS.has(err)) return true;
+  if (LASTING_DETAILS.has(err.detail)) return true;
   return err.cause instanceof TokenVerificationError && LASTING_FAILURES.has(err.cause.failure);
 }
 
