@@ -68,15 +68,11 @@ import { loadPolicy } from './policy/index.js';
 import { MemoryRateLimitStore } from './ratelimit/index.js';
 import { GeoIp, RiskEngine, ThreatIntel } from './risk/index.js';
 import { openSqliteStore, type Store } from './store/index.js';
-import {
-  caLoader,
-  caStatus,
-  createWorkloadServer,
-  maintainCa,
-  parseDenylist,
-  SpiffePeerAuthenticator,
-  type WorkloadCa,
-} from './workload/index.js';
+import { caFiles, caLoader, caStatus, maintainCa, type WorkloadCa } from './workload/ca.js';
+import { SpiffePeerAuthenticator } from './workload/peer.js';
+import { createWorkloadServer } from './workload/server.js';
+import { parseDenylist } from './workload/svid.js';
+import { loadX509 } from './workload/x509.js';
 
 export interface CoreOptions {
   log?: Logger;
@@ -530,6 +526,8 @@ export async function startPortcullis(
     const caRetainMs = Math.max(config.workload.svidTtl, config.devices.certTtl, 30 * 86_400_000) + 3_600_000;
     const maintainWorkloadCa = async (now = core.clock.now()) => {
       try {
+        // Rewriting the bundle parses the roots: certificates are loaded once a CA exists.
+        if (existsSync(caFiles(caDir).intermediateCert)) await loadX509();
         const r = maintainCa(caDir, caRetainMs, now);
         if (!r.changed) return r;
         if (r.promoted !== undefined)
@@ -773,6 +771,10 @@ async function buildGateway(
 ): Promise<Built> {
   const { config } = loaded;
   const base = loaded.file ? dirname(loaded.file) : process.cwd();
+  // Certificates are checked synchronously (the SPIFFE client-certificate bundle, mTLS upstreams' TLS
+  // callbacks): load the library before building what does it. A config without them never loads it.
+  if (config.gateway.tls?.clientCaFile || Object.values(config.upstreams).some((u) => u.mtls))
+    await loadX509();
   // Emergency revocation: read at every build (a change of the file rebuilds the gateway).
   const denylist = config.workload.denylistFile;
   const denied = denylist

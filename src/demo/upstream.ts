@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { JWTVerifyGetKey } from 'jose';
 import { TokenVerificationError } from '../identity/index.js';
-import { type VerifiedAssertion, verifyAssertion } from '../sdk/index.js';
+import { type VerifiedAssertion, verifyAssertion } from '../sdk/verify-assertion.js';
 
 export interface DemoUpstreamOptions {
   /** Resolves the gateway's assertion key (its JWKS). */

@@ -1,6 +1,5 @@
-import 'reflect-metadata';
-import { createPublicKey, randomUUID, webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import { createPublicKey, randomUUID } from 'node:crypto';
+import type * as X509 from '@peculiar/x509';
 import { calculateJwkThumbprint, errors, importJWK, type JWK, jwtVerify } from 'jose';
 import type { AuditWriter } from '../audit/index.js';
 import { type Clock, PortcullisError, type UserId } from '../core/index.js';
@@ -9,10 +8,9 @@ import type { DeviceCheck, DeviceRecord, Store } from '../store/index.js';
 import { StoreError } from '../store/index.js';
 import type { WorkloadCa } from '../workload/index.js';
 import { pemBlocks } from '../workload/svid.js';
+import { loadX509, x509 } from '../workload/x509.js';
 import { DpopVerifier, dpopError } from './dpop.js';
 import { type ComplianceRules, judgePosture, type PostureClaims, postureClaims } from './posture.js';
-
-x509.cryptoProvider.set(webcrypto as never);
 
 /** The SPIFFE ID path of a device certificate: `/device/<id>`. */
 export const DEVICE_PATH_PREFIX = '/device/';
@@ -389,9 +387,10 @@ async function publicJwk(input: Record<string, unknown>): Promise<JWK> {
 
 /** The public key of a CSR (its signature checked) as a JWK. */
 async function csrPublicJwk(csrPem: string): Promise<JWK> {
+  await loadX509();
   const block = pemBlocks(csrPem).find((b) => b.label === 'CERTIFICATE REQUEST');
   if (!block) throw invalid('The csr is not a PEM certificate request.');
-  let csr: x509.Pkcs10CertificateRequest;
+  let csr: X509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(block.der);
   } catch {

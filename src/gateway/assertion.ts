@@ -2,7 +2,7 @@ import { createHmac, createSecretKey, type KeyObject, sign } from 'node:crypto';
 import type { UpstreamConfig } from '../config/index.js';
 import { PortcullisError, sha256b64url } from '../core/index.js';
 import type { SigningKey } from '../identity/index.js';
-import { ASSERTION_TYP } from '../sdk/index.js';
+import { ASSERTION_TYP } from '../sdk/verify-assertion.js';
 import type { Gateway, RequestContext } from './context.js';
 
 export { ASSERTION_TYP };

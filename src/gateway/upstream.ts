@@ -1,13 +1,13 @@
-import 'reflect-metadata';
 import { createPrivateKey, X509Certificate as NodeX509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import type { PeerCertificate } from 'node:tls';
-import { X509Certificate } from '@peculiar/x509';
 import { Pool } from 'undici';
 import type { UpstreamConfig } from '../config/index.js';
 import type { SigningKey } from '../identity/index.js';
-import { checkLeaf, parseSpiffeId, serialKey } from '../workload/index.js';
+import { parseSpiffeId } from '../workload/spiffe-id.js';
+import { checkLeaf, serialKey } from '../workload/svid.js';
+import { x509 } from '../workload/x509.js';
 import { type AssertionSigner, createAssertionSigner } from './assertion.js';
 
 /** An upstream at run time: its targets' keep-alive pools and what the assertion needs. */
@@ -140,6 +140,9 @@ export interface AssertionSettings {
 function mtlsConnect(m: NonNullable<UpstreamConfig['mtls']>, baseDir: string, denied?: ReadonlySet<string>) {
   const read = (f: string) => readFileSync(isAbsolute(f) ? f : resolve(baseDir, f), 'utf8');
   const expected = parseSpiffeId(m.spiffeId).toString();
+  // Loaded at build time by the gateway (buildGateway): read here, not in the TLS callback below, so a
+  // build that forgot to load it fails at once instead of refusing every handshake as a bad certificate.
+  const { X509Certificate } = x509;
   const cert = read(m.certFile);
   const key = read(m.keyFile);
   // An agent replaces key and certificate one after the other: never build a pool on a mismatched pair.

@@ -1,3 +1,5 @@
+import '../workload/x509-eager.js';
+
 export { type AgentSvid, fetchJwtSvid, fetchX509Svid } from './agent-client.js';
 export {
   JtiReplayCache,

@@ -1,7 +1,6 @@
-import 'reflect-metadata';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
-import { X509Certificate } from '@peculiar/x509';
 import { checkLeaf } from '../workload/svid.js';
+import { x509 } from '../workload/x509.js';
 import type { AgentSvid } from './agent-client.js';
 
 /** Which SPIFFE IDs a peer may have: one exactly, a list, or a predicate. */
@@ -12,7 +11,7 @@ const allows = (m: SpiffeIdMatcher, id: string) =>
 
 /** The SPIFFE ID of a certificate as Node hands it over (the SPIFFE leaf rules on the raw DER), or an error. */
 function idOf(cert: PeerCertificate): string {
-  return checkLeaf(new X509Certificate(new Uint8Array(cert.raw)));
+  return checkLeaf(new x509.X509Certificate(new Uint8Array(cert.raw)));
 }
 
 /**

@@ -1,17 +1,14 @@
-import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import type { PeerCertificate } from 'node:tls';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { Agent, request } from 'undici';
 import { type Clock, type Logger, systemClock, writeSecretFile } from '../core/index.js';
 import { newKeyAndCsr } from './ca.js';
 import { parseSpiffeId } from './spiffe-id.js';
 import { checkLeaf, parseCertificates, verifySvid } from './svid.js';
-
-x509.cryptoProvider.set(webcrypto as never);
+import { loadX509, x509 } from './x509.js';
 
 /** The workload API's own identity: the agent talks to nothing else. */
 const WORKLOAD_API_PATH = '/portcullis/workload-api';
@@ -111,6 +108,7 @@ export class WorkloadAgent {
 
   /** Gets the first SVID (from disk if still valid, else with the join token), then keeps it fresh. */
   async start(): Promise<CurrentSvid> {
+    await loadX509();
     mkdirSync(this.#o.outDir, { recursive: true, mode: 0o700 });
     const onDisk = await this.#fromDisk();
     if (onDisk) {
@@ -180,7 +178,7 @@ export class WorkloadAgent {
     });
     if (spiffeId !== this.#expectedId)
       throw new Error(`the workload API issued ${spiffeId}, expected ${this.#expectedId}`);
-    const leaf = chain[0] as x509.X509Certificate;
+    const leaf = chain[0] as X509.X509Certificate;
     // The certificate must be for the key we just made (the CA only uses the CSR's key).
     const { createPrivateKey, createPublicKey } = await import('node:crypto');
     const ours = createPublicKey(createPrivateKey(keyPem)).export({ format: 'der', type: 'spki' });
@@ -222,7 +220,7 @@ export class WorkloadAgent {
       // A crash between the key and the certificate writes leaves a pair that does not match.
       const { createPrivateKey, createPublicKey } = await import('node:crypto');
       const spki = createPublicKey(createPrivateKey(key)).export({ format: 'der', type: 'spki' });
-      if (!Buffer.from((chain[0] as x509.X509Certificate).publicKey.rawData).equals(spki)) {
+      if (!Buffer.from((chain[0] as X509.X509Certificate).publicKey.rawData).equals(spki)) {
         this.#o.log.warn('agent: the key on disk does not match the SVID on disk; starting over');
         return undefined;
       }
@@ -233,7 +231,7 @@ export class WorkloadAgent {
         key,
         bundle,
         notAfter,
-        serial: (chain[0] as x509.X509Certificate).serialNumber.toLowerCase(),
+        serial: (chain[0] as X509.X509Certificate).serialNumber.toLowerCase(),
       };
     } catch (err) {
       this.#o.log.warn({ err: (err as Error).message }, 'agent: the SVID on disk is not usable');

@@ -1,15 +1,12 @@
-// @peculiar/x509 resolves its services through tsyringe, which needs the Reflect metadata API.
-import 'reflect-metadata';
 import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { writeSecretFile } from '../core/index.js';
 import type { SecretBox } from '../identity/index.js';
 import { parseSpiffeId } from './spiffe-id.js';
 import { parseCertificates, pemBlocks } from './svid.js';
-
-x509.cryptoProvider.set(webcrypto as never);
+import { loadX509, x509 } from './x509.js';
 
 const subtle = webcrypto.subtle;
 type CryptoKey = webcrypto.CryptoKey;
@@ -63,6 +60,7 @@ async function pkcs8Pem(key: CryptoKey): Promise<string> {
 export async function newKeyAndCsr(
   commonName: string,
 ): Promise<{ keys: CryptoKeyPair; csr: string; keyPem: string }> {
+  await loadX509();
   const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: `CN=${commonName}`,
@@ -84,6 +82,7 @@ export async function initCa(options: {
   box: SecretBox;
   now?: number;
 }): Promise<CaFiles> {
+  await loadX509();
   const td = parseSpiffeId(`spiffe://${options.trustDomain}`).trustDomain;
   const files = caFiles(options.dir);
   if (existsSync(files.rootCert)) throw new Error(`${files.rootCert} exists: the CA is already initialised`);
@@ -100,7 +99,7 @@ async function writeGeneration(
   passphrase: string,
   box: SecretBox,
   now: number,
-): Promise<x509.X509Certificate> {
+): Promise<X509.X509Certificate> {
   if (passphrase.length < 12) throw new Error('the root key passphrase must be at least 12 characters');
   const rootKeys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
   const root = await x509.X509CertificateGenerator.createSelfSigned({
@@ -184,7 +183,7 @@ function generationFiles(dir: string, generation: number): Omit<CaFiles, 'bundle
 }
 
 /** Every root the bundle publishes: the active one, the next one (ahead of its first signature), the retired ones still needed. */
-function publishedRoots(dir: string, st: RotationState): x509.X509Certificate[] {
+function publishedRoots(dir: string, st: RotationState): X509.X509Certificate[] {
   const gens = [st.active, ...(st.next ? [st.next.generation] : []), ...st.retired.map((r) => r.generation)];
   return gens.flatMap((g) => parseCertificates(readFileSync(generationFiles(dir, g).rootCert, 'utf8')));
 }
@@ -211,6 +210,7 @@ export async function prepareCaRotation(options: {
   activateInMs: number;
   now?: number;
 }): Promise<{ generation: number; activatesAt: Date; sequence: number }> {
+  await loadX509();
   const now = options.now ?? Date.now();
   const st = readState(options.dir);
   if (st.next)
@@ -301,21 +301,22 @@ export function caStatus(dir: string): RotationState & { roots: string[] } {
 export class WorkloadCa {
   private constructor(
     readonly trustDomain: string,
-    readonly intermediate: x509.X509Certificate,
-    readonly roots: x509.X509Certificate[],
+    readonly intermediate: X509.X509Certificate,
+    readonly roots: X509.X509Certificate[],
     private readonly key: CryptoKey,
     /** The bundle's sequence number (`spiffe_sequence`): it grows with every change of the roots. */
     readonly sequence = 1,
   ) {}
 
   static async load(dir: string, box: SecretBox): Promise<WorkloadCa> {
+    await loadX509();
     if (!existsSync(caFiles(dir).intermediateCert))
       throw new Error(`no CA in ${dir}: run portcullis ca init`);
     const st = readState(dir);
     const files = generationFiles(dir, st.active);
     const intermediate = parseCertificates(
       readFileSync(files.intermediateCert, 'utf8'),
-    )[0] as x509.X509Certificate;
+    )[0] as X509.X509Certificate;
     const roots = publishedRoots(dir, st);
     const pem = box.open(readFileSync(files.intermediateKey, 'utf8').trim(), 'ca-intermediate-key');
     const der = pemBlocks(pem)[0]?.der as ArrayBuffer;

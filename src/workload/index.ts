@@ -1,3 +1,5 @@
+import './x509-eager.js';
+
 export { type AgentOptions, type AgentState, type CurrentSvid, WorkloadAgent } from './agent.js';
 export {
   type CaFiles,

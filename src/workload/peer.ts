@@ -1,9 +1,10 @@
 import { createPublicKey, hash } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import type * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { type Clock, PortcullisError, type Principal, type UserId } from '../core/index.js';
 import { parseCertificates, SvidError, verifySvid } from './svid.js';
+import { loadX509 } from './x509.js';
 
 /** The issuer id routes list (`routes[].issuers: [spiffe]`) to accept workloads' X.509-SVIDs. */
 export const SPIFFE_ISSUER_ID = 'spiffe';
@@ -18,7 +19,7 @@ const REFUSED_TTL_MS = 60_000;
  * pays once. The principal is a `service` named by its SPIFFE ID, for microsegmentation rules.
  */
 export class SpiffePeerAuthenticator {
-  readonly #roots: x509.X509Certificate[];
+  readonly #roots: X509.X509Certificate[];
   readonly #trustDomain: string | undefined;
   readonly #clock: Clock;
   readonly #cache = new Map<string, VerifiedPeer>();
@@ -92,8 +93,8 @@ export class SpiffePeerAuthenticator {
   async #verifyChain(socket: TLSSocket, key: string, now: number): Promise<VerifiedPeer | undefined> {
     const peer = socket.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
     if (!peer?.raw) return undefined;
-    const { X509Certificate } = await import('@peculiar/x509');
-    const chain: x509.X509Certificate[] = [];
+    const { X509Certificate } = await loadX509();
+    const chain: X509.X509Certificate[] = [];
     const seen = new Set<unknown>();
     for (
       let c: typeof peer | undefined = peer;
@@ -126,7 +127,7 @@ export class SpiffePeerAuthenticator {
       tokenId: '',
       spiffeId,
     };
-    const leaf = chain[0] as x509.X509Certificate;
+    const leaf = chain[0] as X509.X509Certificate;
     const spki = createPublicKey({ key: Buffer.from(leaf.publicKey.rawData), format: 'der', type: 'spki' });
     const verified = {
       spiffeId,

@@ -1,9 +1,8 @@
-import 'reflect-metadata';
-import { createPublicKey, webcrypto } from 'node:crypto';
+import { createPublicKey } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { TLSSocket } from 'node:tls';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import type { AuditWriter } from '../audit/index.js';
 import { type Clock, type Logger, randomToken, sha256b64url } from '../core/index.js';
 import type { Store } from '../store/index.js';
@@ -11,8 +10,8 @@ import { newKeyAndCsr, type WorkloadCa } from './ca.js';
 import { isDeviceId, isReservedId } from './peer.js';
 import { parseSpiffeId } from './spiffe-id.js';
 import { SvidError, verifySvid } from './svid.js';
+import { loadX509, x509 } from './x509.js';
 
-x509.cryptoProvider.set(webcrypto as never);
 /** The workload API's own SVID lives a day and is renewed at half-life. */
 const OWN_TTL_MS = 24 * 3_600_000;
 const MAX_BODY = 16 * 1024;
@@ -53,7 +52,7 @@ export async function createJoinToken(
 
 /** The trust bundle as a SPIFFE bundle document (JWK set: x509-svid authorities, sequence, refresh hint). */
 export function spiffeBundle(
-  roots: readonly x509.X509Certificate[],
+  roots: readonly X509.X509Certificate[],
   sequence: number,
   refreshHintSec: number,
 ): Record<string, unknown> {
@@ -71,8 +70,8 @@ export function spiffeBundle(
 }
 
 /** The certificates a TLS peer presented, leaf first, as parsed X.509 objects. */
-function peerChain(socket: TLSSocket): x509.X509Certificate[] {
-  const out: x509.X509Certificate[] = [];
+function peerChain(socket: TLSSocket): X509.X509Certificate[] {
+  const out: X509.X509Certificate[] = [];
   let cert = socket.getPeerCertificate(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
   const seen = new Set<unknown>();
   while (cert?.raw && !seen.has(cert)) {
@@ -109,6 +108,7 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
 export async function createWorkloadServer(
   o: WorkloadServerOptions,
 ): Promise<Server & { renewOwn(): Promise<void> }> {
+  await loadX509();
   /** The server's own SVID: spiffe://<td>/portcullis/workload-api, from a fresh key; renewed at half-life. */
   const ownSvid = async () => {
     const ca = await o.ca();

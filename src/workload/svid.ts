@@ -1,10 +1,7 @@
-// @peculiar/x509 resolves its services through tsyringe, which needs the Reflect metadata API.
-import 'reflect-metadata';
-import { createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import type * as X509 from '@peculiar/x509';
 import { parseSpiffeId } from './spiffe-id.js';
-
-x509.cryptoProvider.set(webcrypto as never);
+import { x509 } from './x509.js';
 
 /** Why an X.509-SVID is refused (a stable code, and the sentence that names the rule). */
 export class SvidError extends Error {
@@ -40,7 +37,7 @@ export interface VerifiedSvid {
   spiffeId: string;
   trustDomain: string;
   /** Leaf first, then the intermediates and the trusted root used. */
-  chain: x509.X509Certificate[];
+  chain: X509.X509Certificate[];
   notAfter: Date;
 }
 
@@ -59,12 +56,14 @@ export function pemBlocks(text: string): { label: string; der: ArrayBuffer }[] {
 }
 
 /** The certificates of a PEM text (a chain, or a bundle), in order. */
-export function parseCertificates(text: string): x509.X509Certificate[] {
-  const certs: x509.X509Certificate[] = [];
+export function parseCertificates(text: string): X509.X509Certificate[] {
+  // Read outside the try: a library not loaded yet is a programming error, not a certificate that fails to parse.
+  const { X509Certificate } = x509;
+  const certs: X509.X509Certificate[] = [];
   for (const b of pemBlocks(text)) {
     if (b.label !== 'CERTIFICATE') continue;
     try {
-      certs.push(new x509.X509Certificate(b.der));
+      certs.push(new X509Certificate(b.der));
     } catch (err) {
       throw new SvidError('parse', `a certificate does not parse: ${(err as Error).message}`);
     }
@@ -72,20 +71,18 @@ export function parseCertificates(text: string): x509.X509Certificate[] {
   return certs;
 }
 
-const KU = x509.KeyUsageFlags;
-
-function uriSans(cert: x509.X509Certificate): string[] {
+function uriSans(cert: X509.X509Certificate): string[] {
   const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
   if (!san) return [];
   return san.names.items.filter((n) => n.type === 'url').map((n) => n.value);
 }
 
-function isCa(cert: x509.X509Certificate): { ca: boolean; pathLength: number | undefined } {
+function isCa(cert: X509.X509Certificate): { ca: boolean; pathLength: number | undefined } {
   const bc = cert.getExtension(x509.BasicConstraintsExtension);
   return { ca: bc?.ca === true, pathLength: bc?.pathLength };
 }
 
-function keyUsage(cert: x509.X509Certificate): number | undefined {
+function keyUsage(cert: X509.X509Certificate): number | undefined {
   return cert.getExtension(x509.KeyUsagesExtension)?.usages;
 }
 
@@ -94,7 +91,7 @@ function keyUsage(cert: x509.X509Certificate): number | undefined {
  * SPIFFE ID; `cA` false; key usage present with `digitalSignature` and without `keyCertSign`/`cRLSign`.
  * Returns the SPIFFE ID.
  */
-export function checkLeaf(leaf: x509.X509Certificate): string {
+export function checkLeaf(leaf: X509.X509Certificate): string {
   const uris = uriSans(leaf);
   if (uris.length === 0) throw new SvidError('no_spiffe_id', 'the leaf has no URI SAN (no SPIFFE ID)');
   if (uris.length > 1)
@@ -111,16 +108,16 @@ export function checkLeaf(leaf: x509.X509Certificate): string {
   if (isCa(leaf).ca)
     throw new SvidError('leaf_is_ca', 'the leaf has cA=true; an X.509-SVID leaf must not be a CA');
   const ku = keyUsage(leaf);
-  if (ku === undefined || (ku & KU.digitalSignature) === 0)
+  if (ku === undefined || (ku & x509.KeyUsageFlags.digitalSignature) === 0)
     throw new SvidError('leaf_key_usage', 'the leaf key usage must include digitalSignature');
-  if ((ku & KU.keyCertSign) !== 0)
+  if ((ku & x509.KeyUsageFlags.keyCertSign) !== 0)
     throw new SvidError('leaf_key_usage', 'the leaf key usage must not include keyCertSign');
-  if ((ku & KU.cRLSign) !== 0)
+  if ((ku & x509.KeyUsageFlags.cRLSign) !== 0)
     throw new SvidError('leaf_key_usage', 'the leaf key usage must not include cRLSign');
   return id;
 }
 
-function checkSigner(cert: x509.X509Certificate, below: number): void {
+function checkSigner(cert: X509.X509Certificate, below: number): void {
   const { ca, pathLength } = isCa(cert);
   if (!ca)
     throw new SvidError(
@@ -128,7 +125,7 @@ function checkSigner(cert: x509.X509Certificate, below: number): void {
       `signing certificate ${cert.subject || '(no subject)'} is not a CA (cA=false)`,
     );
   const ku = keyUsage(cert);
-  if (ku !== undefined && (ku & KU.keyCertSign) === 0)
+  if (ku !== undefined && (ku & x509.KeyUsageFlags.keyCertSign) === 0)
     throw new SvidError(
       'signer_key_usage',
       `signing certificate ${cert.subject || '(no subject)'} lacks keyCertSign`,
@@ -140,13 +137,13 @@ function checkSigner(cert: x509.X509Certificate, below: number): void {
     );
 }
 
-function checkTime(cert: x509.X509Certificate, at: Date, what: string): void {
+function checkTime(cert: X509.X509Certificate, at: Date, what: string): void {
   if (at < cert.notBefore)
     throw new SvidError('not_yet_valid', `${what} is not valid before ${cert.notBefore.toISOString()}`);
   if (at > cert.notAfter) throw new SvidError('expired', `${what} expired at ${cert.notAfter.toISOString()}`);
 }
 
-async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<boolean> {
+async function signedBy(cert: X509.X509Certificate, issuer: X509.X509Certificate): Promise<boolean> {
   if (cert.issuer !== issuer.subject) return false;
   try {
     return await cert.verify({ publicKey: issuer.publicKey, signatureOnly: true });
@@ -160,7 +157,7 @@ async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate
  * the leaf rules, every other certificate a CA allowed to sign certificates, and — when a private key is
  * given — the key matching the leaf. No trust decision: see {@link verifySvid}.
  */
-export async function parseSvid(pem: string): Promise<{ spiffeId: string; chain: x509.X509Certificate[] }> {
+export async function parseSvid(pem: string): Promise<{ spiffeId: string; chain: X509.X509Certificate[] }> {
   const blocks = pemBlocks(pem);
   if (blocks.length === 0) throw new SvidError('parse', 'no PEM blocks');
   const chain = parseCertificates(pem);
@@ -220,8 +217,8 @@ export function parseDenylist(text: string, file = 'denylist'): Set<string> {
  * const { spiffeId } = await verifySvid(parseCertificates(pem), bundle, { trustDomain: 'prod.example' });
  */
 export async function verifySvid(
-  chain: readonly x509.X509Certificate[],
-  roots: readonly x509.X509Certificate[],
+  chain: readonly X509.X509Certificate[],
+  roots: readonly X509.X509Certificate[],
   options: { trustDomain?: string; at?: Date; deniedSerials?: ReadonlySet<string> } = {},
 ): Promise<VerifiedSvid> {
   const leaf = chain[0];
@@ -264,7 +261,7 @@ const ALLOWED_CURVES = new Set(['prime256v1', 'secp384r1', 'secp521r1']);
  * certificate not self-issued, and a sound key (RSA ≥ 2048 bits and a multiple of 8, EC P-256/384/521,
  * Ed25519).
  */
-function checkStructure(cert: x509.X509Certificate, what: string, anchor = false): void {
+function checkStructure(cert: X509.X509Certificate, what: string, anchor = false): void {
   if (cert.extensions.length === 0)
     throw new SvidError('malformed_certificate', `${what} has no extensions (a v1 certificate)`);
   const seen = new Set<string>();
@@ -316,7 +313,7 @@ function checkStructure(cert: x509.X509Certificate, what: string, anchor = false
 }
 
 /** Rules for a certificate that signs others: a named CA whose basic constraints are critical and which has an SKI. */
-function checkCaStructure(cert: x509.X509Certificate, what: string): void {
+function checkCaStructure(cert: X509.X509Certificate, what: string): void {
   if (cert.subject === '') throw new SvidError('signer_not_ca', `${what} has an empty subject`);
   if (!cert.extensions.some((e) => e.type === '2.5.29.19' && e.critical))
     throw new SvidError('signer_not_ca', `${what}: basic constraints must be critical in a CA certificate`);
@@ -328,7 +325,7 @@ function checkCaStructure(cert: x509.X509Certificate, what: string): void {
  * A self-issued trust anchor's AKI, when it has one, names its own key and nothing else (no issuer name and serial,
  * which would tie the root to a certificate that is not there).
  */
-function checkRootAki(root: x509.X509Certificate, what: string): void {
+function checkRootAki(root: X509.X509Certificate, what: string): void {
   const aki = root.getExtension(x509.AuthorityKeyIdentifierExtension);
   // Only a self-issued root names itself; an intermediate trusted as an anchor names its issuer.
   if (!aki || root.subject !== root.issuer) return;
@@ -341,14 +338,14 @@ function checkRootAki(root: x509.X509Certificate, what: string): void {
 }
 
 /** An end-entity certificate is not a CA and does not sign certificates. */
-function checkEndEntity(cert: x509.X509Certificate, what: string): void {
+function checkEndEntity(cert: X509.X509Certificate, what: string): void {
   if (isCa(cert).ca) throw new SvidError('leaf_is_ca', `${what} is a CA (cA=true), not an end entity`);
   const ku = keyUsage(cert);
-  if (ku !== undefined && (ku & KU.keyCertSign) !== 0)
+  if (ku !== undefined && (ku & x509.KeyUsageFlags.keyCertSign) !== 0)
     throw new SvidError('leaf_key_usage', `${what} key usage includes keyCertSign without being a CA`);
 }
 
-function checkEku(cert: x509.X509Certificate, required: string | undefined, what: string): void {
+function checkEku(cert: X509.X509Certificate, required: string | undefined, what: string): void {
   if (required === undefined) return;
   const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
   if (!eku) return;
@@ -357,7 +354,7 @@ function checkEku(cert: x509.X509Certificate, required: string | undefined, what
     throw new SvidError('extended_key_usage', `${what} is not valid for ${required}`);
 }
 
-const sameCa = (a: x509.X509Certificate, b: x509.X509Certificate) =>
+const sameCa = (a: X509.X509Certificate, b: X509.X509Certificate) =>
   a === b ||
   (a.subject === b.subject && Buffer.from(a.publicKey.rawData).equals(Buffer.from(b.publicKey.rawData)));
 
@@ -370,11 +367,11 @@ const sameCa = (a: x509.X509Certificate, b: x509.X509Certificate) =>
  * depth and in signature checks so that pathological inputs end quickly. Returns the path, leaf first.
  */
 export async function verifyPath(
-  leaf: x509.X509Certificate,
-  intermediates: readonly x509.X509Certificate[],
-  roots: readonly x509.X509Certificate[],
+  leaf: X509.X509Certificate,
+  intermediates: readonly X509.X509Certificate[],
+  roots: readonly X509.X509Certificate[],
   options: { at?: Date; deniedSerials?: ReadonlySet<string>; requiredEku?: string; maxDepth?: number } = {},
-): Promise<x509.X509Certificate[]> {
+): Promise<X509.X509Certificate[]> {
   const at = options.at ?? new Date();
   const denied = options.deniedSerials;
   const maxDepth = Math.min(options.maxDepth ?? 8, 8);
@@ -384,7 +381,7 @@ export async function verifyPath(
     if (e instanceof SvidError) failure = e;
     else throw e;
   };
-  const signed = async (cert: x509.X509Certificate, issuer: x509.X509Certificate) => {
+  const signed = async (cert: X509.X509Certificate, issuer: X509.X509Certificate) => {
     if (cert.issuer !== issuer.subject) return false;
     if (--budget < 0) throw new SvidError('path_length', 'too many candidate issuers: path building gave up');
     return signedBy(cert, issuer);
@@ -393,13 +390,13 @@ export async function verifyPath(
   checkEndEntity(leaf, 'the leaf');
   checkEku(leaf, options.requiredEku, 'the leaf');
   // Path length counts the intermediates below a signer, self-issued ones excepted (RFC 5280 §6.1.4 l).
-  const below = (path: readonly x509.X509Certificate[]) =>
+  const below = (path: readonly X509.X509Certificate[]) =>
     path.slice(1).filter((c) => c.subject !== c.issuer).length;
   const walk = async (
-    current: x509.X509Certificate,
-    path: x509.X509Certificate[],
+    current: X509.X509Certificate,
+    path: X509.X509Certificate[],
     depth: number,
-  ): Promise<x509.X509Certificate[] | undefined> => {
+  ): Promise<X509.X509Certificate[] | undefined> => {
     try {
       if (denied?.has(serialKey(current.serialNumber)))
         throw new SvidError('revoked', `certificate serial ${current.serialNumber} is on the denylist`);

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../../core/index.js';
-import { WorkloadAgent } from '../../workload/index.js';
+import { WorkloadAgent } from '../../workload/agent.js';
 import { type CliIO, type Command, parse, UsageError } from '../io.js';
 
 const USAGE = `usage:

@@ -1,7 +1,7 @@
 import { stringify } from 'yaml';
 import { loadConfigFile } from '../../config/index.js';
 import { policySpecOf } from '../../policy/index.js';
-import { exportIstio, exportKubernetes } from '../../workload/index.js';
+import { exportIstio, exportKubernetes } from '../../workload/export.js';
 import { type CliIO, CONFIG_OPTION, type Command, configPath, parse, UsageError } from '../io.js';
 
 const USAGE = `usage:

@@ -2,19 +2,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfigFile, parseDuration } from '../../config/index.js';
 import { SecretBox } from '../../identity/index.js';
-import {
-  caStatus,
-  createJoinToken,
-  initCa,
-  isDeviceId,
-  isReservedId,
-  parseCertificates,
-  parseDenylist,
-  prepareCaRotation,
-  SvidError,
-  verifySvid,
-  WorkloadCa,
-} from '../../workload/index.js';
+import { caStatus, initCa, prepareCaRotation, WorkloadCa } from '../../workload/ca.js';
+import { isDeviceId, isReservedId } from '../../workload/peer.js';
+import { createJoinToken } from '../../workload/server.js';
+import { parseCertificates, parseDenylist, SvidError, verifySvid } from '../../workload/svid.js';
+import { loadX509 } from '../../workload/x509.js';
 import { withCore } from '../core.js';
 import { type CliIO, CONFIG_OPTION, type Command, configPath, parse, UsageError } from '../io.js';
 
@@ -46,6 +38,7 @@ async function readStdin(io: CliIO): Promise<string> {
 
 /** `portcullis ca init`: the internal certificate authority of workload identity. */
 export const ca: Command = async (argv, io) => {
+  await loadX509();
   const [sub, ...rest] = argv;
   if (sub === 'rotate') return caRotate(rest, io);
   if (sub === 'status') return caShow(rest, io);
@@ -131,6 +124,7 @@ async function caShow(argv: readonly string[], io: CliIO): Promise<number> {
 
 /** `portcullis svid issue|verify`. */
 export const svid: Command = async (argv, io) => {
+  await loadX509();
   const [sub, ...rest] = argv;
   if (sub === 'verify') return verify(rest, io);
   if (sub === 'join-token') return joinToken(rest, io);

@@ -2,7 +2,7 @@ import type { TLSSocket } from 'node:tls';
 import { OWN_ISSUER_ID } from '../../config/index.js';
 import { PortcullisError } from '../../core/index.js';
 import { API_KEY_ISSUER_ID, SESSION_COOKIE_ISSUER_ID } from '../../identity/index.js';
-import { SPIFFE_ISSUER_ID } from '../../workload/index.js';
+import { SPIFFE_ISSUER_ID } from '../../workload/peer.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { authenticateSessionCookie } from '../session-cookie.js';
 

@@ -1,7 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import type { Principal } from '../../core/index.js';
 import type { DeviceState } from '../../devices/index.js';
-import { isDeviceId } from '../../workload/index.js';
+import { isDeviceId } from '../../workload/peer.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { checkTokenProof } from '../dpop.js';
 

@@ -5,7 +5,7 @@ import { decodeJwt } from 'jose';
 import { OWN_ISSUER_ID } from '../../config/index.js';
 import { PortcullisError, type Principal } from '../../core/index.js';
 import { API_KEY_ISSUER_ID } from '../../identity/index.js';
-import { SPIFFE_ISSUER_ID } from '../../workload/index.js';
+import { SPIFFE_ISSUER_ID } from '../../workload/peer.js';
 import type { Gateway, RequestContext } from '../context.js';
 import { clientResponseHeaders } from '../headers.js';
 import { CONNECTION_FAILURES, type Target } from '../upstream.js';
