@@ -72,6 +72,38 @@ describe('@peculiar/x509 loads only when the config uses certificates', () => {
     }
   });
 
+  it('a gateway whose data folder holds a CA loads it for the CA maintenance, which can then promote a generation', async () => {
+    const t = tempDir();
+    try {
+      const { initCa, prepareCaRotation } = await import('../src/workload/ca.js');
+      const { SecretBox } = await import('../src/identity/index.js');
+      const box = new SecretBox(Buffer.alloc(32, 9));
+      const dir = join(t.dir, 'ca');
+      await initCa({ dir, trustDomain: 'lazy.test', passphrase: 'a long root passphrase', box });
+      await prepareCaRotation({
+        dir,
+        passphrase: 'another long root passphrase',
+        box,
+        activateInMs: 3_600_000,
+      });
+
+      vi.resetModules();
+      const fresh = await import('../src/workload/x509.js');
+      const helpers = await import('./helpers.js');
+      expect(fresh.x509Loaded()).toBe(false);
+      const s = await helpers.startStack({ dataDir: t.dir });
+      try {
+        expect(fresh.x509Loaded()).toBe(true);
+        // Promotion rewrites the trust bundle from the roots' certificates.
+        expect(await s.pc.maintainCa(Date.now() + 3_600_000 + 1_000)).toEqual({ changed: true, promoted: 1 });
+      } finally {
+        await s.close();
+      }
+    } finally {
+      t.cleanup();
+    }
+  });
+
   it('reading the library before loading it is a clear error, not a certificate refusal', async () => {
     vi.resetModules();
     const fresh = await import('../src/workload/x509.js');
