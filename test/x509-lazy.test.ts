@@ -104,6 +104,14 @@ describe('@peculiar/x509 loads only when the config uses certificates', () => {
     }
   });
 
+  it("the SDK's synchronous mTLS helpers load it with their module, for the services that import them", async () => {
+    vi.resetModules();
+    const fresh = await import('../src/workload/x509.js');
+    expect(fresh.x509Loaded()).toBe(false);
+    await import('../src/sdk/mtls.js');
+    expect(fresh.x509Loaded()).toBe(true);
+  });
+
   it('reading the library before loading it is a clear error, not a certificate refusal', async () => {
     vi.resetModules();
     const fresh = await import('../src/workload/x509.js');

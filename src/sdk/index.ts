@@ -1,5 +1,3 @@
-import '../workload/x509-eager.js';
-
 export { type AgentSvid, fetchJwtSvid, fetchX509Svid } from './agent-client.js';
 export {
   JtiReplayCache,

@@ -1,6 +1,9 @@
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { checkLeaf } from '../workload/svid.js';
 import { x509 } from '../workload/x509.js';
+// The SDK's checks are synchronous (TLS callbacks): the library loads with this module (the gateway
+// never imports it).
+import '../workload/x509-eager.js';
 import type { AgentSvid } from './agent-client.js';
 
 /** Which SPIFFE IDs a peer may have: one exactly, a list, or a predicate. */

@@ -6,9 +6,10 @@
 // Code that works with certificates reads the library through `x509`, a view that throws until it is
 // loaded. Async entry points (the CA, the workload API, device enrolment, the agent, the CLI's certificate
 // commands) call `loadX509()` first; the gateway calls it at build time when its config needs
-// certificates on a synchronous path (SPIFFE client or upstream checks). The library's public barrels
-// (`portcullis`, `src/workload/index.ts`, `src/sdk/index.ts`) import it statically and `provideX509` it,
-// so an application using those APIs synchronously keeps working as before.
+// certificates on a synchronous path (SPIFFE client or upstream checks). The workload barrel
+// (`src/workload/index.ts`) and the SDK's mTLS helpers (`src/sdk/mtls.ts`, exported by `portcullis`)
+// import it statically through ./x509-eager.ts, so an application using those APIs synchronously keeps
+// working as before.
 import { webcrypto } from 'node:crypto';
 import type * as X509 from '@peculiar/x509';
 
