@@ -114,7 +114,7 @@ if (smoke) {
   // behind nginx) must still load and pass validation; the refusal modes prove the 403/401 paths.
   gatewayArgs.push(
     '--only',
-    'direct,node-floor,portcullis,portcullis-jwt,portcullis-full,portcullis-fwd',
+    'direct,node-floor,proto-jwt,portcullis,portcullis-jwt,portcullis-full,portcullis-fwd',
     '--rounds',
     '1',
     '--warmup',

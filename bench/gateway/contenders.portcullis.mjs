@@ -2,6 +2,7 @@
 //   node run.mjs --add contenders.portcullis.mjs --only direct,nginx,nginx-authreq,express,fastify,lean,portcullis,portcullis-hmac
 //   node run.mjs --add contenders.portcullis.mjs --only nginx,nginx-authreq,express,portcullis-jwt,portcullis-full,portcullis-full-es256,portcullis-fwd --modes single,rotate,deny,unauth
 //   node run.mjs --add contenders.portcullis.mjs --only nginx,node-floor,nginx-authreq,express,portcullis-jwt,portcullis-full,portcullis-full-es256 --modes single,rotate
+//   node run.mjs --add contenders.portcullis.mjs --only nginx,node-floor,proto-jwt,portcullis-jwt --modes single,rotate
 // Each entry writes a portcullis.yaml into the run folder and starts the built CLI (`npm run build`
 // at the repository root first): the harness's ES256 tokens are accepted from an external issuer
 // (its PEM), every decision is audited (batched, hash-chained SQLite), security headers are added
@@ -142,10 +143,30 @@ const floorEntry = {
   ],
 };
 
+// The prototype #9 cites as proof that JWT-only ≥ 0.5× nginx is reachable (servers/proto-jwt.mjs): the floor
+// plus jose verification with a SHA-256-keyed verified-token cache, and nothing else (no audit, assertion,
+// headers or policy). Not a peer either: it shows whether that prototype's ratio holds here. Port 18096.
+const protoEntry = {
+  id: 'proto-jwt',
+  label: '11 #9 prototype: node:http + undici + jose + SHA-256 token cache, nothing else (Portcullis addition)',
+  port: 18096,
+  auth: true,
+  processes: (ctx) => [
+    {
+      name: 'proto-jwt.mjs',
+      cmd: ctx.node,
+      args: [join(ctx.harnessDir, 'servers', 'proto-jwt.mjs')],
+      env: { NODE_ENV: 'production', ...ctx.env, PORT: '18096' },
+      readyPort: 18096,
+    },
+  ],
+};
+
 // Ports: gateway/nginx 18087–18094, Portcullis admin listeners +100. (18087 is also lean-crypto's: the
 // harness runs one contender at a time.)
 export default [
   floorEntry,
+  protoEntry,
   entry({ id: 'portcullis', label: '6 Portcullis (ES256 assertion)', port: 18088, assertion: 'ES256', profile: 'roles' }),
   entry({ id: 'portcullis-hmac', label: '6b Portcullis (HS256 assertion)', port: 18087, assertion: 'HS256', profile: 'roles' }),
   entry({
