@@ -124,43 +124,46 @@ function forwardAuthEntry({ id, label, port, portcullisPort, assertion, profile 
   };
 }
 
+// A one-process Node server of servers/ on `port` (the harness's env: upstream URL, issuer key, …).
+function nodeServer({ id, label, port, auth, script }) {
+  return {
+    id,
+    label,
+    port,
+    auth,
+    processes: (ctx) => [
+      {
+        name: script,
+        cmd: ctx.node,
+        args: [join(ctx.harnessDir, 'servers', script)],
+        env: { NODE_ENV: 'production', ...ctx.env, PORT: String(port) },
+        readyPort: port,
+      },
+    ],
+  };
+}
+
 // The floor under every Node gateway here (servers/node-floor.mjs): node:http → undici dispatch, no auth.
 // Not a peer: it does nothing a user would deploy. It shows how much of a Node contender's cost is the
-// runtime's HTTP in and out, and what is left for everything else. Port 18095.
-const floorEntry = {
+// runtime's HTTP in and out, and what is left for everything else.
+const floorEntry = nodeServer({
   id: 'node-floor',
   label: '10 floor: node:http -> undici dispatch, no auth (Portcullis addition)',
   port: 18095,
   auth: false,
-  processes: (ctx) => [
-    {
-      name: 'node-floor.mjs',
-      cmd: ctx.node,
-      args: [join(ctx.harnessDir, 'servers', 'node-floor.mjs')],
-      env: { NODE_ENV: 'production', ...ctx.env, PORT: '18095' },
-      readyPort: 18095,
-    },
-  ],
-};
+  script: 'node-floor.mjs',
+});
 
 // The prototype #9 cites as proof that JWT-only ≥ 0.5× nginx is reachable (servers/proto-jwt.mjs): the floor
 // plus jose verification with a SHA-256-keyed verified-token cache, and nothing else (no audit, assertion,
-// headers or policy). Not a peer either: it shows whether that prototype's ratio holds here. Port 18096.
-const protoEntry = {
+// headers or policy). Not a peer either: it shows whether that prototype's ratio holds here.
+const protoEntry = nodeServer({
   id: 'proto-jwt',
   label: '11 #9 prototype: node:http + undici + jose + SHA-256 token cache, nothing else (Portcullis addition)',
   port: 18096,
   auth: true,
-  processes: (ctx) => [
-    {
-      name: 'proto-jwt.mjs',
-      cmd: ctx.node,
-      args: [join(ctx.harnessDir, 'servers', 'proto-jwt.mjs')],
-      env: { NODE_ENV: 'production', ...ctx.env, PORT: '18096' },
-      readyPort: 18096,
-    },
-  ],
-};
+  script: 'proto-jwt.mjs',
+});
 
 // Ports: gateway/nginx 18087–18094, Portcullis admin listeners +100. (18087 is also lean-crypto's: the
 // harness runs one contender at a time.)

@@ -10,39 +10,18 @@ import http from 'node:http';
 import { importSPKI, jwtVerify } from 'jose';
 import { Pool } from 'undici';
 import { AUDIENCE, HOST, ISSUER, need, onTerm, port, publicKeyPem } from '../lib/env.mjs';
+import { forwarder } from './forward.mjs';
 
 const key = await importSPKI(publicKeyPem(), 'ES256');
 const pool = new Pool(need('UPSTREAM_URL'), { connections: 64, pipelining: 1, keepAliveTimeout: 60_000 });
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'authorization']);
 const CACHE_MAX = 10_000;
 const cache = new Map(); // sha256(token) -> { sub, exp }
 
-class Exchange {
-  constructor(res) { this.res = res; this.controller = undefined; }
-  onRequestStart(c) { this.controller = c; }
-  onResponseStart(_c, status, headers) {
-    const out = {};
-    for (const k in headers) if (!HOP.has(k)) out[k] = headers[k];
-    this.res.writeHead(status, out);
-  }
-  onResponseData(c, chunk) { if (!this.res.write(chunk)) { c.pause(); this.res.once('drain', () => c.resume()); } }
-  onResponseEnd() { this.res.end(); }
-  onResponseError(_c, err) {
-    if (this.res.headersSent) this.res.destroy(err);
-    else { this.res.writeHead(502, { 'content-length': 0 }); this.res.end(); }
-  }
-}
-
 const refuse = (res) => { res.writeHead(401, { 'content-length': 0, 'www-authenticate': 'Bearer' }); res.end(); };
 
-function forward(req, res, sub) {
-  const headers = {};
-  for (const k in req.headers) if (!HOP.has(k)) headers[k] = req.headers[k];
-  headers['x-user'] = sub;
-  const ex = new Exchange(res);
-  res.once('close', () => { if (!res.writableFinished) ex.controller?.abort(new Error('client gone')); });
-  pool.dispatch({ method: req.method, path: req.url, headers, body: null }, ex);
-}
+// The client's token is not passed on (the upstream gets who it is in x-user).
+const forwardAs = forwarder(pool, ['authorization']);
+const forward = (req, res, sub) => forwardAs(req, res, { 'x-user': sub });
 
 const server = http.createServer((req, res) => {
   const auth = req.headers.authorization;
